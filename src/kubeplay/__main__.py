@@ -1,0 +1,3 @@
+from kubeplay.cli.app import main
+
+main()

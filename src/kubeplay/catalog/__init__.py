@@ -1,0 +1,1 @@
+"""Render kubespray's download definitions as Ansible would and yield the plan."""

@@ -1,0 +1,1 @@
+"""Pydantic models for bundle.yaml (build side) and config.yaml (install side)."""

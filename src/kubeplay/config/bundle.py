@@ -1,0 +1,129 @@
+"""bundle.yaml: what one offline bundle holds. Build side only; read by catalog, fetch, osrepo, bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kubeplay.config.loader import load_model
+
+SUPPORTED_ARCHES: tuple[str, ...] = ("amd64", "arm64")
+
+
+def check_arches(v: list[str]) -> list[str]:
+    for arch in v:
+        if arch not in SUPPORTED_ARCHES:
+            raise ValueError(f"unknown arch {arch!r}; supported: {', '.join(SUPPORTED_ARCHES)}")
+    if not v:
+        raise ValueError("at least one arch is needed")
+    return list(dict.fromkeys(v))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KubesprayRef(Strict):
+    """The kubespray release: a source archive URL or a local path (directory or .tar.gz) and its sha256."""
+
+    version: str = Field(description="release tag, e.g. v2.31.0")
+    source: str = Field(description="URL of a release .tar.gz, or a local directory or .tar.gz")
+    sha256: str | None = Field(default=None, description="sha256 of the archive; required for archives")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None:
+            v = v.lower().removeprefix("sha256:")
+            if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+                raise ValueError("expected 64 hex digits")
+        return v
+
+
+class Mirror(Strict):
+    """Where to fetch what kubespray would fetch from one upstream host."""
+
+    url: str = Field(description="base URL replacing https://<host> (a file mirror or a registry)")
+    ca: Path | None = Field(default=None, description="CA bundle (PEM) to trust for this mirror")
+    insecure: bool = Field(default=False, description="skip TLS verification; only when written explicitly")
+    credentials: str | None = Field(
+        default=None, description="name of an entry in the credentials file or KUBEPLAY_CRED_<NAME>_* env vars"
+    )
+
+
+class OsTarget(Strict):
+    distro: str
+    release: str
+    arches: list[str] = Field(default_factory=lambda: ["amd64"])
+    mirror: str | None = None
+    baseline: Path | None = None
+
+    _arches = field_validator("arches")(check_arches)
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _release_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+
+class Packages(Strict):
+    """The original kubeplay's packages.yaml shape: common, apt, yum, and per-distro lists."""
+
+    common: list[str] = Field(default_factory=list)
+    apt: list[str] = Field(default_factory=list)
+    yum: list[str] = Field(default_factory=list)
+    per_distro: dict[str, list[str]] = Field(default_factory=dict, alias="distro")
+
+
+class BundleSpec(Strict):
+    """The whole of bundle.yaml."""
+
+    kubespray: KubesprayRef
+    kube_version: str | None = None
+    arches: list[str] = Field(default_factory=lambda: ["amd64"])
+    kube_network_plugin: list[str] = Field(default_factory=lambda: ["calico"])
+    container_manager: list[str] = Field(default_factory=lambda: ["containerd"])
+    platform_policy: Literal["strict", "warn"] = "strict"
+    registry_project: str = "library"
+    os: list[OsTarget] = Field(default_factory=list)
+    packages: Packages = Field(default_factory=Packages)
+    mirrors: dict[str, Mirror] = Field(default_factory=dict)
+    credentials_file: Path | None = None
+    kubespray_vars: dict[str, Any] = Field(default_factory=dict)
+
+    # Set by load_bundle_spec: relative paths in the file are relative to the file's directory.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    _arches = field_validator("arches")(check_arches)
+
+    @field_validator("kube_network_plugin", "container_manager", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("kube_version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        if isinstance(v, int | float):
+            v = str(v)
+        return v.removeprefix("v") if isinstance(v, str) else v
+
+    @field_validator("mirrors", mode="before")
+    @classmethod
+    def _mirror_shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {host: ({"url": m} if isinstance(m, str) else m) for host, m in v.items()}
+        return v
+
+    def resolve(self, p: Path | str) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def load_bundle_spec(path: Path) -> BundleSpec:
+    """Read and validate bundle.yaml; raise ConfigError naming the file and field path on any problem."""
+    spec = load_model(path, BundleSpec)
+    spec.base_dir = path.resolve().parent
+    return spec

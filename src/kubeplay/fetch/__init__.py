@@ -1,0 +1,1 @@
+"""HTTP downloads (resume, verify, bounded retries, parallel) and an OCI distribution client."""

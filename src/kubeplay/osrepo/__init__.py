@@ -1,0 +1,1 @@
+"""apt and rpm repositories: upstream indexes, libsolv closures, downloads, repo metadata."""

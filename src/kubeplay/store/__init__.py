@@ -1,0 +1,1 @@
+"""Content-addressed blobs in the registry v2 storage layout that the distribution registry serves unchanged."""

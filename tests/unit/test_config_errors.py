@@ -1,0 +1,74 @@
+"""bundle.yaml errors name the file, the line/column or the field path, and exit with code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bundle.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_and_bad_arch_are_named_by_field_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "kubespray: {version: v2.31.0, source: x}\narches: [amd64, s390x]\nfoo: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_bundle_spec(path)
+    message = str(info.value)
+    assert "arches: unknown arch 's390x'; supported: amd64, arm64" in message
+    assert "foo: unknown key" in message
+    assert str(path) in message
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "kubespray:\n  version: [v2.31.0\n")
+    with pytest.raises(ConfigError) as info:
+        load_bundle_spec(path)
+    assert f"{path}:3:1" in str(info.value)
+
+
+def test_nested_field_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "kubespray: {version: v2.31.0, source: x}\nmirrors:\n  quay.io: {url: x, bogus: 1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_bundle_spec(path)
+    assert "mirrors.quay.io.bogus: unknown key" in str(info.value)
+
+
+def test_list_shorthands_and_version_prefix(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kubespray: {version: v2.31.0, source: x}\nkube_version: v1.35.4\nkube_network_plugin: cilium\n"
+        "mirrors: {quay.io: 'https://mirror.invalid/quay'}\n",
+    )
+    spec = load_bundle_spec(path)
+    assert spec.kube_version == "1.35.4"
+    assert spec.kube_network_plugin == ["cilium"]
+    assert spec.mirrors["quay.io"].url == "https://mirror.invalid/quay"
+    assert spec.base_dir == tmp_path.resolve()
+
+
+def test_cli_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from kubeplay.config.bundle import load_bundle_spec\n"
+        "from kubeplay.errors import KubeplayError\n"
+        "from kubeplay.console import get_output\n"
+        "try:\n"
+        "    load_bundle_spec(Path(sys.argv[1]))\n"
+        "except KubeplayError as e:\n"
+        "    get_output().error(e.message, e.hint); sys.exit(e.exit_code)\n"
+    )
+    path = write(tmp_path, "arches: [mips]\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "kubespray: Field required" in proc.stderr
