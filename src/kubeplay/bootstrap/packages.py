@@ -1,0 +1,180 @@
+"""Install steps that put software on the deploy node: the bundle's OS repo and packages, kubectl and helm."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from kubeplay.bootstrap.context import InstallContext, run_command
+from kubeplay.bootstrap.osrepo import (
+    APT_PACKAGES,
+    RPM_PACKAGES,
+    apt_env,
+    apt_options,
+    apt_package_names,
+    choose_packages,
+    find_key,
+    key_is_armored,
+    render_apt_source,
+    render_yum_repo,
+    rpm_package_names,
+)
+from kubeplay.bootstrap.record import write_owned
+from kubeplay.errors import BundleError, StepFailed
+from kubeplay.state import input_hash
+
+POLICY_RC_D = b"#!/bin/sh\n# kubeplay install: keep distro services from starting while packages install.\nexit 101\n"
+
+
+def _repo(ctx: InstallContext) -> Any:
+    repo = ctx.bundle.repo_for(ctx.os_info.id, *ctx.os_info.release_names)
+    if repo is None:
+        raise BundleError(f"the bundle has no OS repo for {ctx.os_info.id} {ctx.os_info.release}")
+    return repo
+
+
+def os_packages_inputs(ctx: InstallContext) -> str:
+    repo = _repo(ctx)
+    release_files = sorted(str(p.stat().st_mtime_ns) + p.name for p in repo.path.glob("dists/*/Release"))
+    return input_hash({"repo": str(repo.path), "release": release_files, "family": repo.family})
+
+
+def installed_debs(names: list[str]) -> set[str]:
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.endswith("install ok installed")}
+
+
+def installed_rpms(names: list[str]) -> set[str]:
+    proc = subprocess.run(
+        ["rpm", "-q", "--qf", "%{NAME}\n", *names], capture_output=True, text=True, timeout=60, check=False
+    )
+    return {line.strip() for line in proc.stdout.splitlines() if line.strip() in names}
+
+
+def setup_os_packages(ctx: InstallContext) -> list[str]:
+    """Configure the bundle repo and install the deploy node's packages from it; return what was installed."""
+    repo = _repo(ctx)
+    key = find_key(repo, ctx.bundle.root)
+    data = key.read_bytes()
+    if repo.family == "apt":
+        keyring = ctx.paths.apt_keyring.with_suffix(".asc" if key_is_armored(data) else ".gpg")
+        write_owned(ctx.record, keyring, data)
+        write_owned(ctx.record, ctx.paths.apt_sources, render_apt_source(repo.path, keyring).encode())
+        wanted, available = APT_PACKAGES, apt_package_names(repo.path, ctx.arch)
+        installed = installed_debs([p for alts in wanted for p in alts])
+    else:
+        write_owned(ctx.record, ctx.paths.rpm_key, data)
+        write_owned(ctx.record, ctx.paths.yum_repo, render_yum_repo(repo.path, ctx.paths.rpm_key).encode())
+        wanted, available = RPM_PACKAGES, rpm_package_names(repo.path)
+        installed = installed_rpms([p for alts in wanted for p in alts])
+    # Whatever is installed already need not come from the bundle.
+    needed = tuple(alts for alts in wanted if not any(p in installed for p in alts))
+    chosen, missing = choose_packages(needed, available)
+    if missing:
+        raise BundleError(
+            f"the bundle's {repo.distro} {repo.release} repo lacks: {', '.join(missing)}",
+            hint="add them to `packages:` in bundle.yaml and rebuild",
+        )
+    if repo.family == "apt":
+        return _apt_install(ctx, chosen)
+    return _dnf_install(ctx, chosen)
+
+
+def _apt_install(ctx: InstallContext, new: list[str]) -> list[str]:
+    env = apt_env()
+    opts = apt_options(ctx.paths.apt_sources)
+    # A kill -9 during an earlier dpkg run leaves packages half-configured; finish that first.
+    run_command(["dpkg", "--configure", "-a"], env=env, timeout=900, what="dpkg --configure -a")
+    # Updating proves the bundle's signature checks out with the bundle key, even when nothing is missing.
+    run_command(["apt-get", *opts, "update"], env=env, timeout=300, what="apt-get update (bundle repo)")
+    for p in new:
+        ctx.record.add("package", p, "apt")
+    if new:
+        policy = ctx.paths.policy_rc_d
+        own_policy = not policy.exists()
+        if own_policy:
+            write_owned(ctx.record, policy, POLICY_RC_D, mode=0o755)
+        try:
+            run_command(
+                ["apt-get", *opts, "install", "-y", "--no-install-recommends", *new],
+                env=env,
+                timeout=1800,
+                what="apt-get install",
+            )
+        finally:
+            if own_policy:
+                policy.unlink(missing_ok=True)
+                ctx.record.remove(next(i for i in ctx.record.items if i.target == str(policy)))
+        if "nginx-light" in new or "nginx" in new:
+            # kubeplay runs its own nginx unit; the distro's default site must not come up at boot.
+            subprocess.run(
+                ["systemctl", "disable", "--quiet", "nginx.service"], capture_output=True, timeout=60, check=False
+            )
+    return new
+
+
+def _dnf_install(ctx: InstallContext, new: list[str]) -> list[str]:
+    for p in new:
+        ctx.record.add("package", p, "rpm")
+    if new:
+        run_command(
+            ["dnf", "-y", "--disablerepo=*", "--enablerepo=kubeplay", "install", *new], timeout=1800, what="dnf install"
+        )
+    return new
+
+
+def _tool_sources(ctx: InstallContext) -> dict[str, Path]:
+    files = ctx.bundle.root / "files"
+    found: dict[str, Path] = {}
+    kubectl = sorted(p for p in files.glob(f"**/linux/{ctx.arch}/kubectl") if p.is_file())
+    if kubectl:
+        found["kubectl"] = kubectl[-1]
+    helm = sorted(p for p in files.glob(f"**/helm-*-linux-{ctx.arch}.tar.gz") if p.is_file())
+    if helm:
+        found["helm"] = helm[-1]
+    return found
+
+
+def tools_inputs(ctx: InstallContext) -> str:
+    return input_hash({k: [str(v), v.stat().st_size] for k, v in _tool_sources(ctx).items()})
+
+
+def _helm_binary(tarball: Path, arch: str) -> bytes:
+    with tarfile.open(tarball, "r:gz") as tar:
+        member = tar.getmember(f"linux-{arch}/helm")
+        fh = tar.extractfile(member)
+        if fh is None:
+            raise StepFailed(f"{tarball}: linux-{arch}/helm is not a regular file")
+        return fh.read()
+
+
+def install_tools(ctx: InstallContext) -> list[str]:
+    """kubectl and helm from the bundle's files onto the administrator's PATH; never over a file not ours."""
+    done: list[str] = []
+    owned = {i.target for i in ctx.record.of_kind("file")}
+    for name, src in _tool_sources(ctx).items():
+        dest = ctx.paths.bin / name
+        if dest.exists() and str(dest) not in owned:
+            ctx.out.warn(f"{dest} exists and was not installed by kubeplay; leaving it")
+            continue
+        data = src.read_bytes() if name == "kubectl" else _helm_binary(src, ctx.arch)
+        write_owned(ctx.record, dest, data, mode=0o755)
+        done.append(name)
+    return done
+
+
+def which_or_fail(names: tuple[str, ...], what: str) -> str:
+    for n in names:
+        found = shutil.which(n) or (n if Path(n).is_file() else None)
+        if found:
+            return found
+    raise StepFailed(f"{what} is not installed ({' or '.join(names)} not found)", hint="re-run with --from os-packages")

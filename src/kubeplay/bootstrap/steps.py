@@ -1,0 +1,382 @@
+"""The install steps in order, and the engine that runs them against the ledger.
+
+Each step has an inputs function (a hash; None = always run) and a run function. A step whose hash
+matches the ledger is skipped, so a re-run after `kill -9` resumes at the step that was interrupted,
+and a changed registry domain or IP re-runs exactly the steps that depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kubeplay.bootstrap import certs, packages, preflight
+from kubeplay.bootstrap.bundleinfo import BundleFacts, probe_file
+from kubeplay.bootstrap.chrony import find_layout, render_chrony_conf, render_chrony_dropin, upstream_servers
+from kubeplay.bootstrap.context import InstallContext, run_command
+from kubeplay.bootstrap.health import HealthTarget, wait_healthy
+from kubeplay.bootstrap.hostinfo import is_root, systemd_running
+from kubeplay.bootstrap.hosts import apply_block, hosts_lines, other_entries_for
+from kubeplay.bootstrap.nginx import (
+    choose_worker_user,
+    ipv6_available,
+    nginx_binary,
+    render_nginx_conf,
+    render_nginx_unit,
+    settings_for,
+)
+from kubeplay.bootstrap.paths import UNIT_NGINX, UNIT_REGISTRY, HostPaths
+from kubeplay.bootstrap.record import ensure_dir, write_owned
+from kubeplay.bootstrap.registry import registry_binary, render_registry_config, render_registry_unit, tagged_images
+from kubeplay.bootstrap.services import ChildService, ForegroundServices, install_unit, start_units
+from kubeplay.config.install import EffectiveConfig
+from kubeplay.errors import BadInput, StepFailed
+from kubeplay.state import Ledger, atomic_write, input_hash
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    summary: str
+    inputs: Callable[[InstallContext], str | None]
+    run: Callable[[InstallContext], str]
+
+
+def _always(ctx: InstallContext) -> str | None:
+    return None
+
+
+# ---- preflight
+
+
+def run_preflight(ctx: InstallContext) -> str:
+    c = ctx.cfg
+    wanted = {
+        c.nginx_http_port: "nginx (files, repos, CA over HTTP)",
+        c.registry_https_port: "nginx (registry over TLS)",
+        c.registry_push_port: "the registry (push, loopback)",
+    }
+    own = [str(ctx.paths.nginx_conf), str(ctx.paths.registry_conf)]
+    problems = [
+        *preflight.check_privileges(is_root(), systemd_running(), ctx.no_systemd),
+        *preflight.check_os(ctx.os_info, ctx.arch, ctx.bundle),
+        *preflight.check_bundle(ctx.bundle),
+        *preflight.check_ports(wanted, own),
+        *preflight.check_disk(ctx.paths.state),
+        *preflight.check_python(),
+    ]
+    if problems:
+        lines = "\n".join(f"  - {p.line()}" for p in problems)
+        raise BadInput(
+            f"preflight found {len(problems)} problem(s):\n{lines}", hint="fix these, then run install again"
+        )
+    return f"{ctx.os_info.pretty}, {ctx.arch}, ports {', '.join(str(p) for p in sorted(wanted))} free"
+
+
+# ---- packages and tools
+
+
+def run_os_packages(ctx: InstallContext) -> str:
+    new = packages.setup_os_packages(ctx)
+    return f"installed {', '.join(new)}" if new else "packages already present"
+
+
+def run_tools(ctx: InstallContext) -> str:
+    done = packages.install_tools(ctx)
+    return f"{', '.join(done)} in {ctx.paths.bin}" if done else "no kubectl/helm in the bundle for this arch"
+
+
+# ---- certificates and trust
+
+
+def certs_inputs(ctx: InstallContext) -> str:
+    return input_hash({"domain": ctx.cfg.registry_domain, "ips": ctx.ips, "generate": ctx.cfg.generate_domain_crt})
+
+
+def run_certs(ctx: InstallContext) -> str:
+    p = ctx.paths
+    ensure_dir(ctx.record, p.certs)
+    if not ctx.cfg.generate_domain_crt:
+        problems = certs.check_user_certs(p.server_cert, p.server_key, p.ca_cert, ctx.cfg.registry_domain)
+        if problems:
+            raise BadInput("default.generate_domain_crt is false, but: " + "; ".join(problems))
+        return "using the operator's certificates"
+    for f in (p.ca_cert, p.ca_key, p.server_cert, p.server_key):
+        ctx.record.add("file", f)
+    ca, made = certs.load_or_make_ca(p.ca_cert, p.ca_key)
+    issued = certs.ensure_server_cert(ca, p.server_cert, p.server_key, ctx.cfg.registry_domain, ctx.ips)
+    what = ("new CA; " if made else "") + ("server certificate issued" if issued else "server certificate current")
+    return f"{what} for {ctx.cfg.registry_domain}, {', '.join(ctx.ips)}"
+
+
+def trust_inputs(ctx: InstallContext) -> str:
+    return input_hash(certs.fingerprint(ctx.paths.ca_cert.read_bytes()))
+
+
+def run_trust(ctx: InstallContext) -> str:
+    data = ctx.paths.ca_cert.read_bytes()
+    if ctx.os_info.family == "rpm":
+        target, cmd = ctx.paths.ca_trust_rhel, ["update-ca-trust", "extract"]
+    else:
+        target, cmd = ctx.paths.ca_trust_debian, ["update-ca-certificates"]
+    ctx.record.add("trust", target, " ".join(cmd))
+    write_owned(ctx.record, target, data)
+    run_command(cmd, timeout=120)
+    return f"CA trusted system-wide ({target})"
+
+
+# ---- hosts
+
+
+def hosts_inputs(ctx: InstallContext) -> str:
+    return input_hash(hosts_lines(ctx.cfg.registry_ip, ctx.cfg.registry_domain))
+
+
+def run_hosts(ctx: InstallContext) -> str:
+    path = ctx.paths.hosts_file
+    ctx.record.add("marker_block", path)
+    changed = apply_block(path, hosts_lines(ctx.cfg.registry_ip, ctx.cfg.registry_domain))
+    others = other_entries_for(path.read_text(), ctx.cfg.registry_domain)
+    if others:
+        ctx.out.warn(f"{path} also names {ctx.cfg.registry_domain} outside kubeplay's block: {others[0]!r}")
+    return f"{ctx.cfg.registry_domain} -> {ctx.cfg.registry_ip}" + ("" if changed else " (unchanged)")
+
+
+# ---- registry and nginx
+
+
+def _registry_files(ctx: InstallContext) -> tuple[str, str]:
+    binary = registry_binary() or "/usr/bin/docker-registry"
+    conf = render_registry_config(ctx.bundle.registry_dir.resolve(), ctx.cfg.registry_push_port)
+    return conf, render_registry_unit(binary, ctx.paths.registry_conf)
+
+
+def registry_inputs(ctx: InstallContext) -> str:
+    return input_hash(_registry_files(ctx))
+
+
+def run_registry(ctx: InstallContext) -> str:
+    if registry_binary() is None:
+        raise StepFailed("the distribution registry binary is not installed", hint="re-run with --from os-packages")
+    conf, unit = _registry_files(ctx)
+    write_owned(ctx.record, ctx.paths.registry_conf, conf.encode())
+    if not ctx.no_systemd:
+        install_unit(ctx.record, ctx.paths.units, UNIT_REGISTRY, unit)
+    return f"{ctx.paths.registry_conf}; serving {ctx.bundle.registry_dir} on 127.0.0.1:{ctx.cfg.registry_push_port}"
+
+
+def _nginx_files(ctx: InstallContext) -> tuple[str, str]:
+    served = [ctx.bundle.root / "files", ctx.bundle.root / "repos"]
+    s = settings_for(
+        ctx.paths,
+        bundle_dir=ctx.bundle.root.resolve(),
+        http_port=ctx.cfg.nginx_http_port,
+        https_port=ctx.cfg.registry_https_port,
+        push_port=ctx.cfg.registry_push_port,
+        registry_domain=ctx.cfg.registry_domain,
+        registry_ip=ctx.cfg.registry_ip,
+        worker_user=choose_worker_user(served, ctx.paths.root / "etc/passwd"),
+        ipv6=ipv6_available(),
+    )
+    unit = render_nginx_unit(nginx_binary() or "/usr/sbin/nginx", ctx.paths.nginx_conf, s.pid_file)
+    return render_nginx_conf(s), unit
+
+
+def nginx_inputs(ctx: InstallContext) -> str:
+    return input_hash([*_nginx_files(ctx), certs.fingerprint(ctx.paths.server_cert.read_bytes())])
+
+
+def run_nginx(ctx: InstallContext) -> str:
+    nginx = nginx_binary()
+    if nginx is None:
+        raise StepFailed("nginx is not installed", hint="re-run with --from os-packages")
+    conf, unit = _nginx_files(ctx)
+    for d in (ctx.paths.state / "nginx", ctx.paths.logs):
+        ensure_dir(ctx.record, d)
+    write_owned(ctx.record, ctx.paths.nginx_conf, conf.encode())
+    run_command([nginx, "-e", "stderr", "-t", "-q", "-c", ctx.paths.nginx_conf], timeout=60, what="nginx -t")
+    if not ctx.no_systemd:
+        install_unit(ctx.record, ctx.paths.units, UNIT_NGINX, unit)
+    return f"{ctx.paths.nginx_conf}; HTTP :{ctx.cfg.nginx_http_port}, TLS :{ctx.cfg.registry_https_port}"
+
+
+# ---- chrony
+
+
+def _has_cap_sys_time() -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return bool(int(line.split()[1], 16) & (1 << 25))
+    return True
+
+
+def _chrony_text(ctx: InstallContext) -> str:
+    own = {ctx.cfg.internal_ip, ctx.cfg.registry_ip}
+    return render_chrony_conf(ctx.cfg.ntp_allow, upstream_servers(ctx.cfg.ntp_servers, own))
+
+
+def chrony_inputs(ctx: InstallContext) -> str:
+    return input_hash([_chrony_text(ctx), _has_cap_sys_time()])
+
+
+def run_chrony(ctx: InstallContext) -> str:
+    layout = find_layout(ctx.paths.chrony_main_candidates, ctx.paths.root)
+    if layout is None:
+        raise StepFailed("chrony is not installed (no chrony.conf)", hint="re-run with --from os-packages")
+    fragment = layout.fragment_path(ctx.paths.chrony_conf)
+    write_owned(ctx.record, fragment, _chrony_text(ctx).encode())
+    if layout.confdir is None:
+        ctx.record.add("marker_block", layout.main_conf)
+        apply_block(layout.main_conf, [f"include {fragment}"])
+    if ctx.no_systemd:
+        return f"{fragment} (chronyd not restarted: --no-systemd)"
+    unit = next(
+        (
+            u
+            for u in ("chrony.service", "chronyd.service")
+            if (ctx.paths.root / "lib/systemd/system" / u).exists()
+            or (ctx.paths.root / "usr/lib/systemd/system" / u).exists()
+        ),
+        "chrony.service",
+    )
+    note = ""
+    if not _has_cap_sys_time():
+        # In a container chronyd cannot set the clock; -x keeps it serving time anyway.
+        var = "$DAEMON_OPTS" if unit == "chrony.service" else "$OPTIONS"
+        dropin = ctx.paths.units / f"{unit}.d" / "kubeplay.conf"
+        ctx.record.add("dropin", dropin)
+        write_owned(ctx.record, dropin, render_chrony_dropin("/usr/sbin/chronyd", var).encode())
+        note = ", -x (no CAP_SYS_TIME)"
+    start_units([unit], restart={unit})
+    return f"serving {', '.join(ctx.cfg.ntp_allow)} from {fragment}{note}"
+
+
+# ---- services and health
+
+
+_FOREGROUND = ForegroundServices()
+
+
+def foreground() -> ForegroundServices:
+    """The child processes started by a --no-systemd install (the CLI waits on them, then stops them)."""
+    return _FOREGROUND
+
+
+def run_services(ctx: InstallContext) -> str:
+    if ctx.no_systemd:
+        p = ctx.paths
+        reg = registry_binary() or "docker-registry"
+        nginx = nginx_binary() or "nginx"
+        _FOREGROUND.start(
+            ChildService(
+                "kubeplay-registry",
+                [reg, "serve", str(p.registry_conf)],
+                str(p.registry_conf),
+                p.state / "registry.pid",
+                p.logs / "registry.log",
+            )
+        )
+        _FOREGROUND.start(
+            ChildService(
+                "kubeplay-nginx",
+                [nginx, "-e", "stderr", "-c", str(p.nginx_conf), "-g", "daemon off;"],
+                str(p.nginx_conf),
+                p.state / "nginx-fg.pid",
+                p.logs / "nginx.log",
+            )
+        )
+        return "registry and nginx started in the foreground (--no-systemd)"
+    ledger = Ledger(ctx.paths.state / "services.json")
+    ctx.record.add("file", ledger.path)
+    wanted = {UNIT_REGISTRY: registry_inputs(ctx), UNIT_NGINX: nginx_inputs(ctx)}
+    restart = {u for u, h in wanted.items() if not ledger.is_done(f"service:{u}", h)}
+    start_units([UNIT_REGISTRY, UNIT_NGINX], restart)
+    for u, h in wanted.items():
+        ledger.mark_done(f"service:{u}", h)
+    return f"{UNIT_REGISTRY}, {UNIT_NGINX} active" + (f" (restarted {', '.join(sorted(restart))})" if restart else "")
+
+
+def health_target(cfg: EffectiveConfig, paths: HostPaths, bundle: BundleFacts) -> HealthTarget:
+    """What to probe: the registry by domain (connecting to registry_ip), one image, one file, the CA."""
+    images = tagged_images(bundle.registry_dir)
+    return HealthTarget(
+        connect_ip=cfg.registry_ip,
+        registry_domain=cfg.registry_domain,
+        https_port=cfg.registry_https_port,
+        http_port=cfg.nginx_http_port,
+        ca_file=paths.ca_cert,
+        image=images[0] if images else None,
+        file=probe_file(bundle),
+    )
+
+
+def run_health(ctx: InstallContext) -> str:
+    alive = _FOREGROUND.check_alive if ctx.no_systemd else None
+    passed = wait_healthy(health_target(ctx.cfg, ctx.paths, ctx.bundle), deadline_s=90, alive=alive)
+    return "; ".join(passed)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("preflight", "OS, arch, ports, disk, Python", _always, run_preflight),
+    Step("os-packages", "bundle OS repo and packages", packages.os_packages_inputs, run_os_packages),
+    Step("tools", "kubectl and helm", packages.tools_inputs, run_tools),
+    Step("certs", "CA and registry certificate", certs_inputs, run_certs),
+    Step("trust", "CA trusted system-wide", trust_inputs, run_trust),
+    Step("hosts", "/etc/hosts entry", hosts_inputs, run_hosts),
+    Step("registry", "registry config and unit", registry_inputs, run_registry),
+    Step("nginx", "nginx config and unit", nginx_inputs, run_nginx),
+    Step("chrony", "time server for the cluster", chrony_inputs, run_chrony),
+    Step("services", "start registry and nginx", _always, run_services),
+    Step("health", "health check", _always, run_health),
+)
+STEP_NAMES = [s.name for s in STEPS]
+
+
+def write_effective_config(ctx: InstallContext) -> None:
+    ctx.record.add("file", ctx.paths.effective_config)
+    body = "# What `kubeplay install` used: config.yaml with placeholders resolved. Not read back.\n"
+    body += yaml.safe_dump(ctx.cfg.model_dump(mode="json"), sort_keys=False)
+    atomic_write(ctx.paths.effective_config, body.encode(), mode=0o600)
+
+
+def run_install(
+    ctx: InstallContext, from_step: str | None = None, only: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """Run the steps in order; return (step, what happened) pairs. Raises the first step's failure."""
+    if from_step is not None and from_step not in STEP_NAMES:
+        raise BadInput(f"--from {from_step}: unknown step", hint=f"steps: {', '.join(STEP_NAMES)}")
+    ensure_dir(ctx.record, ctx.paths.state)
+    ledger = Ledger(ctx.paths.ledger)
+    ctx.record.add("file", ctx.paths.ledger)
+    if from_step:
+        ledger.forget_from(STEP_NAMES, from_step)
+    write_effective_config(ctx)
+    results: list[tuple[str, str]] = []
+    for step in STEPS:
+        if only is not None and step.name not in only:
+            continue
+        digest = step.inputs(ctx)
+        if digest is not None and ledger.is_done(step.name, digest):
+            results.append((step.name, "done earlier, inputs unchanged"))
+            ctx.out.event("step", name=step.name, status="skipped")
+            continue
+        ctx.out.event("step", name=step.name, status="running")
+        with ctx.out.console.status(f"{step.name}: {step.summary}") if not ctx.out.quiet else _null():
+            message = step.run(ctx)
+        if digest is not None:
+            ledger.mark_done(step.name, digest)
+        ctx.out.info(f"[green]✓[/] {step.name}: {message}")
+        ctx.out.event("step", name=step.name, status="done", message=message)
+        results.append((step.name, message))
+    return results
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
