@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import urllib.parse
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class RegistryPusher:
 
     def __init__(self, base_url: str, ca_cert: Path, username: str, password: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(verify=str(ca_cert), timeout=60.0)
+        self.client = httpx.Client(verify=ssl.create_default_context(cafile=str(ca_cert)), timeout=60.0)
         self.basic = httpx.BasicAuth(username, password)
         self.tokens: dict[str, str] = {}
         self.use_basic = False

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import importlib
 import secrets
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,7 +116,9 @@ def render_registry_config(cfg: RegistryConfig, pki: TestPKI) -> dict[str, Any]:
 def registry_answers(port: int, ca_cert: Path) -> bool:
     """True once GET /v2/ gets any HTTP answer (200 or 401) over TLS."""
     try:
-        response = httpx.get(f"https://127.0.0.1:{port}/v2/", verify=str(ca_cert), timeout=2.0)
+        response = httpx.get(
+            f"https://127.0.0.1:{port}/v2/", verify=ssl.create_default_context(cafile=str(ca_cert)), timeout=2.0
+        )
     except httpx.HTTPError:
         return False
     return response.status_code in (200, 401)

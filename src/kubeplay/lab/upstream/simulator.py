@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import ssl
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +24,7 @@ from types import TracebackType
 import httpx
 import yaml
 
+from kubeplay.catalog.model import FileArtifact
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream.files import (
     place_file,
@@ -38,6 +41,15 @@ from kubeplay.lab.upstream.images import (
     build_platform_image,
     check_arches,
     parse_upstream_ref,
+)
+from kubeplay.lab.upstream.kubespray import (
+    KubesprayArchive,
+    SyntheticDownload,
+    build_kubespray_archive,
+    downloads_from_plan,
+    read_checksums_text,
+    sample_downloads,
+    synthetic_payload,
 )
 from kubeplay.lab.upstream.pki import TestPKI, create_test_pki
 from kubeplay.lab.upstream.process import ServerProcess
@@ -114,6 +126,10 @@ class UpstreamSimulator:
     def cert_dir(self) -> Path:
         """A directory holding only ca.crt, for `skopeo --cert-dir` / containerd certs.d."""
         return self.pki.cert_dir
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting only the test CA (for httpx `verify=`)."""
+        return ssl.create_default_context(cafile=str(self.ca_cert))
 
     @property
     def pids(self) -> list[int]:
@@ -208,14 +224,14 @@ class UpstreamSimulator:
 
     def fault_requests(self) -> list[dict[str, object]]:
         """Every request the fault server saw: method, path, range, status, body bytes sent."""
-        response = httpx.get(f"{self.faults_url}/_requests", verify=str(self.ca_cert), timeout=10.0)
+        response = httpx.get(f"{self.faults_url}/_requests", verify=self.ssl_context(), timeout=10.0)
         response.raise_for_status()
         entries: list[dict[str, object]] = response.json()
         return entries
 
     def reset_faults(self) -> None:
         """Forget the fault server's per-path counters and request log."""
-        httpx.post(f"{self.faults_url}/_reset", verify=str(self.ca_cert), timeout=10.0).raise_for_status()
+        httpx.post(f"{self.faults_url}/_reset", verify=self.ssl_context(), timeout=10.0).raise_for_status()
 
     # -- images --------------------------------------------------------------------------------------
 
@@ -276,6 +292,44 @@ class UpstreamSimulator:
                 info.sizes[only.manifest.digest] = len(only.manifest.data)
         self._registry_hosts.add(ref.host)
         return info
+
+    # -- kubespray -------------------------------------------------------------------------------------
+
+    def add_kubespray(
+        self,
+        source: Path,
+        downloads: Iterable[SyntheticDownload] | None = None,
+        *,
+        plan_files: Iterable[FileArtifact] | None = None,
+        arches: Iterable[str] = ("amd64", "arm64"),
+        payload_kib: int = 8,
+    ) -> KubesprayArchive:
+        """Serve synthetic payloads for kubespray's downloads and a kubespray archive whose checksums match.
+
+        `downloads` explicit; or `plan_files` (a catalog plan's files, matched to checksum entries by their
+        current sha256; every plan file is served); or, with neither, kubespray's default core downloads
+        for `arches`. The archive is written under workdir/kubespray and also served at GitHub's tag URL
+        https://github.com/kubernetes-sigs/kubespray/archive/refs/tags/v<X.Y.Z>.tar.gz.
+        """
+        text = read_checksums_text(source)
+        urls: list[str] = []
+        if downloads is not None:
+            chosen = list(downloads)
+        elif plan_files is not None:
+            plan_list = list(plan_files)
+            chosen = downloads_from_plan(text, plan_list)
+            urls = [f.url for f in plan_list]
+        else:
+            chosen = sample_downloads(text, arches)
+        urls = list(dict.fromkeys([*urls, *(d.url for d in chosen)]))
+        payloads = {url: synthetic_payload(url, payload_kib * 1024) for url in urls}
+        for url, data in payloads.items():
+            self.add_file(url, data)
+        archive = build_kubespray_archive(source, self.workdir / "kubespray", chosen, payloads)
+        archive.files = {url: hashlib.sha256(data).hexdigest() for url, data in payloads.items()}
+        archive.url = f"https://github.com/kubernetes-sigs/kubespray/archive/refs/tags/v{archive.version}.tar.gz"
+        self.add_file_from(archive.url, archive.path)
+        return archive
 
     # -- for bundle.yaml -----------------------------------------------------------------------------
 

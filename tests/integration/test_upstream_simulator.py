@@ -1,0 +1,465 @@
+"""The upstream simulator behaves like the real upstreams a build talks to (registry auth, files, faults)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from kubeplay.lab.upstream import UpstreamSimulator
+from kubeplay.lab.upstream.kubespray import CHECKSUMS_PATH, checksum_entries
+from kubeplay.lab.upstream.push import parse_challenge
+
+pytestmark = pytest.mark.integration
+
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def client(sim: UpstreamSimulator) -> httpx.Client:
+    return httpx.Client(verify=sim.ssl_context(), timeout=30.0)
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def registry_ref(sim: UpstreamSimulator, repository_and_tag: str) -> str:
+    return f"docker://{sim.registry_url.removeprefix('https://')}/{repository_and_tag}"
+
+
+# -- registry: token auth ----------------------------------------------------------------------------
+
+
+def test_token_flow_with_plain_http(upstream: UpstreamSimulator) -> None:
+    info = upstream.push_image("registry.k8s.io/pause:3.10", ["amd64", "arm64"])
+    url = f"{upstream.registry_url}/v2/registry.k8s.io/pause/manifests/3.10"
+    with client(upstream) as http:
+        first = http.get(url, headers={"Accept": MANIFEST_ACCEPT})
+        assert first.status_code == 401
+        scheme, challenge = parse_challenge(first.headers["WWW-Authenticate"])
+        assert scheme == "bearer"
+        assert challenge["realm"] == upstream.token_url
+        assert challenge["service"] == "kubeplay-lab-registry"
+        assert challenge["scope"] == "repository:registry.k8s.io/pause:pull"
+
+        wrong = http.get(challenge["realm"], params=challenge, auth=(upstream.username, "not-the-password"))
+        assert wrong.status_code == 401
+        anonymous = http.get(challenge["realm"], params=challenge)
+        assert anonymous.status_code == 401
+
+        granted = http.get(challenge["realm"], params=challenge, auth=(upstream.username, upstream.password))
+        assert granted.status_code == 200
+        token = granted.json()["token"]
+        assert granted.json()["access_token"] == token
+        assert granted.json()["expires_in"] > 0
+
+        ok = http.get(url, headers={"Accept": MANIFEST_ACCEPT, "Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        assert ok.headers["Docker-Content-Digest"] == info.digest
+        assert "sha256:" + hashlib.sha256(ok.content).hexdigest() == info.digest
+        listed = {m["platform"]["architecture"] for m in ok.json()["manifests"]}
+        assert listed == {"amd64", "arm64"}
+
+        # A token is scoped: it does not open another repository.
+        upstream.push_image("quay.io/calico/node:v3.29.1", ["amd64"])
+        other = http.get(
+            f"{upstream.registry_url}/v2/quay.io/calico/node/manifests/v3.29.1",
+            headers={"Accept": MANIFEST_ACCEPT, "Authorization": f"Bearer {token}"},
+        )
+        assert other.status_code == 401
+
+
+def test_token_service_oauth_post_form(upstream: UpstreamSimulator) -> None:
+    with client(upstream) as http:
+        response = http.post(
+            upstream.token_url,
+            data={
+                "grant_type": "password",
+                "username": upstream.username,
+                "password": upstream.password,
+                "service": "kubeplay-lab-registry",
+                "scope": "repository:registry.k8s.io/pause:pull",
+            },
+        )
+    assert response.status_code == 200
+    assert response.json()["access_token"].count(".") == 2
+
+
+def test_anonymous_pull_when_enabled(make_upstream: Callable[..., UpstreamSimulator]) -> None:
+    sim = make_upstream(registry_auth="token", anonymous_pull=True)
+    sim.push_image("docker.io/library/busybox:1.36", ["amd64"])
+    inspected = skopeo(
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        str(sim.cert_dir),
+        "--no-creds",
+        registry_ref(sim, "docker.io/library/busybox:1.36"),
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    pushed = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(sim.cert_dir),
+        "--dest-no-creds",
+        registry_ref(sim, "docker.io/library/busybox:1.36"),
+        registry_ref(sim, "docker.io/library/busybox:copy"),
+        "--src-cert-dir",
+        str(sim.cert_dir),
+        "--src-no-creds",
+    )
+    assert pushed.returncode != 0  # anonymous tokens grant pull only
+
+
+# -- registry: basic auth ----------------------------------------------------------------------------
+
+
+def test_basic_auth(make_upstream: Callable[..., UpstreamSimulator]) -> None:
+    sim = make_upstream(registry_auth="basic")
+    info = sim.push_image("ghcr.io/example/tool:v1", ["amd64"])
+    url = f"{sim.registry_url}/v2/ghcr.io/example/tool/manifests/v1"
+    with client(sim) as http:
+        none = http.get(url, headers={"Accept": MANIFEST_ACCEPT})
+        assert none.status_code == 401
+        assert none.headers["WWW-Authenticate"].startswith("Basic ")
+        assert http.get(url, headers={"Accept": MANIFEST_ACCEPT}, auth=(sim.username, "wrong")).status_code == 401
+        ok = http.get(url, headers={"Accept": MANIFEST_ACCEPT}, auth=(sim.username, sim.password))
+    assert ok.status_code == 200
+    assert ok.headers["Docker-Content-Digest"] == info.digest
+    assert ok.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_no_auth_registry_serves_anonymously(make_upstream: Callable[..., UpstreamSimulator]) -> None:
+    sim = make_upstream(registry_auth="none")
+    info = sim.push_image("mcr.microsoft.com/oss/tool:1.0", ["amd64", "arm64"], index_format="docker")
+    with client(sim) as http:
+        ok = http.get(
+            f"{sim.registry_url}/v2/mcr.microsoft.com/oss/tool/manifests/1.0", headers={"Accept": MANIFEST_ACCEPT}
+        )
+    assert ok.status_code == 200
+    assert ok.headers["Docker-Content-Digest"] == info.digest
+    assert ok.json()["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    assert "credentials" not in sim.mirrors()["mcr.microsoft.com"]
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+
+def test_multi_arch_image_with_skopeo(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    info = upstream.push_image("quay.io/calico/cni:v3.29.1", ["amd64", "arm64"], variant_arm64=True)
+    creds = f"{upstream.username}:{upstream.password}"
+    ref = registry_ref(upstream, "quay.io/calico/cni:v3.29.1")
+
+    raw = skopeo("inspect", "--raw", "--cert-dir", str(upstream.cert_dir), "--creds", creds, ref)
+    assert raw.returncode == 0, raw.stderr
+    assert "sha256:" + hashlib.sha256(raw.stdout.encode()).hexdigest() == info.digest
+    platforms = {
+        (m["platform"]["architecture"], m["platform"].get("variant")): m["digest"]
+        for m in json.loads(raw.stdout)["manifests"]
+    }
+    assert platforms == {
+        ("amd64", None): info.manifests["linux/amd64"],
+        ("arm64", "v8"): info.manifests["linux/arm64/v8"],
+    }
+
+    out = tmp_path / "arm64"
+    copied = skopeo(
+        "--override-arch",
+        "arm64",
+        "--override-variant",
+        "v8",
+        "copy",
+        "--src-cert-dir",
+        str(upstream.cert_dir),
+        "--src-creds",
+        creds,
+        ref,
+        f"dir:{out}",
+    )
+    assert copied.returncode == 0, copied.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = json.loads((out / manifest["config"]["digest"].removeprefix("sha256:")).read_bytes())
+    assert (config["architecture"], config["os"], config.get("variant")) == ("arm64", "linux", "v8")
+    for layer in manifest["layers"]:
+        data = (out / layer["digest"].removeprefix("sha256:")).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))) as tar:
+            assert tar.getnames()  # a real, non-empty tar
+
+
+def test_images_share_base_layers_across_images_and_arches(upstream: UpstreamSimulator) -> None:
+    a = upstream.push_image("registry.k8s.io/kube-proxy:v1.31.0", ["amd64", "arm64"])
+    b = upstream.push_image("registry.k8s.io/kube-scheduler:v1.31.0", ["amd64", "arm64"])
+    single = upstream.push_image("docker.io/library/nginx:1.27", ["amd64"])
+    shared = set(a.blobs) & set(b.blobs)
+    assert len(shared) == 3  # the common layer, and one per-arch base layer for each of two arches
+    assert set(single.blobs) & shared  # the common layer is shared by a single-arch image too
+    assert single.media_type == "application/vnd.oci.image.manifest.v1+json"
+    assert list(single.manifests) == ["linux/amd64"]
+    # Pushing the same image again gives the same digests (deterministic content).
+    assert upstream.push_image("registry.k8s.io/kube-proxy:v1.31.0", ["amd64", "arm64"]).digest == a.digest
+
+
+# -- files -------------------------------------------------------------------------------------------
+
+
+def test_file_serving_with_range(upstream: UpstreamSimulator) -> None:
+    data = os.urandom(300_000)
+    url = "https://dl.k8s.io/release/v1.31.0/bin/linux/amd64/kubeadm-range-test"
+    sha = upstream.add_file(url, data)
+    assert sha == hashlib.sha256(data).hexdigest()
+    mirror = upstream.mirrors()["dl.k8s.io"]
+    via_mirror = str(mirror["url"]) + "/release/v1.31.0/bin/linux/amd64/kubeadm-range-test"
+    assert via_mirror == upstream.file_url(url)
+    with client(upstream) as http:
+        full = http.get(via_mirror)
+        part = http.get(via_mirror, headers={"Range": "bytes=1000-1999"})
+        tail = http.get(via_mirror, headers={"Range": "bytes=299000-"})
+        head = http.head(via_mirror)
+        missing = http.get(upstream.file_url("https://dl.k8s.io/nope"))
+    assert full.status_code == 200 and full.content == data
+    assert part.status_code == 206 and part.content == data[1000:2000]
+    assert part.headers["Content-Range"] == "bytes 1000-1999/300000"
+    assert tail.status_code == 206 and tail.content == data[299000:]
+    assert int(head.headers["Content-Length"]) == len(data)
+    assert missing.status_code == 404
+
+
+# -- faults ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def payload(upstream: UpstreamSimulator, request: pytest.FixtureRequest) -> tuple[str, bytes]:
+    data = os.urandom(200_000)
+    url = f"https://github.com/example/faults/releases/download/v1/{request.node.name}.bin"
+    upstream.add_file(url, data)
+    return url, data
+
+
+def test_fault_503_then_success(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    target = upstream.fault_url("fail/2", url)
+    with client(upstream) as http:
+        codes = [http.get(target).status_code for _ in range(2)]
+        last = http.get(target)
+    assert codes == [503, 503]
+    assert last.status_code == 200 and last.content == data
+
+
+def test_fault_cut_mid_body_then_resume_with_range(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    target = upstream.fault_url("cut/50000", url)
+    received = bytearray()
+    with client(upstream) as http:
+        with pytest.raises(httpx.RemoteProtocolError), http.stream("GET", target) as response:
+            assert response.status_code == 200
+            assert int(response.headers["Content-Length"]) == len(data)
+            for chunk in response.iter_bytes():
+                received.extend(chunk)
+        assert len(received) == 50000
+        rest = http.get(target, headers={"Range": f"bytes={len(received)}-"})
+    assert rest.status_code == 206
+    assert bytes(received) + rest.content == data
+    seen = [r for r in upstream.fault_requests() if r["path"] == "/" + target.split("/", 3)[3]]
+    assert [(r["status"], r["sent"], r["range"]) for r in seen] == [(200, 50000, None), (206, 150000, "bytes=50000-")]
+
+
+def test_fault_cut_every_response_needs_resume(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    target = upstream.fault_url("cut-every/80000", url)
+    received = bytearray()
+    with client(upstream) as http:
+        for _ in range(5):
+            headers = {"Range": f"bytes={len(received)}-"} if received else {}
+            try:
+                with http.stream("GET", target, headers=headers) as response:
+                    for chunk in response.iter_bytes():
+                        received.extend(chunk)
+            except httpx.RemoteProtocolError:
+                continue
+            break
+    assert bytes(received) == data  # 80000 + 80000 + 40000
+
+
+def test_fault_slow_server_paces_the_body(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    target = upstream.fault_url("slow/400000", url)  # 200 kB at 400 kB/s: about half a second
+    with client(upstream) as http:
+        began = time.monotonic()
+        response = http.get(target)
+        elapsed = time.monotonic() - began
+    assert response.content == data
+    assert elapsed >= 0.4  # the documented pacing is a floor the server enforces, not a performance claim
+
+
+def test_fault_wrong_bytes(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    target = upstream.fault_url("corrupt", url)
+    with client(upstream) as http:
+        full = http.get(target)
+        part = http.get(target, headers={"Range": "bytes=100000-"})
+    assert full.status_code == 200 and len(full.content) == len(data)
+    assert hashlib.sha256(full.content).digest() != hashlib.sha256(data).digest()
+    assert part.status_code == 206 and len(part.content) == 100000 and part.content != data[100000:]
+
+
+def test_fault_fixed_status(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, _ = payload
+    with client(upstream) as http:
+        assert http.get(upstream.fault_url("status/404", url)).status_code == 404
+        assert http.get(upstream.fault_url("status/500", url)).status_code == 500
+        assert http.get(f"{upstream.faults_url}/bogus/{url}").status_code == 404
+
+
+def test_fault_mirror_base_url_works_per_file(upstream: UpstreamSimulator, payload: tuple[str, bytes]) -> None:
+    url, data = payload
+    base = f"{upstream.faults_url}/fail/1/github.com"  # usable as a bundle.yaml mirror url
+    target = base + url.removeprefix("https://github.com")
+    with client(upstream) as http:
+        assert http.get(target).status_code == 503
+        assert http.get(target).content == data
+
+
+# -- kubespray ---------------------------------------------------------------------------------------
+
+
+def fake_kubespray_tree(root: Path) -> Path:
+    tree = root / "kubespray-2.99.0"
+    checksums = tree / CHECKSUMS_PATH
+    checksums.parent.mkdir(parents=True)
+    checksums.write_text(
+        "---\n"
+        "kubelet_checksums:\n  arm64:\n    1.31.1: sha256:" + "a" * 64 + "\n    1.31.0: sha256:" + "b" * 64 + "\n"
+        "  amd64:\n    1.31.1: sha256:" + "c" * 64 + "\n    1.31.0: sha256:" + "d" * 64 + "\n"
+        "kubeadm_checksums:\n  arm64:\n    1.31.1: sha256:" + "e" * 64 + "\n"
+        "  amd64:\n    1.31.1: sha256:" + "f" * 64 + "\n"
+        "cni_binary_checksums:\n  amd64:\n    1.6.0: sha256:" + "1" * 64 + "\n"
+        "  arm64:\n    1.6.0: sha256:" + "2" * 64 + "\n"
+    )
+    (tree / "README.md").write_text("kubespray\n")
+    (tree / "docs").mkdir()
+    (tree / "docs" / "link.md").symlink_to("../README.md")
+    return tree
+
+
+def check_archive_matches_served_files(sim: UpstreamSimulator, archive_path: Path, files: dict[str, str]) -> None:
+    with tarfile.open(archive_path) as tar:
+        top = {n.split("/", 1)[0] for n in tar.getnames()}
+        member = tar.extractfile(f"{next(iter(top))}/{CHECKSUMS_PATH}")
+        assert member is not None
+        entries = checksum_entries(member.read().decode())
+    assert len(top) == 1
+    served: dict[str, str] = {}
+    with client(sim) as http:
+        for url in files:
+            response = http.get(sim.file_url(url))
+            assert response.status_code == 200, url
+            served[url] = hashlib.sha256(response.content).hexdigest()
+    assert served == files
+    table_values = {v.removeprefix("sha256:") for v in entries.values()}
+    assert set(files.values()) <= table_values
+
+
+def test_kubespray_archive_checksums_match_served_files(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    tree = fake_kubespray_tree(tmp_path)
+    archive = upstream.add_kubespray(tree, arches=["amd64", "arm64"])
+    assert archive.top_dir == "kubespray-2.99.0"
+    assert archive.sha256 == hashlib.sha256(archive.path.read_bytes()).hexdigest()
+    expected_urls = {
+        "https://dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubelet",
+        "https://dl.k8s.io/release/v1.31.1/bin/linux/arm64/kubelet",
+        "https://dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubeadm",
+        "https://dl.k8s.io/release/v1.31.1/bin/linux/arm64/kubeadm",
+        "https://github.com/containernetworking/plugins/releases/download/v1.6.0/cni-plugins-linux-amd64-v1.6.0.tgz",
+        "https://github.com/containernetworking/plugins/releases/download/v1.6.0/cni-plugins-linux-arm64-v1.6.0.tgz",
+    }
+    assert set(archive.files) == expected_urls
+    check_archive_matches_served_files(upstream, archive.path, archive.files)
+    with tarfile.open(archive.path) as tar:
+        entries = checksum_entries(tar.extractfile(f"kubespray-2.99.0/{CHECKSUMS_PATH}").read().decode())  # type: ignore[union-attr]
+        assert tar.getmember("kubespray-2.99.0/docs/link.md").issym()
+    url = "https://dl.k8s.io/release/v1.31.1/bin/linux/arm64/kubelet"
+    assert entries[("kubelet_checksums", "arm64", "1.31.1")] == "sha256:" + archive.files[url]
+    assert entries[("kubelet_checksums", "arm64", "1.31.0")] == "sha256:" + "b" * 64  # untouched
+    # The .tgz is a real gzip'd tar, and the archive is served at GitHub's tag URL.
+    with client(upstream) as http:
+        cni = http.get(upstream.file_url(sorted(u for u in expected_urls if u.endswith(".tgz"))[0])).content
+        with tarfile.open(fileobj=io.BytesIO(cni)) as tar:
+            assert "./bridge" in tar.getnames()
+        served_archive = http.get(upstream.file_url(archive.url)).content
+    assert hashlib.sha256(served_archive).hexdigest() == archive.sha256
+    # Deterministic: the same inputs give the same archive bytes.
+    again = upstream.add_kubespray(tree, arches=["amd64", "arm64"])
+    assert again.sha256 == archive.sha256
+
+
+def test_kubespray_release_archive_conformance(upstream: UpstreamSimulator, shared_dir: Path) -> None:
+    source = shared_dir / "upstream" / "kubespray" / "kubespray-v2.31.0.tar.gz"
+    if not source.is_file():
+        pytest.skip(f"{source} absent")
+    archive = upstream.add_kubespray(source, arches=["amd64", "arm64"])
+    assert archive.top_dir == "kubespray-2.31.0"
+    assert any("/kubeadm" in u for u in archive.files) and any(u.endswith(".tar.gz") for u in archive.files)
+    check_archive_matches_served_files(upstream, archive.path, archive.files)
+
+
+# -- mirrors, credentials, lifecycle ----------------------------------------------------------------
+
+
+def test_mirrors_and_credentials_file(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    mirrors = upstream.mirrors()
+    for host in ("github.com", "dl.k8s.io", "storage.googleapis.com", "get.helm.sh", "raw.githubusercontent.com"):
+        assert mirrors[host] == {"url": f"{upstream.files_url}/{host}", "ca": str(upstream.ca_cert)}
+    for host in ("registry.k8s.io", "quay.io", "docker.io", "ghcr.io", "gcr.io", "mcr.microsoft.com"):
+        assert mirrors[host] == {
+            "url": f"{upstream.registry_url}/{host}",
+            "ca": str(upstream.ca_cert),
+            "credentials": "simulator",
+        }
+    path = upstream.credentials_file(tmp_path / "creds.yaml")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert yaml.safe_load(path.read_text()) == {
+        "simulator": {"username": upstream.username, "password": upstream.password}
+    }
+    assert upstream.password not in repr(upstream)
+
+
+def port_open(url: str) -> bool:
+    host, port = url.removeprefix("https://").split(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_processes_are_gone_after_exit(tmp_path: Path) -> None:
+    with UpstreamSimulator(tmp_path / "sim", registry_auth="token") as sim:
+        pids = sim.pids
+        urls = [sim.registry_url, sim.files_url, sim.faults_url, sim.token_url.removesuffix("/token")]
+        assert len(pids) == 4
+        assert all(port_open(u) for u in urls)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} still exists"
+    assert not any(port_open(u) for u in urls)
+    # Everything it wrote stays under its workdir.
+    assert (tmp_path / "sim" / "registry" / "config.yml").is_file()
+    assert (tmp_path / "sim" / "files" / "nginx.conf").is_file()
