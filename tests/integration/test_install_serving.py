@@ -1,0 +1,118 @@
+"""The deploy node's serving half on loopback: real distribution registry and real nginx, started the way
+`kubeplay install --no-systemd` starts them, probed the way a node pulls (TLS by domain with the CA)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import ssl
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubeplay.bootstrap.health import MANIFEST_ACCEPT
+from kubeplay.bootstrap.registry import blob_path, manifest_children, tagged_images
+from kubeplay.bootstrap.steps import foreground, run_install
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bootstrap_fixture import free_ports, make_bundle, make_context
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (Path("/usr/bin/docker-registry").exists() and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())),
+        reason="needs docker-registry and nginx (Debian packages)",
+    ),
+]
+DOMAIN = "kube.registry.local"
+SERVING = ["certs", "registry", "nginx", "services", "health"]
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+    bundle = make_bundle(tmp_path, images=3)
+    http, https, push = free_ports(3)
+    ctx = make_context(tmp_path, bundle, ports=(http, https, push), domain=DOMAIN)
+    try:
+        results = run_install(ctx, only=SERVING)  # type: ignore[arg-type]
+        yield ctx, results
+    finally:
+        foreground().stop()
+
+
+def client(ctx: object) -> tuple[httpx.Client, str, dict[str, object]]:
+    verify = ssl.create_default_context(cafile=str(ctx.paths.ca_cert))  # type: ignore[attr-defined]
+    base = f"https://127.0.0.1:{ctx.cfg.registry_https_port}"  # type: ignore[attr-defined]
+    return httpx.Client(verify=verify, timeout=10, trust_env=False), base, {"sni_hostname": DOMAIN}
+
+
+def test_every_image_pulls_over_tls_by_domain_and_push_is_refused(served) -> None:  # type: ignore[no-untyped-def]
+    ctx, results = served
+    assert dict(results)["health"].startswith("registry /v2/ over TLS")
+    storage = ctx.bundle.registry_dir
+    images = tagged_images(storage)
+    assert len(images) == 3
+    c, base, ext = client(ctx)
+    with c:
+        headers = {"Host": DOMAIN}
+        for img in images:
+            r = c.get(
+                f"{base}/v2/{img.repository}/manifests/{img.tag}",
+                headers={**headers, "Accept": MANIFEST_ACCEPT},
+                extensions=ext,
+            )
+            assert r.status_code == 200
+            assert "sha256:" + hashlib.sha256(r.content).hexdigest() == img.digest
+            for blob in manifest_children(storage, img.digest)[2]:
+                b = c.get(f"{base}/v2/{img.repository}/blobs/{blob}", headers=headers, extensions=ext)
+                assert b.status_code == 200 and "sha256:" + hashlib.sha256(b.content).hexdigest() == blob
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            r = c.request(method, f"{base}/v2/{images[0].repository}/blobs/uploads/", headers=headers, extensions=ext)
+            assert r.status_code == 403, method
+    # A wrong name does not verify (fresh connection): the certificate names the domain and registry IP only.
+    c2, _, _ = client(ctx)
+    with c2, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        c2.get(f"{base}/v2/", extensions={"sni_hostname": "evil.example"})
+    # Pushing stays possible on loopback, straight to the registry.
+    r = httpx.post(
+        f"http://127.0.0.1:{ctx.cfg.registry_push_port}/v2/{images[0].repository}/blobs/uploads/", trust_env=False
+    )
+    assert r.status_code == 202
+    assert blob_path(storage, images[0].digest).exists()
+
+
+def test_files_and_ca_over_http(served) -> None:  # type: ignore[no-untyped-def]
+    ctx, _ = served
+    http = f"http://127.0.0.1:{ctx.cfg.nginx_http_port}"
+    with httpx.Client(timeout=10, trust_env=False) as c:
+        assert c.get(f"{http}/certs/rootCA.crt").content == ctx.paths.ca_cert.read_bytes()
+        for f in ctx.bundle.manifest["files"]:
+            body = c.get(f"{http}/{f['path']}").content
+            assert hashlib.sha256(body).hexdigest() == f["sha256"]
+        assert c.get(f"{http}/kubeplay.json").status_code == 404, "only files/, repos/ and the CA are served"
+        assert c.get(f"{http}/registry/docker/registry/v2/").status_code == 404
+        assert c.post(f"{http}/files/x").status_code == 405
+
+
+def test_rerun_restarts_cleanly_after_the_first_run_died(tmp_path: Path) -> None:
+    """Foreground services left behind by a killed run are ours (pid file + command line) and are replaced."""
+    bundle = make_bundle(tmp_path, images=1)
+    ports = tuple(free_ports(3))
+    ctx = make_context(tmp_path, bundle, ports=ports)  # type: ignore[arg-type]
+    try:
+        run_install(ctx, only=SERVING)  # type: ignore[arg-type]
+        first = [s.proc.pid for s in foreground().services if s.proc]
+        foreground().services.clear()  # forget them, as a kill -9 of kubeplay would
+        again = make_context(tmp_path, bundle, ports=ports)  # type: ignore[arg-type]
+        results = dict(run_install(again, only=SERVING))  # type: ignore[arg-type]
+        assert results["certs"] == "done earlier, inputs unchanged"
+        assert "registry /v2/ over TLS" in results["health"]
+        second = [s.proc.pid for s in foreground().services if s.proc]
+        assert set(first).isdisjoint(second)
+        for pid in first:  # stopped (a zombie until reaped, since this test dropped their handles)
+            status = Path(f"/proc/{pid}/status")
+            assert not status.exists() or "State:\tZ" in status.read_text()
+    finally:
+        foreground().stop()
