@@ -1,0 +1,323 @@
+"""Read a packed bundle safely: member checks, one streaming pass, and extraction that cannot escape.
+
+Every member is checked before anything is written (`check_member`): absolute names, `..`, links
+that point outside the target, device nodes and fifos, setuid/setgid bits and duplicate names are
+refused with the member named. Extraction then writes into a staging directory inside the target with
+`O_NOFOLLOW | O_EXCL`, re-checking the real path of every parent (earlier members may be symlinks), and
+with tarfile's own 'data' filter as a second guard. Files are hashed as they are written, so the same
+pass proves the content matches the bundle's SHA256SUMS before the staging directory is renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import zstandard
+
+from kubeplay.bundle.integrity import IntegrityReport, check_bundle_digests
+from kubeplay.bundle.parts import ARCHIVE_SUFFIX, ArchiveSource, open_archive_source
+from kubeplay.console import human_bytes
+from kubeplay.errors import BadInput, BundleError
+
+CHUNK = 1 << 20
+# Slack over the tar size for file-system blocks of many small files and directories.
+SPACE_MARGIN = 64 << 20
+
+
+def _refuse(member: str, why: str) -> BundleError:
+    return BundleError(
+        f"unsafe archive member {member!r}: {why}",
+        hint="this archive was not written by `kubeplay pack`, or was altered; nothing was extracted",
+    )
+
+
+def normalize_member_name(name: str) -> str:
+    """The member's path with `.` parts and trailing slashes dropped; raise BundleError when unsafe."""
+    if "\0" in name:
+        raise _refuse(name, "name contains a NUL byte")
+    if name.startswith("/"):
+        raise _refuse(name, "absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(name, "path contains '..'")
+    return "/".join(parts)
+
+
+@dataclass
+class MemberChecks:
+    """What earlier members established: names seen, which are regular files, which are symlinks."""
+
+    seen: set[str] = field(default_factory=set)
+    regular: set[str] = field(default_factory=set)
+
+
+def check_member(info: tarfile.TarInfo, checks: MemberChecks) -> str:
+    """Return the member's normalised name, or raise BundleError naming it and what is wrong."""
+    name = normalize_member_name(info.name)
+    label = info.name
+    if info.ischr() or info.isblk():
+        raise _refuse(label, "device node")
+    if info.isfifo():
+        raise _refuse(label, "fifo")
+    if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+        raise _refuse(label, f"unsupported member type {info.type!r}")
+    if info.mode & (stat.S_ISUID | stat.S_ISGID):
+        raise _refuse(label, "setuid or setgid bit set")
+    if name in checks.seen and not (info.isdir() and name == ""):
+        raise _refuse(label, "appears twice in the archive")
+    if info.issym():
+        if info.linkname.startswith("/"):
+            raise _refuse(label, f"symlink to absolute path {info.linkname!r}")
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
+        if target == ".." or target.startswith("../"):
+            raise _refuse(label, f"symlink {info.linkname!r} points outside the target directory")
+    if info.islnk():
+        if info.linkname.startswith("/"):
+            raise _refuse(label, f"hardlink to absolute path {info.linkname!r}")
+        target = normalize_member_name(info.linkname)
+        if target not in checks.regular:
+            raise _refuse(label, f"hardlink to {info.linkname!r}, which is not an earlier regular file in the archive")
+    checks.seen.add(name)
+    if info.isreg():
+        checks.regular.add(name)
+    return name
+
+
+@dataclass
+class ArchiveEntry:
+    """A checked member handed to a visitor: its name in the archive and its path below the bundle root."""
+
+    info: tarfile.TarInfo
+    name: str
+    relpath: str
+
+
+# Called with each entry and, for regular files, a reader over its bytes; returns the content's sha256.
+Visitor = Callable[[ArchiveEntry, IO[bytes] | None], str | None]
+
+
+@dataclass
+class ScanResult:
+    """The outcome of one pass over an archive: per-file digests below the bundle root, and the top dir."""
+
+    top: str | None
+    digests: dict[str, str]
+    symlinks: dict[str, str]
+    entries: int
+
+
+def frame_content_size(source: ArchiveSource) -> int | None:
+    """The uncompressed size recorded in the zstd frame header, or None when the writer did not record it."""
+    with source.files[0].open("rb") as fh:
+        head = fh.read(18)  # the largest zstd frame header
+    try:
+        size = zstandard.frame_content_size(head)
+    except zstandard.ZstdError as exc:
+        raise BadInput(
+            f"{source.files[0]}: not a zstd archive ({exc})", hint="pass a bundle directory, .tar.zst or .parts.json"
+        ) from exc
+    return None if size < 0 else int(size)
+
+
+def hash_stream(fh: IO[bytes], sink: Callable[[bytes], object] | None = None) -> str:
+    """Read `fh` to its end in chunks, passing each to `sink`; return the sha256 of all of it."""
+    digest = hashlib.sha256()
+    while True:
+        chunk = fh.read(CHUNK)
+        if not chunk:
+            break
+        digest.update(chunk)
+        if sink is not None:
+            sink(chunk)
+    return digest.hexdigest()
+
+
+def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
+    """Stream the archive once, checking every member and calling `visit`; raise BundleError on anything bad."""
+    checks = MemberChecks()
+    top: str | None = None
+    digests: dict[str, str] = {}
+    symlinks: dict[str, str] = {}
+    entries = 0
+    current = "(archive header)"
+    raw = source.open()
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
+            for info in tar:
+                current = info.name
+                name = check_member(info, checks)
+                if entries == 0 and info.isdir() and name and "/" not in name:
+                    top = name
+                if top is None:
+                    relpath = name
+                elif name == top or name.startswith(top + "/"):
+                    relpath = name[len(top) + 1 :]
+                else:
+                    raise _refuse(info.name, f"outside the bundle directory {top!r}")
+                entry = ArchiveEntry(info, name, relpath)
+                if info.isreg():
+                    data = tar.extractfile(info)
+                    assert data is not None
+                    digest = visit(entry, data)
+                    digests[relpath] = digest if digest is not None else hash_stream(data)
+                else:
+                    visit(entry, None)
+                    if info.islnk():
+                        target = normalize_member_name(info.linkname)
+                        linked = target[len(top) + 1 :] if top else target
+                        digests[relpath] = digests[linked]
+                    elif info.issym():
+                        symlinks[relpath] = info.linkname
+                entries += 1
+            current = "(end of archive)"
+        # Read to the real end so the parts and the whole archive are checked against their digests.
+        while reader.read(CHUNK):
+            pass
+        while raw.read(CHUNK):
+            pass
+    except zstandard.ZstdError as exc:
+        raise BundleError(
+            f"{source.label}: corrupt compressed data at member {current!r}: {exc}",
+            hint="the archive was changed or damaged in transit; copy it again from the build machine",
+        ) from exc
+    except tarfile.TarError as exc:
+        raise BundleError(f"{source.label}: not a readable tar archive at member {current!r}: {exc}") from exc
+    finally:
+        raw.close()
+    if entries == 0:
+        raise BundleError(f"{source.label}: the archive holds no files")
+    return ScanResult(top=top, digests=digests, symlinks=symlinks, entries=entries)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+class _StagingWriter:
+    """Writes checked members below `staging`, refusing anything whose real path leaves it."""
+
+    def __init__(self, staging: Path) -> None:
+        self.root = os.path.realpath(staging)
+        self.mtimes: list[tuple[str, int]] = []
+
+    def _target(self, entry: ArchiveEntry) -> str:
+        path = os.path.join(self.root, entry.name)
+        parent = os.path.realpath(os.path.dirname(path))
+        if not _inside(parent, self.root):
+            raise _refuse(entry.info.name, "its parent directory resolves outside the target (through a symlink)")
+        try:
+            filtered = tarfile.data_filter(entry.info, self.root)
+        except tarfile.FilterError as exc:
+            raise _refuse(entry.info.name, str(exc)) from exc
+        self._mode = filtered.mode
+        return os.path.join(parent, os.path.basename(path))
+
+    def __call__(self, entry: ArchiveEntry, data: IO[bytes] | None) -> str | None:
+        if entry.name == "":
+            return None
+        path = self._target(entry)
+        info = entry.info
+        if info.isdir():
+            if not os.path.isdir(path) or os.path.islink(path):
+                os.mkdir(path, 0o755)
+            self.mtimes.append((path, int(info.mtime)))
+            return None
+        if info.issym():
+            os.symlink(info.linkname, path)
+            return None
+        if info.islnk():
+            os.link(os.path.join(self.root, normalize_member_name(info.linkname)), path, follow_symlinks=False)
+            return None
+        assert data is not None
+        mode = self._mode if self._mode is not None else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as out:
+            digest = hash_stream(data, out.write)
+        os.chmod(path, mode)
+        os.utime(path, (info.mtime, info.mtime))
+        return digest
+
+
+@dataclass
+class ExtractResult:
+    """Where the bundle landed and what the pass found."""
+
+    root: Path
+    files: int
+    size: int
+    report: IntegrityReport
+
+
+def check_free_space(source: ArchiveSource, dest: Path) -> int:
+    """Return the bytes extraction needs; raise BundleError when `dest`'s file system has less free."""
+    needed = frame_content_size(source)
+    if needed is None:
+        sizes: list[int] = []
+
+        def add_size(entry: ArchiveEntry, data: IO[bytes] | None) -> None:
+            sizes.append(entry.info.size)
+
+        scan_archive(source, add_size)
+        needed = sum(sizes)
+    free = shutil.disk_usage(dest).free
+    if needed + SPACE_MARGIN > free:
+        raise BundleError(
+            f"extracting {source.archive_name} needs {human_bytes(needed + SPACE_MARGIN)}, "
+            f"only {human_bytes(free)} free on {dest}",
+            hint="free space there or extract somewhere else",
+        )
+    return needed
+
+
+def bundle_dir_name(source: ArchiveSource) -> str:
+    return source.archive_name.removesuffix(ARCHIVE_SUFFIX)
+
+
+def extract_bundle(archive: Path, dest: Path, *, check_digests: bool = True) -> ExtractResult:
+    """Extract a packed bundle (archive or parts) into `dest/<bundle dir>`; return where it is.
+
+    Raises BadInput for a missing archive or an existing target directory, and BundleError for an
+    unsafe member, corrupt data, too little space or (with `check_digests`) content that fails SHA256SUMS.
+    The target appears only after everything passed; on failure nothing stays behind.
+    """
+    source = open_archive_source(archive)
+    dest.mkdir(parents=True, exist_ok=True)
+    expected = dest / bundle_dir_name(source)
+    if expected.exists() or expected.is_symlink():
+        raise BadInput(f"{expected}: already exists", hint="remove it or extract into another directory")
+    needed = check_free_space(source, dest)
+    staging = dest / f".kubeplay-extract-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(mode=0o700)
+    try:
+        writer = _StagingWriter(staging)
+        scan = scan_archive(source, writer)
+        for path, mtime in reversed(writer.mtimes):
+            os.utime(path, (mtime, mtime))
+        bundle = staging / scan.top if scan.top else staging
+        report = check_bundle_digests(bundle, scan.digests, scan.symlinks)
+        if check_digests and not report.ok:
+            raise BundleError(
+                f"{source.label}: content does not match the bundle's SHA256SUMS:\n{report.render()}",
+                hint="the bundle was altered before it was packed; rebuild it or copy a good archive",
+            )
+        final = dest / (scan.top or bundle_dir_name(source))
+        if final.exists() or final.is_symlink():
+            raise BadInput(f"{final}: already exists", hint="remove it or extract into another directory")
+        os.chmod(bundle, 0o755)  # noqa: S103 - the staging dir was 0700; nginx serves the bundle
+        os.rename(bundle, final)
+    except OSError as exc:
+        raise BundleError(f"extracting into {dest}: {exc}", hint="check free space and permissions there") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExtractResult(root=final, files=len(scan.digests), size=needed, report=report)

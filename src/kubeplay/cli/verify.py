@@ -1,0 +1,52 @@
+"""`kubeplay verify BUNDLE`: every digest of a bundle directory, archive or split parts, recomputed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubeplay.bundle.verify import verify_bundle
+from kubeplay.cli.pack import byte_progress
+from kubeplay.console import get_output, human_bytes
+from kubeplay.errors import BundleError
+
+
+def verify(
+    bundle: Annotated[
+        Path, typer.Argument(help="A bundle directory, a .tar.zst, its .parts.json, or one of its .partNNN files.")
+    ],
+) -> None:
+    """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file."""
+    out = get_output()
+    with byte_progress("verifying") as progress:
+        result = verify_bundle(bundle, progress)
+    report = result.report
+    for kind, paths in (
+        ("changed", report.changed),
+        ("missing", report.missing),
+        ("extra", report.extra),
+        ("problem", report.problems),
+    ):
+        for path in paths:
+            out.event("finding", finding=kind, path=path)
+    if result.sums_sha256:
+        out.info(f"SHA256SUMS sha256 {result.sums_sha256} (compare with what the build printed)")
+    if result.archive_sha256:
+        out.info(f"archive sha256 {result.archive_sha256}")
+    out.event("verified", bundle_kind=result.kind, path=result.label, ok=result.ok, files=report.checked)
+    if not result.ok:
+        for line in report.lines():
+            out.console.print(f"  {line}", soft_wrap=True, markup=False)
+        raise BundleError(
+            f"{result.label}: verification failed: {report.counts()}",
+            hint="copy the bundle again from the build machine, or rebuild it; do not install it as it is",
+        )
+    out.summary(
+        f"verified {result.kind} {result.label}: {report.checked} files, {human_bytes(result.size)}, all digests match"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
