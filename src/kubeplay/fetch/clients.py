@@ -1,0 +1,76 @@
+"""One httpx client per (TLS trust, credentials), shared by file downloads and the registry client.
+
+Connections are kept alive across items, TLS contexts are built once, and each credentials set has one
+`ChallengeAuth`, so tokens are reused by every thread pulling from the same registry.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import httpx
+
+from kubeplay import __version__
+from kubeplay.fetch.auth import ChallengeAuth
+from kubeplay.fetch.mirrors import Credentials, MirrorSet, Resolved, Tls
+
+USER_AGENT = f"kubeplay/{__version__}"
+
+
+@dataclass(frozen=True)
+class Session:
+    client: httpx.Client
+    auth: ChallengeAuth
+
+
+class ClientPool:
+    """Thread-safe cache of clients; close() when done."""
+
+    def __init__(self, mirrors: MirrorSet | None = None, *, connections: int = 8, timeout: float = 60.0) -> None:
+        self.mirrors = mirrors or MirrorSet()
+        self.connections = connections
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple[Tls, str | None, str], Session] = {}
+
+    def resolve(self, url: str) -> Resolved:
+        return self.mirrors.resolve(url)
+
+    def session(self, tls: Tls, credentials: Credentials | None, label: str = "") -> Session:
+        key = (tls, credentials.username if credentials else None, label if credentials else "")
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is None:
+                client = httpx.Client(
+                    verify=tls.verify(),
+                    timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                    limits=httpx.Limits(
+                        max_connections=self.connections * 2, max_keepalive_connections=self.connections
+                    ),
+                    follow_redirects=True,
+                    headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                )
+                found = Session(client, ChallengeAuth(credentials, label=label))
+                self._sessions[key] = found
+            return found
+
+    def for_url(self, resolved: Resolved) -> Session:
+        return self.session(resolved.tls, resolved.credentials, label=_origin(resolved.url))
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            s.client.close()
+
+    def __enter__(self) -> ClientPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _origin(url: str) -> str:
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
