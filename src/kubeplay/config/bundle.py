@@ -53,12 +53,27 @@ class Mirror(Strict):
     )
 
 
+class OsSource(Strict):
+    """One upstream package repository of an OS target; replaces the sources derived from `mirror`."""
+
+    url: str = Field(description="apt: archive root (has dists/); rpm: baseurl, may hold $basearch and $releasever")
+    suites: list[str] = Field(default_factory=list, description="apt suites; default: <codename>, <codename>-updates")
+    components: list[str] = Field(default_factory=list, description="apt components; default: the distro's")
+    name: str | None = Field(default=None, description="rpm repo id (e.g. BaseOS); default: derived from url")
+    arches: list[str] = Field(default_factory=list, description="target arches served by this source; default all")
+    keyring: Path | None = Field(default=None, description="keyring verifying this source's index signature")
+
+
 class OsTarget(Strict):
     distro: str
     release: str
     arches: list[str] = Field(default_factory=lambda: ["amd64"])
     mirror: str | None = None
     baseline: Path | None = None
+    sources: list[OsSource] = Field(default_factory=list, description="explicit upstream repos (override mirror)")
+    keyring: Path | None = Field(default=None, description="keyring for index signatures; default: distro's")
+    recommends: bool = Field(default=False, description="also bundle Recommends (apt's default install)")
+    modules: list[str] = Field(default_factory=list, description="rpm module streams to enable, name:stream")
 
     _arches = field_validator("arches")(check_arches)
 
@@ -75,6 +90,7 @@ class Packages(Strict):
     apt: list[str] = Field(default_factory=list)
     yum: list[str] = Field(default_factory=list)
     per_distro: dict[str, list[str]] = Field(default_factory=dict, alias="distro")
+    defaults: bool = Field(default=True, description="include kubeplay's default list for each OS family")
 
 
 class BundleSpec(Strict):
