@@ -1,0 +1,53 @@
+"""`kubeplay push`: copy a bundle's images into an existing registry (Harbor or any distribution registry)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubeplay.bootstrap.push import Target, load_credentials, push_bundle
+from kubeplay.console import get_output, human_bytes
+
+
+def push(
+    bundle: Annotated[Path, typer.Argument(help="Unpacked bundle directory.")],
+    registry: Annotated[
+        str,
+        typer.Option(
+            "--registry",
+            envvar="KUBEPLAY_PUSH_REGISTRY",
+            help="HOST, HOST:PORT or HOST/PREFIX; PREFIX replaces the bundle project (library).",
+        ),
+    ],
+    *,
+    ca: Annotated[Path | None, typer.Option("--ca", help="CA certificate (PEM) to trust for the registry.")] = None,
+    credentials_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--credentials-file",
+            envvar="KUBEPLAY_PUSH_CREDENTIALS_FILE",
+            help="0600 file with `username:` and `password:` lines (else KUBEPLAY_PUSH_USERNAME/PASSWORD).",
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=32, help="Parallel blob uploads.")] = 4,
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="The registry speaks HTTP, not HTTPS.")] = False,
+) -> None:
+    """Copy every bundled image into REGISTRY: present blobs skipped, mounts across repositories, resumable."""
+    out = get_output()
+    target = Target.parse(registry, plain_http)
+    creds = load_credentials(dict(os.environ), credentials_file)
+    report = push_bundle(bundle, target, ca, creds, jobs)
+    out.event("push", **{k: v for k, v in vars(report).items() if not k.startswith("_")})
+    out.summary(
+        f"pushed {report.images} image(s) to {target.host}{'/' + target.prefix if target.prefix else ''}: "
+        f"{report.blobs_uploaded} blob(s) uploaded ({human_bytes(report.bytes_uploaded)}), "
+        f"{report.blobs_mounted} mounted, {report.blobs_present} already there; "
+        f"{report.manifests_put} manifest(s) written, {report.manifests_present} already there"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)
