@@ -84,7 +84,10 @@ def check_member(info: tarfile.TarInfo, checks: MemberChecks) -> str:
     if info.islnk():
         if info.linkname.startswith("/"):
             raise _refuse(label, f"hardlink to absolute path {info.linkname!r}")
-        target = normalize_member_name(info.linkname)
+        try:
+            target = normalize_member_name(info.linkname)
+        except BundleError:
+            raise _refuse(label, f"hardlink to {info.linkname!r}, outside the target directory") from None
         if target not in checks.regular:
             raise _refuse(label, f"hardlink to {info.linkname!r}, which is not an earlier regular file in the archive")
     checks.seen.add(name)
@@ -165,6 +168,10 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
                     relpath = name[len(top) + 1 :]
                 else:
                     raise _refuse(info.name, f"outside the bundle directory {top!r}")
+                if info.issym() and top is not None:
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
+                    if not (target == top or target.startswith(top + "/")):
+                        raise _refuse(info.name, f"symlink {info.linkname!r} points outside the bundle directory")
                 entry = ArchiveEntry(info, name, relpath)
                 if info.isreg():
                     data = tar.extractfile(info)
@@ -207,9 +214,12 @@ def _inside(path: str, root: str) -> bool:
 class _StagingWriter:
     """Writes checked members below `staging`, refusing anything whose real path leaves it."""
 
-    def __init__(self, staging: Path) -> None:
+    def __init__(self, staging: Path, total: int, on_progress: Callable[[int, int], None] | None) -> None:
         self.root = os.path.realpath(staging)
         self.mtimes: list[tuple[str, int]] = []
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
 
     def _target(self, entry: ArchiveEntry) -> str:
         path = os.path.join(self.root, entry.name)
@@ -246,6 +256,9 @@ class _StagingWriter:
             digest = hash_stream(data, out.write)
         os.chmod(path, mode)
         os.utime(path, (info.mtime, info.mtime))
+        self.done += info.size
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
         return digest
 
 
@@ -284,7 +297,13 @@ def bundle_dir_name(source: ArchiveSource) -> str:
     return source.archive_name.removesuffix(ARCHIVE_SUFFIX)
 
 
-def extract_bundle(archive: Path, dest: Path, *, check_digests: bool = True) -> ExtractResult:
+def extract_bundle(
+    archive: Path,
+    dest: Path,
+    *,
+    check_digests: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ExtractResult:
     """Extract a packed bundle (archive or parts) into `dest/<bundle dir>`; return where it is.
 
     Raises BadInput for a missing archive or an existing target directory, and BundleError for an
@@ -300,7 +319,7 @@ def extract_bundle(archive: Path, dest: Path, *, check_digests: bool = True) -> 
     staging = dest / f".kubeplay-extract-{uuid.uuid4().hex[:12]}"
     staging.mkdir(mode=0o700)
     try:
-        writer = _StagingWriter(staging)
+        writer = _StagingWriter(staging, needed, on_progress)
         scan = scan_archive(source, writer)
         for path, mtime in reversed(writer.mtimes):
             os.utime(path, (mtime, mtime))

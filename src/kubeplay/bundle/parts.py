@@ -97,11 +97,12 @@ class ArchiveSource:
     expected_sha256: str | None
     expected_size: int | None
     digest_source: str | None
+    split: bool = False
     actual_sha256: str | None = field(default=None, init=False)
 
     @property
     def label(self) -> str:
-        return self.archive_name if len(self.files) == 1 else f"{self.archive_name} ({len(self.files)} parts)"
+        return f"{self.archive_name} ({len(self.files)} parts)" if self.split else self.archive_name
 
     @property
     def compressed_size(self) -> int:
@@ -210,6 +211,7 @@ def _from_parts_manifest(path: Path) -> ArchiveSource:
         expected_sha256=manifest.sha256,
         expected_size=manifest.size,
         digest_source=path.name,
+        split=True,
     )
 
 

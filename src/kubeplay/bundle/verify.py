@@ -131,17 +131,28 @@ def verify_archive(source: ArchiveSource, on_progress: Progress | None = None) -
     report = compare_digests(sums, scan.digests, scan.symlinks, manifest)
     _note_missing_indexes(report, sums_body is not None, manifest is not None)
     sums_sha256 = hashlib.sha256(sums_body).hexdigest() if sums_body is not None else None
-    kind = "archive" if len(source.files) == 1 else "split archive"
+    kind = "split archive" if source.split else "archive"
     return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256)
 
 
-def verify_bundle(path: Path, on_progress: Progress | None = None) -> VerifyResult:
+def verify_bundle(
+    path: Path, on_progress: Progress | None = None, *, expected_sums_sha256: str | None = None
+) -> VerifyResult:
     """Verify a bundle directory, archive, parts manifest or part; raise BadInput when `path` is none of them.
 
-    Damaged archives raise BundleError (exit 1) naming the archive or part and the member being read.
+    `expected_sums_sha256` is the SHA256SUMS digest the build printed: with it, a SHA256SUMS rewritten
+    to match tampered files is caught too. Damaged archives raise BundleError (exit 1) naming the
+    archive or part and the member being read.
     """
     if path.is_dir():
-        return verify_directory(path, on_progress)
-    if not path.exists() and not path.with_name(parts_manifest_name(path.name)).exists():
+        result = verify_directory(path, on_progress)
+    elif not path.exists() and not path.with_name(parts_manifest_name(path.name)).exists():
         raise BadInput(f"{path}: no such file or directory", hint="pass a bundle directory, .tar.zst or .parts.json")
-    return verify_archive(open_archive_source(path), on_progress)
+    else:
+        result = verify_archive(open_archive_source(path), on_progress)
+    expected = expected_sums_sha256.lower().removeprefix("sha256:") if expected_sums_sha256 else None
+    if expected is not None and result.sums_sha256 != expected:
+        result.report.problems.append(
+            f"{SUMS_NAME}: sha256 {result.sums_sha256}, but the build printed {expected}; the list itself was changed"
+        )
+    return result

@@ -1,4 +1,4 @@
-"""`kubeplay pack DIR`: one archive (or numbered parts) from a bundle directory."""
+"""`kubeplay pack DIR` and `kubeplay extract ARCHIVE`: a bundle directory to one archive (or parts) and back."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from kubeplay.bundle.extract import extract_bundle
 from kubeplay.bundle.pack import DEFAULT_LEVEL, pack_checked_bundle
 from kubeplay.bundle.parts import parse_size
 from kubeplay.console import get_output, human_bytes
@@ -83,5 +84,20 @@ def pack(
     )
 
 
+def extract(
+    archive: Annotated[Path, typer.Argument(help="A .tar.zst, its .parts.json, or one of its .partNNN files.")],
+    dest: Annotated[
+        Path, typer.Option("--dest", "-C", envvar="KUBEPLAY_EXTRACT_DEST", help="Directory to extract into.")
+    ] = Path("."),
+) -> None:
+    """Extract a packed bundle safely, checking every digest on the way; the bundle directory appears only if all pass."""
+    out = get_output()
+    with byte_progress("extracting") as progress:
+        result = extract_bundle(archive, dest, on_progress=progress)
+    out.event("extracted", path=str(result.root), files=result.files, size=result.size)
+    out.summary(f"extracted {result.files} files ({human_bytes(result.size)}) into {result.root}; all digests match")
+
+
 def register(app: typer.Typer) -> None:
     app.command("pack")(pack)
+    app.command("extract")(extract)

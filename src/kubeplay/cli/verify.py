@@ -17,11 +17,19 @@ def verify(
     bundle: Annotated[
         Path, typer.Argument(help="A bundle directory, a .tar.zst, its .parts.json, or one of its .partNNN files.")
     ],
+    sums_sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--sums-sha256",
+            envvar="KUBEPLAY_SUMS_SHA256",
+            help="The SHA256SUMS digest `kubeplay build` printed; checks the list itself, not only the files.",
+        ),
+    ] = None,
 ) -> None:
     """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file."""
     out = get_output()
     with byte_progress("verifying") as progress:
-        result = verify_bundle(bundle, progress)
+        result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256)
     report = result.report
     for kind, paths in (
         ("changed", report.changed),
@@ -32,7 +40,7 @@ def verify(
         for path in paths:
             out.event("finding", finding=kind, path=path)
     if result.sums_sha256:
-        out.info(f"SHA256SUMS sha256 {result.sums_sha256} (compare with what the build printed)")
+        out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
     if result.archive_sha256:
         out.info(f"archive sha256 {result.archive_sha256}")
     out.event("verified", bundle_kind=result.kind, path=result.label, ok=result.ok, files=report.checked)
