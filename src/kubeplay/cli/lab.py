@@ -1,0 +1,109 @@
+"""`kubeplay lab up|down|status|ssh|cp`: air-gapped rehearsal nodes (systemd-nspawn, network namespaces)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kubeplay.console import get_output
+from kubeplay.errors import BadInput
+from kubeplay.lab import machines, network, record
+from kubeplay.lab.nodes import DEFAULT_SUBNET, Lab
+
+lab_app = typer.Typer(help="Air-gapped lab nodes: Debian in systemd-nspawn, a private subnet, no route out.")
+
+NameOpt = Annotated[str, typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (1-12 of a-z, 0-9, -).")]
+DirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="KUBEPLAY_LAB_DIR", help="Where labs live (default /var/lib/kubeplay/lab)."),
+]
+
+
+@lab_app.command("up")
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes (node0, node1, ...).")] = 2,
+    name: NameOpt = "lab",
+    subnet: Annotated[
+        str, typer.Option("--subnet", envvar="KUBEPLAY_LAB_SUBNET", help="Private IPv4 subnet, only inside the lab.")
+    ] = DEFAULT_SUBNET,
+    state_dir: DirOpt = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Rootfs cache (default $KUBEPLAY_CACHE/lab or /var/cache/kubeplay/lab)."),
+    ] = None,
+) -> None:
+    """Boot N air-gapped nodes reachable by `kubeplay lab ssh`; nothing else can be reached from them."""
+    out = get_output()
+    out.info(f"lab {name}: {nodes} node(s) on {subnet} (building the rootfs on first use takes ~20 s)")
+    lab = Lab.up(nodes, name=name, subnet=subnet, state_root=state_dir, cache_dir=cache_dir)
+    for node in lab.nodes:
+        out.info(f"  {node.name}  {node.ip}")
+        out.event("lab_node", lab=name, node=node.name, ip=node.ip)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in lab.timings.items())
+    out.summary(f"lab {name} up: {len(lab.nodes)} node(s) on {lab.record.subnet} ({timings}); `kubeplay lab ssh node0`")
+
+
+@lab_app.command("down")
+def down(name: NameOpt = "lab", state_dir: DirOpt = None) -> None:
+    """Stop the lab's nodes and remove exactly what `lab up` created."""
+    removed = Lab.load(name, state_dir).down()
+    get_output().summary(f"lab {name} down: removed {len(removed)} recorded item(s)")
+
+
+@lab_app.command("status")
+def status(state_dir: DirOpt = None) -> None:
+    """List labs with their nodes, addresses and whether each node is running."""
+    out = get_output()
+    labs = record.list_labs(state_dir or record.default_state_root())
+    table = Table("lab", "node", "ip", "pid", "state", "netns")
+    for rec in labs:
+        procs = {r.name: r for r in rec.resources if r.kind == "process"}
+        for node in rec.nodes:
+            proc = procs.get(node.machine)
+            alive = proc is not None and proc.pid is not None and machines.is_running(proc.pid, proc.start_time or 0)
+            state = "running" if alive else "stopped"
+            if not network.netns_exists(node.netns):
+                state += ", netns missing"
+            pid = str(proc.pid) if proc and proc.pid else "-"
+            table.add_row(rec.name, node.name, node.ip, pid, state, node.netns)
+    if labs:
+        out.console.print(table)
+    out.summary(f"{len(labs)} lab(s)")
+
+
+@lab_app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ssh_cmd(
+    node: Annotated[str, typer.Argument(help="Node name, e.g. node0.")],
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --); a shell if omitted.")] = None,
+    name: NameOpt = "lab",
+    state_dir: DirOpt = None,
+) -> None:
+    """Run a command on a node as root (or open a shell), over ssh from the lab side."""
+    target = Lab.load(name, state_dir).node(node)
+    # Like ssh itself: the words are joined with spaces and the remote shell parses them.
+    argv = target.ssh_argv(" ".join(command) if command else None, tty=not command and os.isatty(0))
+    raise typer.Exit(subprocess.call(argv))  # interactive: no timeout on purpose, the user ends it
+
+
+@lab_app.command("cp")
+def cp(
+    src: Annotated[Path, typer.Argument(help="Host file or directory.", exists=True)],
+    dest: Annotated[str, typer.Argument(help="NODE:/absolute/path inside the node.")],
+    name: NameOpt = "lab",
+    state_dir: DirOpt = None,
+) -> None:
+    """Copy a host file or directory into a node (written straight into its root directory)."""
+    node_name, sep, path = dest.partition(":")
+    if not sep or not path:
+        raise BadInput(f"destination {dest!r} is not NODE:/path", hint="e.g. node0:/root/bundle.tar.zst")
+    written = Lab.load(name, state_dir).node(node_name).copy_in(src, path)
+    get_output().summary(f"copied {src} to {node_name}:{path} ({written})")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lab_app, name="lab")

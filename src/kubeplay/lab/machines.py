@@ -1,0 +1,124 @@
+"""Booting and stopping lab nodes with `systemd-nspawn --boot`, by PID, without a systemd on the host.
+
+The host's PID 1 need not be systemd: `--register=no --keep-unit` keeps nspawn off the system bus
+(no machined, no scope unit), `--console=passive` lets it run with no TTY, its output goes to a log
+file. SIGTERM to the nspawn process makes the container's systemd shut down cleanly and nspawn exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeplay.errors import KubeplayError
+
+STOP_TIMEOUT = 30.0
+KILL_TIMEOUT = 10.0
+
+
+class MachineError(KubeplayError):
+    """A lab node's container failed to start or to stop."""
+
+
+def nspawn_argv(root: Path, machine: str, netns: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """The systemd-nspawn command line for one lab node."""
+    return [
+        "systemd-nspawn",
+        "--boot",
+        f"--directory={root}",
+        f"--machine={machine}",
+        f"--network-namespace-path=/run/netns/{netns}",
+        "--register=no",
+        "--keep-unit",
+        "--console=passive",
+        "--resolv-conf=off",
+        "--link-journal=no",
+        *extra,
+    ]
+
+
+@dataclass
+class Started:
+    """A started container: its nspawn process and the identity needed to signal it safely later."""
+
+    pid: int
+    start_time: int
+    popen: subprocess.Popen[bytes]
+
+
+def start(argv: list[str], log: Path) -> Started:
+    """Start nspawn in its own session, output to `log`; return its PID and start time."""
+    with log.open("ab") as out:
+        try:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except FileNotFoundError as exc:
+            raise MachineError("systemd-nspawn is not installed", hint="apt-get install systemd-container") from exc
+    start_time = process_start_time(popen.pid)
+    return Started(pid=popen.pid, start_time=start_time or 0, popen=popen)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None if no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def is_running(pid: int, start_time: int) -> bool:
+    """True if `pid` is alive and is still the process we started (not a reused PID)."""
+    return process_start_time(pid) == start_time
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def stop(pids: list[tuple[int, int]], popens: dict[int, subprocess.Popen[bytes]]) -> list[int]:
+    """Stop containers by (pid, start_time): SIGTERM (clean halt), then SIGKILL after a deadline.
+
+    Returns the PIDs still running afterwards (empty on success). PIDs that are gone or reused are skipped.
+    """
+    live = [(pid, st) for pid, st in pids if is_running(pid, st)]
+    for pid, _ in live:
+        _signal(pid, signal.SIGTERM)
+    remaining = _wait_gone(live, popens, STOP_TIMEOUT)
+    for pid, _ in remaining:
+        _signal(pid, signal.SIGKILL)
+    return [pid for pid, _ in _wait_gone(remaining, popens, KILL_TIMEOUT)]
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _wait_gone(
+    pids: list[tuple[int, int]], popens: dict[int, subprocess.Popen[bytes]], timeout: float
+) -> list[tuple[int, int]]:
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending:
+        for pid, _ in pending:
+            if pid in popens:
+                popens[pid].poll()  # reap our own child so it does not linger as a zombie
+        pending = [(pid, st) for pid, st in pending if is_running(pid, st)]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return pending

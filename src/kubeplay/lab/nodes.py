@@ -1,0 +1,358 @@
+"""Lab nodes: `Lab.up(n)` boots n air-gapped Debian nodes; `lab.down()` removes exactly what it created.
+
+    with Lab.up(2, name="t1") as lab:
+        lab.nodes[0].run(["hostname"]).stdout          # ssh from the lab side
+        lab.nodes[0].copy_in(Path("bundle.tar.zst"), "/root/bundle.tar.zst")
+
+Every creation step is first written to the state file (see `record.py`); `down()` works from that
+file alone, so it also finishes the job after `up` crashed or from another process (`kubeplay lab down`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.lab import machines, network, record, rootfs, ssh
+from kubeplay.lab.record import LabRecord, NodeRecord, Resource
+
+DEFAULT_SUBNET = "10.213.0.0/24"
+BOOT_TIMEOUT = 120.0
+
+
+class LabError(KubeplayError):
+    """The lab could not be brought up or torn down completely."""
+
+
+@dataclass
+class LabNode:
+    """One booted node: `name`, `ip`, and ways to run commands in it and copy files into it."""
+
+    name: str
+    ip: str
+    machine: str
+    root: Path
+    lab_netns: str
+    ssh_options: list[str]
+
+    def ssh_argv(self, cmd: list[str] | str | None = None, tty: bool = False) -> list[str]:
+        """argv that runs `cmd` (or an interactive shell) on this node as root over ssh."""
+        return ssh.ssh_argv(self.lab_netns, self.ssh_options, self.ip, cmd, tty=tty)
+
+    def run(
+        self, cmd: list[str] | str, timeout: float = 120, check: bool = False, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` on the node (a list is shell-quoted; a string goes to the remote shell as is).
+
+        Returns the CompletedProcess (text); with check=True raises CalledProcessError on non-zero exit.
+        """
+        return subprocess.run(
+            self.ssh_argv(cmd), input=input, capture_output=True, text=True, timeout=timeout, check=check
+        )
+
+    def copy_in(self, src: Path, dest: str) -> Path:
+        """Copy a host file or directory to absolute path `dest` inside the node; return the host path written.
+
+        Writes straight into the node's root directory (fast for multi-GB bundles). Refuses a `dest`
+        whose parents inside the node are symlinks, so nothing lands outside the node's tree.
+        """
+        if not dest.startswith("/"):
+            raise BadInput(f"destination {dest!r} inside {self.name} must be an absolute path")
+        parts = [p for p in Path(dest).parts[1:] if p not in ("", ".")]
+        if ".." in parts or not parts:
+            raise BadInput(f"destination {dest!r} inside {self.name} must not contain '..' or be '/'")
+        target = self.root
+        for part in parts[:-1]:
+            target = target / part
+            if target.is_symlink():
+                raise BadInput(f"{dest!r}: /{target.relative_to(self.root)} is a symlink inside {self.name}; refusing")
+            target.mkdir(mode=0o755, exist_ok=True)
+        target = target / parts[-1]
+        if target.is_symlink():
+            raise BadInput(f"{dest!r} is a symlink inside {self.name}; refusing to write through it")
+        if src.is_dir():
+            shutil.copytree(src, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, target)
+        return target
+
+
+def _node_from(rec: NodeRecord, lab: LabRecord) -> LabNode:
+    options = ssh.ssh_options(Path(lab.key), Path(lab.known_hosts))
+    return LabNode(
+        name=rec.name, ip=rec.ip, machine=rec.machine, root=Path(rec.root), lab_netns=lab.netns, ssh_options=options
+    )
+
+
+@dataclass
+class Lab:
+    """A lab that is up (or was, if `down()` has run). Use `Lab.up(...)` or `Lab.load(name)`."""
+
+    record: LabRecord
+    nodes: list[LabNode] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    _popens: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def netns(self) -> str:
+        """The lab-side namespace (holding the bridge); run host tools here to reach the nodes."""
+        return self.record.netns
+
+    @property
+    def ssh_options(self) -> list[str]:
+        """ssh options (key, pinned known_hosts) usable by ssh, scp or Ansible's ssh_args."""
+        return ssh.ssh_options(Path(self.record.key), Path(self.record.known_hosts))
+
+    def lab_side(self, argv: list[str]) -> list[str]:
+        """`argv` wrapped to run in the lab-side namespace (it reaches every node; nothing else does)."""
+        return ["ip", "netns", "exec", self.record.netns, *argv]
+
+    def node(self, name: str) -> LabNode:
+        """The node called `name`; BadInput naming the existing ones otherwise."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise BadInput(f"lab {self.name} has no node {name!r}", hint=f"nodes: {', '.join(n.name for n in self.nodes)}")
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.down()
+
+    @classmethod
+    def load(cls, name: str = "lab", state_root: Path | None = None) -> Lab:
+        """The lab `name` as recorded on disk (for `ssh`, `status` and `down` from another process)."""
+        rec = record.load((state_root or record.default_state_root()) / name)
+        return cls(record=rec, nodes=[_node_from(n, rec) for n in rec.nodes])
+
+    @classmethod
+    def up(
+        cls,
+        nodes: int,
+        *,
+        name: str = "lab",
+        subnet: str | None = None,
+        state_root: Path | None = None,
+        cache_dir: Path | None = None,
+        spec: rootfs.RootfsSpec | None = None,
+        nspawn_args: tuple[str, ...] = (),
+        boot_timeout: float = BOOT_TIMEOUT,
+    ) -> Lab:
+        """Build (or reuse) the rootfs, create network and nodes, boot them, wait for sshd.
+
+        Returns the running Lab. On any failure everything created so far is removed and the error re-raised.
+        """
+        subnet = subnet or os.environ.get("KUBEPLAY_LAB_SUBNET", DEFAULT_SUBNET)
+        if not network.valid_name(name):
+            raise BadInput(f"lab name {name!r} is invalid", hint="1-12 characters: lowercase letters, digits, '-'")
+        plan = network.plan_addresses(subnet, nodes)
+        _check_prerequisites()
+        network.check_subnet_free(plan.subnet)
+        lab_dir = (state_root or record.default_state_root()) / name
+        if record.state_path(lab_dir).exists():
+            raise BadInput(
+                f"lab {name!r} is already up ({lab_dir})", hint=f"run `kubeplay lab down --name {name}` first"
+            )
+        if lab_dir.exists():
+            raise BadInput(f"{lab_dir} exists but holds no lab state", hint="remove it or pick another --name")
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        base, built = rootfs.ensure_base_tree(spec or rootfs.RootfsSpec(), cache_dir or rootfs.default_cache_dir())
+        timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
+        rec = LabRecord(
+            name=name,
+            subnet=str(plan.subnet),
+            bridge_ip=str(plan.bridge_ip),
+            netns=f"kplab-{name}",
+            dir=str(lab_dir),
+            key=str(lab_dir / "id_ed25519"),
+            known_hosts=str(lab_dir / "known_hosts"),
+            created=time.time(),
+        )
+        for i, ip in enumerate(plan.node_ips):
+            node = f"node{i}"
+            rec.nodes.append(
+                NodeRecord(
+                    name=node,
+                    ip=str(ip),
+                    netns=f"kplab-{name}-{node}",
+                    link=f"v-{node}",
+                    machine=f"kplab-{name}-{node}",
+                    root=str(lab_dir / "nodes" / node),
+                    log=str(lab_dir / f"{node}.log"),
+                )
+            )
+        lab = cls(record=rec, timings=timings)
+        try:
+            lab._create(base, plan, nspawn_args, boot_timeout)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    def _begin(self, res: Resource) -> Resource:
+        self.record.resources.append(res)
+        record.save(self.record)
+        return res
+
+    def _finish(self, res: Resource) -> None:
+        res.done = True
+        record.save(self.record)
+
+    def _create(self, base: Path, plan: network.AddressPlan, nspawn_args: tuple[str, ...], boot_timeout: float) -> None:
+        rec = self.record
+        lab_dir = Path(rec.dir)
+        lab_dir.mkdir(parents=True, mode=0o700)
+        self._finish(self._begin(Resource(kind="dir", name=str(lab_dir))))
+        pubkey = ssh.generate_key(Path(rec.key), f"kubeplay-lab-{rec.name}")
+        t0 = time.monotonic()
+        res = self._begin(Resource(kind="netns", name=rec.netns))
+        network.create_netns(rec.netns)
+        self._finish(res)
+        network.create_bridge(rec.netns, plan.bridge_ip, plan.subnet)
+        for node in rec.nodes:
+            res = self._begin(Resource(kind="netns", name=node.netns))
+            network.create_netns(node.netns)
+            self._finish(res)
+            res = self._begin(Resource(kind="link", name=node.link, netns=rec.netns))
+            network.create_node_link(
+                rec.netns, node.netns, node.link, plan.node_ips[rec.nodes.index(node)], plan.subnet
+            )
+            self._finish(res)
+        self.timings["network"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        hosts = tuple((n.ip, n.name) for n in rec.nodes)
+        known: list[tuple[str, str, str]] = []
+        (lab_dir / "nodes").mkdir(mode=0o755)
+        for node in rec.nodes:
+            res = self._begin(Resource(kind="dir", name=node.root))
+            rootfs.copy_tree(base, Path(node.root))
+            self._finish(res)
+            ident = rootfs.NodeIdentity(hostname=node.name, authorized_key=pubkey, hosts=hosts)
+            known.append((node.ip, node.name, rootfs.personalise(Path(node.root), ident)))
+        Path(rec.known_hosts).write_text(ssh.known_hosts_lines(known), encoding="utf-8")
+        self.timings["rootfs_copy"] = time.monotonic() - t0
+        self.nodes = [_node_from(n, rec) for n in rec.nodes]
+        t0 = time.monotonic()
+        for node in rec.nodes:
+            res = self._begin(Resource(kind="process", name=node.machine))
+            argv = machines.nspawn_argv(Path(node.root), node.machine, node.netns, nspawn_args)
+            started = machines.start(argv, Path(node.log))
+            self._popens[started.pid] = started.popen
+            res.pid, res.start_time = started.pid, started.start_time
+            self._finish(res)
+        self._wait_ready(boot_timeout)
+        self.timings["boot"] = time.monotonic() - t0
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = {n.name: n for n in self.record.nodes}
+        procs = {r.name: r for r in self.record.resources if r.kind == "process"}
+        while waiting:
+            for name, node in list(waiting.items()):
+                proc = procs[node.machine]
+                if proc.pid is None or not machines.is_running(proc.pid, proc.start_time or 0):
+                    raise LabError(
+                        f"lab node {name} stopped while booting; last lines of {node.log}:\n{machines.log_tail(Path(node.log))}"
+                    )
+                probe = subprocess.run(
+                    self.node(name).ssh_argv("true"), capture_output=True, text=True, timeout=15, check=False
+                )
+                if probe.returncode == 0:
+                    del waiting[name]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"lab nodes {', '.join(waiting)} did not accept ssh within {timeout:.0f}s",
+                    hint=f"see {', '.join(n.log for n in waiting.values())}",
+                )
+            time.sleep(0.2)
+
+    def down(self) -> list[str]:
+        """Remove everything this lab recorded, newest first; return what was removed.
+
+        Raises LabError listing what could not be removed (the state file then keeps those entries).
+        """
+        rec = self.record
+        removed: list[str] = []
+        failed: list[str] = []
+        procs = [r for r in rec.resources if r.kind == "process" and r.pid is not None]
+        still = machines.stop([(r.pid, r.start_time or 0) for r in procs if r.pid], self._popens)
+        for res in procs:
+            if res.pid in still:
+                failed.append(f"process {res.pid} ({res.name}) did not stop")
+            else:
+                removed.append(f"process {res.pid} ({res.name})")
+        keep = [r for r in procs if r.pid in still]
+        for res in reversed(rec.resources):
+            if res.kind == "process":
+                continue
+            try:
+                if _remove(res, Path(rec.dir)):
+                    removed.append(f"{res.kind} {res.name}")
+            except (KubeplayError, OSError) as exc:
+                failed.append(f"{res.kind} {res.name}: {exc}")
+                keep.append(res)
+        rec.resources = [r for r in rec.resources if r in keep]
+        if failed:
+            if Path(rec.dir).is_dir():
+                record.save(rec)
+            raise LabError(
+                f"lab {rec.name}: could not remove: {'; '.join(failed)}",
+                hint="fix the cause, then run `kubeplay lab down` again",
+            )
+        self.nodes = []
+        return removed
+
+
+def _remove(res: Resource, lab_dir: Path) -> bool:
+    if res.kind == "netns":
+        return network.delete_netns(res.name)
+    if res.kind == "link":
+        return network.delete_link(res.netns or "", res.name)
+    path = Path(res.name)
+    if not path.exists():
+        return False
+    if path != lab_dir and not path.is_relative_to(lab_dir):
+        raise LabError(f"refusing to remove {path}: outside the lab directory {lab_dir}")
+    mounts = _mounts_under(path)
+    if mounts:
+        raise LabError(f"refusing to remove {path}: still mounted there: {', '.join(mounts)}")
+    shutil.rmtree(path)
+    return True
+
+
+def _mounts_under(path: Path) -> list[str]:
+    # Removing a tree that still has a bind mount inside would delete through it into someone else's files.
+    prefix = str(path).rstrip("/") + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == str(path) or point.startswith(prefix):
+            found.append(point)
+    return found
+
+
+def _check_prerequisites() -> None:
+    if os.geteuid() != 0:
+        raise LabError("lab nodes need root (network namespaces, systemd-nspawn)", hint="run as root")
+    for tool, package in (
+        ("systemd-nspawn", "systemd-container"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("ip", "iproute2"),
+        ("ssh", "openssh-client"),
+    ):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is not installed", hint=f"apt-get install {package}")

@@ -1,0 +1,106 @@
+"""The lab's state file: exactly what `lab up` created, written before each creation step.
+
+`lab down` walks this list backwards and removes each thing that still exists, so a crash of `lab up`
+at any point leaves a record that `lab down` can finish from. Nothing outside the list is ever touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.state import atomic_write
+
+STATE_FILE = "lab.json"
+
+
+class LabStateError(KubeplayError):
+    """The lab state file is missing or unreadable."""
+
+
+class Resource(BaseModel):
+    """One thing the lab created. `done` is False while its creation is under way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["dir", "netns", "link", "process"]
+    name: str  # a path, a namespace name, a link name, or a machine name
+    netns: str | None = None  # the namespace a link lives in
+    pid: int | None = None
+    start_time: int | None = None  # /proc/<pid>/stat field 22, so a reused PID is never signalled
+    done: bool = False
+
+
+class NodeRecord(BaseModel):
+    """A lab node as `ssh`, `cp` and the Python API need it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    ip: str
+    netns: str
+    link: str
+    machine: str
+    root: str
+    log: str
+
+
+class LabRecord(BaseModel):
+    """The whole lab: its addresses, nodes, key, and the ordered list of what was created."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    subnet: str
+    bridge_ip: str
+    netns: str
+    dir: str
+    key: str
+    known_hosts: str
+    nodes: list[NodeRecord] = []
+    resources: list[Resource] = []
+    created: float = 0.0
+
+
+def default_state_root() -> Path:
+    """$KUBEPLAY_LAB_DIR, else /var/lib/kubeplay/lab; each lab lives in <root>/<name>/."""
+    return Path(os.environ.get("KUBEPLAY_LAB_DIR", "/var/lib/kubeplay/lab"))
+
+
+def state_path(lab_dir: Path) -> Path:
+    return lab_dir / STATE_FILE
+
+
+def save(record: LabRecord) -> None:
+    """Write the state file atomically (0600: it names the private key's path)."""
+    atomic_write(state_path(Path(record.dir)), record.model_dump_json(indent=2).encode(), mode=0o600)
+
+
+def load(lab_dir: Path) -> LabRecord:
+    """Read a lab's state file; raise BadInput if there is no such lab."""
+    path = state_path(lab_dir)
+    if not path.is_file():
+        raise BadInput(f"no lab at {lab_dir} (no {STATE_FILE})", hint="start one with `kubeplay lab up --nodes N`")
+    try:
+        return LabRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, OSError) as exc:
+        raise LabStateError(f"lab state {path} is unreadable: {exc}") from exc
+
+
+def list_labs(root: Path) -> list[LabRecord]:
+    """Every lab with a readable state file under `root`, by name."""
+    if not root.is_dir():
+        return []
+    labs = []
+    for child in sorted(root.iterdir()):
+        if state_path(child).is_file():
+            try:
+                labs.append(load(child))
+            except KubeplayError:
+                continue
+    return labs
