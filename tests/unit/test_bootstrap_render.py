@@ -76,9 +76,13 @@ def test_repo_entries(tmp_path: Path) -> None:
     (repo / "dists/bookworm/Release").write_text("Suite: bookworm\nComponents: main contrib\n")
     text = render_apt_source(repo, Path("/etc/kubeplay/kubeplay-archive-keyring.gpg"))
     check("kubeplay.sources", text.replace(tmp_path.as_uri(), "file:///BUNDLE"))
-    yum = render_yum_repo(tmp_path / "repos/rpm/rocky/9", Path("/etc/kubeplay/RPM-GPG-KEY-kubeplay"))
+    yum = render_yum_repo(
+        tmp_path / "repos/rpm/rocky/9",
+        Path("/etc/kubeplay/RPM-GPG-KEY-kubeplay"),
+        [tmp_path / "repos/rpm/rocky/9/RPM-GPG-KEY-Rocky-9"],
+    )
     check("kubeplay.repo", yum.replace(tmp_path.as_uri(), "file:///BUNDLE"))
-    assert "gpgcheck=1" in yum and "trusted=yes" not in text
+    assert "repo_gpgcheck=1" in yum and "\ngpgcheck=1" in yum and "trusted=yes" not in text
 
 
 def test_chrony_layout_detection(tmp_path: Path) -> None:

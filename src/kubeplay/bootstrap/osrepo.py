@@ -16,6 +16,7 @@ from pathlib import Path
 from kubeplay.bootstrap.bundleinfo import RepoTarget
 from kubeplay.bootstrap.render import render
 from kubeplay.errors import BundleError
+from kubeplay.osrepo.signing import KEYRING_NAME
 
 # What the deploy node runs, by family; the first name of each alternative the repo carries wins.
 APT_PACKAGES: tuple[tuple[str, ...], ...] = (
@@ -45,6 +46,9 @@ class AptSource:
 
 def find_key(repo: RepoTarget, bundle_root: Path) -> Path:
     """The public key that signs the bundle's repo; raise BundleError if the bundle carries none."""
+    standard = bundle_root / "repos" / KEYRING_NAME
+    if standard.is_file():
+        return standard
     for base in (
         repo.path,
         repo.path.parent,
@@ -95,9 +99,21 @@ def render_apt_source(repo_path: Path, keyring: Path) -> str:
     )
 
 
-def render_yum_repo(repo_path: Path, key: Path) -> str:
+def distro_rpm_keys(repo_path: Path) -> list[Path]:
+    """Distro package-signing keys shipped beside an rpm repo (RPM-GPG-KEY-*), for gpgcheck."""
+    return sorted(p for p in repo_path.glob("RPM-GPG-KEY*") if p.is_file())
+
+
+def render_yum_repo(repo_path: Path, bundle_key: Path, distro_keys: list[Path] | None = None) -> str:
+    """repomd.xml is checked against the bundle key; packages against the distro keys when shipped."""
     base = repo_path.resolve().as_uri() + "/$basearch"
-    return render("kubeplay.repo.j2", baseurl=base, gpgkey=key.resolve().as_uri())
+    keys = [bundle_key, *(distro_keys or [])]
+    return render(
+        "kubeplay.repo.j2",
+        baseurl=base,
+        gpgkeys=[k.resolve().as_uri() for k in keys],
+        gpgcheck=1 if distro_keys else 0,
+    )
 
 
 def _read_index(path: Path) -> str:

@@ -16,6 +16,7 @@ from kubeplay.bootstrap.osrepo import (
     apt_options,
     apt_package_names,
     choose_packages,
+    distro_rpm_keys,
     find_key,
     key_is_armored,
     render_apt_source,
@@ -73,7 +74,11 @@ def setup_os_packages(ctx: InstallContext) -> list[str]:
         installed = installed_debs([p for alts in wanted for p in alts])
     else:
         write_owned(ctx.record, ctx.paths.rpm_key, data)
-        write_owned(ctx.record, ctx.paths.yum_repo, render_yum_repo(repo.path, ctx.paths.rpm_key).encode())
+        write_owned(
+            ctx.record,
+            ctx.paths.yum_repo,
+            render_yum_repo(repo.path, ctx.paths.rpm_key, distro_rpm_keys(repo.path)).encode(),
+        )
         wanted, available = RPM_PACKAGES, rpm_package_names(repo.path)
         installed = installed_rpms([p for alts in wanted for p in alts])
     # Whatever is installed already need not come from the bundle.
