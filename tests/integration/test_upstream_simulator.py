@@ -463,3 +463,65 @@ def test_processes_are_gone_after_exit(tmp_path: Path) -> None:
     # Everything it wrote stays under its workdir.
     assert (tmp_path / "sim" / "registry" / "config.yml").is_file()
     assert (tmp_path / "sim" / "files" / "nginx.conf").is_file()
+
+
+# -- registry faults ---------------------------------------------------------------------------------
+
+
+def bearer_for(http: httpx.Client, sim: UpstreamSimulator, url: str) -> dict[str, str]:
+    challenge_response = http.get(url, headers={"Accept": MANIFEST_ACCEPT})
+    assert challenge_response.status_code == 401
+    _, challenge = parse_challenge(challenge_response.headers["WWW-Authenticate"])
+    token = http.get(challenge["realm"], params=challenge, auth=(sim.username, sim.password)).json()["token"]
+    return {"Authorization": f"Bearer {token}", "Accept": MANIFEST_ACCEPT}
+
+
+def test_registry_fault_cut_blob_then_resume(upstream: UpstreamSimulator) -> None:
+    info = upstream.push_image("quay.io/faults/cut:v1", ["amd64"], layer_kib=256)
+    layer = max(info.blobs, key=lambda d: info.sizes[d])
+    base = upstream.registry_fault_mirror("cut/10000", "quay.io")
+    assert base == f"{upstream.faults_url}/fault/cut/10000/quay.io"
+    url = f"{upstream.faults_url}/v2/fault/cut/10000/quay.io/faults/cut/blobs/{layer}"
+    received = bytearray()
+    with client(upstream) as http:
+        headers = bearer_for(http, upstream, url)  # the 401 does not use up the cut
+        with pytest.raises(httpx.RemoteProtocolError), http.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200
+            for chunk in response.iter_bytes():
+                received.extend(chunk)
+        assert len(received) == 10000
+        rest = http.get(url, headers={**headers, "Range": f"bytes={len(received)}-"})
+    assert rest.status_code == 206
+    assert "sha256:" + hashlib.sha256(bytes(received) + rest.content).hexdigest() == layer
+
+
+def test_registry_fault_503_and_wrong_bytes(upstream: UpstreamSimulator) -> None:
+    info = upstream.push_image("ghcr.io/faults/bad:v1", ["amd64", "arm64"])
+    fail_url = f"{upstream.faults_url}/v2/fault/fail/2/ghcr.io/faults/bad/manifests/v1"
+    bad_url = f"{upstream.faults_url}/v2/fault/corrupt/0/ghcr.io/faults/bad/manifests/{info.digest}"
+    with client(upstream) as http:
+        headers = bearer_for(http, upstream, f"{upstream.registry_url}/v2/ghcr.io/faults/bad/manifests/v1")
+        codes = [http.get(fail_url, headers=headers).status_code for _ in range(3)]
+        corrupted = http.get(bad_url, headers=headers)
+    assert codes == [503, 503, 200]
+    assert corrupted.status_code == 200
+    assert corrupted.headers["Docker-Content-Digest"] == info.digest
+    assert "sha256:" + hashlib.sha256(corrupted.content).hexdigest() != info.digest
+
+
+def test_skopeo_through_the_registry_fault_proxy(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    info = upstream.push_image("registry.k8s.io/faults/slow:v1", ["amd64", "arm64"])
+    mirror = upstream.registry_fault_mirror("slow/50000000", "registry.k8s.io").removeprefix("https://")
+    copied = skopeo(
+        "copy",
+        "--all",
+        "--src-cert-dir",
+        str(upstream.cert_dir),
+        "--src-creds",
+        f"{upstream.username}:{upstream.password}",
+        f"docker://{mirror}/faults/slow:v1",
+        f"dir:{tmp_path / 'all'}",
+    )
+    assert copied.returncode == 0, copied.stderr
+    index = (tmp_path / "all" / "manifest.json").read_bytes()
+    assert "sha256:" + hashlib.sha256(index).hexdigest() == info.digest

@@ -15,6 +15,14 @@ Counters are kept per full request path (query ignored), so distinct files count
 
 Range (bytes=a-b, a-, -n), If-Range and HEAD work on every path that serves the body.
 
+The same faults in front of the registry (a mirror url `<faults_url>/fault/<kind>/<n>/<upstream-host>`,
+i.e. registry base faults_url and repository prefix `fault/<kind>/<n>/<host>/`):
+  /v2/                                   proxied unchanged (the auth challenge comes from the registry)
+  /v2/fault/<kind>/<n>/<repository>/…    proxied to /v2/<repository>/…; GETs of blobs and manifests get
+                                         the fault: fail/<n>, cut/<k>, cut-every/<k>, slow/<bps>, corrupt/0,
+                                         status/<code>; cut/corrupt/slow count only 200/206 answers
+The token service grants scopes for `fault/<kind>/<n>/<repository>` as for `<repository>`.
+
 Run: python -m kubeplay.lab.upstream.faults CONFIG.json
 """
 
@@ -27,11 +35,14 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from kubeplay.lab.upstream.fault_model import BodyFaults, Fault, corrupt, parse_fault
+from kubeplay.lab.upstream.registry_proxy import proxy_registry
 from kubeplay.lab.upstream.tls_http import TLSThreadingHTTPServer
 
 CHUNK = 64 * 1024
@@ -44,6 +55,8 @@ class FaultServerConfig:
     cert: str
     key: str
     root: str
+    registry: str  # https://127.0.0.1:P of the simulator registry
+    ca: str
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -65,16 +78,6 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     if start >= size or end < start:
         return "unsatisfiable"
     return start, min(end, size - 1)
-
-
-def corrupt(data: bytes, offset: int, total: int) -> bytes:
-    """Flip bits in a slice of the file so every full or partial body differs from the real one."""
-    out = bytearray(data)
-    for i in range(len(out)):
-        pos = offset + i
-        if pos % 997 == 0 or pos == total // 2 or pos == total - 1:
-            out[i] ^= 0xFF
-    return bytes(out)
 
 
 class FaultState:
@@ -107,7 +110,7 @@ class FaultHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _plain(self, status: int, text: str, head: bool = False) -> int:
+    def plain(self, status: int, text: str, head: bool = False) -> int:
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
@@ -117,26 +120,45 @@ class FaultHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         return status
 
+    def write_body(self, read: Callable[[int], bytes], length: int, offset: int, faults: BodyFaults) -> int:
+        """Send `length` bytes from `read`, misbehaving as `faults` says; return the bytes sent."""
+        sent = 0
+        began = time.monotonic()
+        while sent < length:
+            step = min(CHUNK, length - sent)
+            if faults.rate:
+                step = min(step, max(faults.rate // 10, 1))
+            if faults.cut_after is not None:
+                step = min(step, faults.cut_after - sent)
+                if step <= 0:
+                    self.close_connection = True
+                    self.connection.close()  # mid-body, no TLS close_notify: the client sees a truncated body
+                    return sent
+            data = read(step)
+            if not data:
+                break
+            if faults.wrong_bytes:
+                data = corrupt(data, offset + sent)
+            self.wfile.write(data)
+            sent += len(data)
+            if faults.rate:
+                ahead = sent / faults.rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+        return sent
+
     def _file(self, rel: str) -> Path | None:
-        root = Path(self.server.cfg.root)
+        root = Path(self.server.cfg.root).resolve()
         candidate = (root / rel).resolve()
-        if root.resolve() not in candidate.parents or not candidate.is_file():
+        if root not in candidate.parents or not candidate.is_file():
             return None
         return candidate
 
-    def _serve(
-        self,
-        rel: str,
-        *,
-        head: bool,
-        cut_after: int | None = None,
-        rate: int | None = None,
-        wrong_bytes: bool = False,
-    ) -> tuple[int, int]:
-        """Serve the file at `rel` honoring Range; return (status, body bytes sent)."""
+    def serve_file(self, rel: str, head: bool, faults: BodyFaults) -> tuple[int, int]:
+        """Serve the file at `rel` honoring Range and If-Range; return (status, body bytes sent)."""
         path = self._file(rel)
         if path is None:
-            return self._plain(404, "404 Not Found\n", head), 0
+            return self.plain(404, "404 Not Found\n", head), 0
         st = path.stat()
         size = st.st_size
         etag = f'"{int(st.st_mtime):x}-{size:x}"'
@@ -161,36 +183,14 @@ class FaultHandler(BaseHTTPRequestHandler):
         self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        if cut_after is not None:
+        if faults.cut_after is not None:
             self.send_header("Connection", "close")
         self.end_headers()
         if head:
             return status, 0
-        sent = 0
-        began = time.monotonic()
         with path.open("rb") as fh:
             fh.seek(start)
-            while sent < length:
-                step = min(CHUNK, length - sent)
-                if rate:
-                    step = min(step, max(rate // 10, 1))
-                if cut_after is not None:
-                    step = min(step, cut_after - sent)
-                    if step <= 0:
-                        self.wfile.flush()
-                        self.close_connection = True
-                        self.connection.close()  # mid-body: the client sees a truncated response
-                        return status, sent
-                data = fh.read(step)
-                if wrong_bytes:
-                    data = corrupt(data, start + sent, size)
-                self.wfile.write(data)
-                sent += len(data)
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - began)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        return status, sent
+            return status, self.write_body(fh.read, length, start, faults)
 
     def _route(self, head: bool) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -205,12 +205,16 @@ class FaultHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         if path == "/_health":
-            self._plain(200, "ok\n", head)
+            self.plain(200, "ok\n", head)
             return
-        parts = path.lstrip("/").split("/")
         status, sent = 0, 0
         try:
-            status, sent = self._dispatch(parts, path, head)
+            if path == "/v2" or path.startswith("/v2/"):
+                status, sent = self._registry(path, url.query, head)
+            else:
+                status, sent = self._files(path.lstrip("/").split("/"), path, head)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
         finally:
             state.record(
                 {
@@ -222,32 +226,41 @@ class FaultHandler(BaseHTTPRequestHandler):
                 }
             )
 
-    def _dispatch(self, parts: list[str], path: str, head: bool) -> tuple[int, int]:
-        kind = parts[0]
-        state = self.server.state
+    def _files(self, parts: list[str], path: str, head: bool) -> tuple[int, int]:
         try:
-            if kind == "fail" and len(parts) > 3:
-                if state.hit(path) <= int(parts[1]):
-                    return self._plain(503, "503 Service Unavailable (injected)\n", head), 0
-                return self._serve("/".join(parts[2:]), head=head)
-            if kind in ("cut", "cut-every") and len(parts) > 3:
-                nth = state.hit(path)
-                cut = int(parts[1]) if kind == "cut-every" or nth == 1 else None
-                return self._serve("/".join(parts[2:]), head=head, cut_after=cut)
-            if kind == "slow" and len(parts) > 3:
-                return self._serve("/".join(parts[2:]), head=head, rate=max(int(parts[1]), 1))
-            if kind == "corrupt" and len(parts) > 2:
-                return self._serve("/".join(parts[1:]), head=head, wrong_bytes=True)
-            if kind == "status" and len(parts) > 3:
-                code = int(parts[1])
-                if not 200 <= code <= 599:
-                    raise ValueError(code)
-                return self._plain(code, f"{code} (injected)\n", head), 0
-        except ValueError:
-            return self._plain(400, "bad fault parameter\n", head), 0
-        except (BrokenPipeError, ConnectionResetError):
-            return 0, 0
-        return self._plain(404, "unknown fault path; see kubeplay.lab.upstream.faults\n", head), 0
+            fault, rest = parse_fault(parts)
+        except ValueError as exc:
+            return self.plain(400, f"bad fault path: {exc}\n", head), 0
+        if fault is None or not rest:
+            return self.plain(404, "unknown fault path; see kubeplay.lab.upstream.faults\n", head), 0
+        nth = self.server.state.hit(path)
+        if fault.kind == "status":
+            return self.plain(fault.number, f"{fault.number} (injected)\n", head), 0
+        if fault.kind == "fail" and nth <= fault.number:
+            return self.plain(503, "503 Service Unavailable (injected)\n", head), 0
+        return self.serve_file("/".join(rest), head, fault.body_faults(nth))
+
+    def _registry(self, path: str, query: str, head: bool) -> tuple[int, int]:
+        parts = path.split("/")  # ["", "v2", "fault", kind, param, <upstream repository…>, "blobs"|…, ref]
+        fault: Fault | None = None
+        upstream_path = path
+        if len(parts) > 5 and parts[2] == "fault":
+            try:
+                fault, rest = parse_fault(parts[3:], registry=True)
+            except ValueError as exc:
+                return self.plain(400, f"bad fault path: {exc}\n", head), 0
+            if fault is None:
+                return self.plain(404, "unknown registry fault; see kubeplay.lab.upstream.faults\n", head), 0
+            upstream_path = "/v2/" + "/".join(rest)
+        content = self.command == "GET" and ("/blobs/" in upstream_path or "/manifests/" in upstream_path)
+        if fault is not None and content:
+            if fault.kind == "status":
+                return self.plain(fault.number, f"{fault.number} (injected)\n", head), 0
+            if fault.kind == "fail" and self.server.state.hit(path) <= fault.number:
+                return self.plain(503, "503 Service Unavailable (injected)\n", head), 0
+        prefix = path[: len(path) - len(upstream_path) + len("/v2/")] if fault is not None else "/v2/"
+        target = upstream_path + (f"?{query}" if query else "")
+        return proxy_registry(self, target, prefix, fault if content else None)
 
     def do_GET(self) -> None:
         self._route(head=False)
@@ -258,9 +271,18 @@ class FaultHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if urllib.parse.urlsplit(self.path).path == "/_reset":
             self.server.state.reset()
-            self._plain(200, "reset\n")
+            self.plain(200, "reset\n")
         else:
-            self._plain(404, "not found\n")
+            self._route(head=False)
+
+    def do_PUT(self) -> None:
+        self._route(head=False)
+
+    def do_PATCH(self) -> None:
+        self._route(head=False)
+
+    def do_DELETE(self) -> None:
+        self._route(head=False)
 
 
 class FaultServer(TLSThreadingHTTPServer):

@@ -133,6 +133,13 @@ def start_python_server(
     return start_on_free_port(name, prepare, workdir / f"{name}.log", probe)
 
 
-def start_fault_server(workdir: Path, root: Path, pki: TestPKI) -> ServerProcess:
-    cfg = FaultServerConfig(port=0, cert=str(pki.server_cert), key=str(pki.server_key), root=str(root))
+def start_fault_server(workdir: Path, root: Path, pki: TestPKI, registry_url: str) -> ServerProcess:
+    cfg = FaultServerConfig(
+        port=0,
+        cert=str(pki.server_cert),
+        key=str(pki.server_key),
+        root=str(root),
+        registry=registry_url,
+        ca=str(pki.ca_cert),
+    )
     return start_python_server("faults", "kubeplay.lab.upstream.faults", asdict(cfg), workdir, pki.ca_cert)

@@ -143,7 +143,7 @@ class UpstreamSimulator:
             nginx = start_nginx(self.workdir / "files", self.files_root, self.pki)
             self.processes.append(nginx)
             self.files_url = f"https://127.0.0.1:{nginx.port}"
-            faults = start_fault_server(self.workdir / "faults", self.files_root, self.pki)
+            faults = start_fault_server(self.workdir / "faults", self.files_root, self.pki, self.registry_url)
             self.processes.append(faults)
             self.faults_url = f"https://127.0.0.1:{faults.port}"
         except BaseException:
@@ -221,6 +221,14 @@ class UpstreamSimulator:
     def fault_url(self, fault: str, url: str) -> str:
         """Where the fault server serves `url` misbehaving as `fault` (e.g. "fail/2", "cut/1000", "corrupt")."""
         return f"{self.faults_url}/{fault.strip('/')}/{url_to_relpath(url)}"
+
+    def registry_fault_mirror(self, fault: str, host: str) -> str:
+        """A registry mirror url whose blob/manifest GETs misbehave as `fault` (e.g. "cut/1000", "corrupt/0").
+
+        Base is faults_url, repository prefix `fault/<kind>/<n>/<host>/`; everything else is proxied to the
+        real registry, auth included.
+        """
+        return f"{self.faults_url}/fault/{fault.strip('/')}/{host}"
 
     def fault_requests(self) -> list[dict[str, object]]:
         """Every request the fault server saw: method, path, range, status, body bytes sent."""

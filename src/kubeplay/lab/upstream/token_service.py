@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sys
 import time
@@ -33,6 +34,7 @@ from kubeplay.lab.upstream.pki import libtrust_key_id
 from kubeplay.lab.upstream.tls_http import TLSThreadingHTTPServer
 
 TOKEN_LIFETIME = 300
+FAULT_PREFIX = re.compile(r"^fault/[a-z-]+/\d+/")
 ALL_ACTIONS = ("pull", "push", "delete", "*")
 
 
@@ -79,6 +81,7 @@ def parse_scopes(scopes: list[str]) -> list[tuple[str, str, list[str]]]:
                 continue
             kind, rest = scope.split(":", 1)
             name, actions = rest.rsplit(":", 1)
+            name = FAULT_PREFIX.sub("", name)  # clients behind the fault proxy may ask for the prefixed name
             parsed.append((kind, name, [a for a in actions.split(",") if a]))
     return parsed
 
