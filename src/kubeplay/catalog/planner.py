@@ -1,0 +1,234 @@
+"""make_plan: everything kubespray would download for a bundle.yaml, per arch and configuration.
+
+Variables are layered as Ansible does for kubespray (lowest first): role defaults < user variables
+(bundle.yaml `kubespray_vars`, `kube_version`, `kube_network_plugin`, `container_manager`, i.e. inventory
+group_vars) < facts < role vars < extra vars. The roles loaded are those contrib/offline/generate_list.yml
+loads: kubespray_defaults (or kubespray-defaults) and download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import product
+from typing import Any
+
+from kubeplay.catalog.choices import Choices, supported_choices
+from kubeplay.catalog.collect import PlanBuilder
+from kubeplay.catalog.dependencies import ARCH_FACTS, DependencyGraph
+from kubeplay.catalog.entries import EntryRenderer, RenderedEntries, RenderedImage
+from kubeplay.catalog.model import Plan, RenderProblem
+from kubeplay.catalog.offline import derive_offline_vars
+from kubeplay.catalog.rolevars import RoleVariables, load_role_variables
+from kubeplay.catalog.source import KubesprayTree
+from kubeplay.catalog.templating import SharedValues, TemplateEngine, TemplateFailure, VariableScope
+from kubeplay.config.bundle import SUPPORTED_ARCHES, BundleSpec
+from kubeplay.errors import CatalogError, ConfigError
+
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+MANAGED_KEYS = ("kube_version", "kube_network_plugin", "container_manager")
+ARTIFACT_FIELDS = ("url", "checksum", "sha256", "repo", "tag", "version", "groups", "container", "file")
+# Settings that change what an entry downloads (not just whether): --all renders every value of each.
+ALL_VARIANTS: dict[str, tuple[Any, ...]] = {
+    "containerd_static_binary": (False, True),
+    "kube_vip_lb_fwdmethod": ("local", "masquerade"),
+    "gateway_api_channel": ("standard", "experimental"),
+}
+
+ENGINE = TemplateEngine()
+
+
+def facts_for(arch: str) -> dict[str, Any]:
+    """The few facts kubespray's download definitions read (gather_facts is not needed)."""
+    return {
+        "ansible_architecture": MACHINE[arch],
+        "ansible_machine": MACHINE[arch],
+        "ansible_system": "Linux",
+        "ansible_os_family": "Debian",
+    }
+
+
+def check_arches(arches: Sequence[str]) -> list[str]:
+    unknown = [a for a in arches if a not in SUPPORTED_ARCHES]
+    if unknown or not arches:
+        raise CatalogError(
+            f"unknown arch {', '.join(map(repr, unknown)) or '(none given)'}; supported: {', '.join(SUPPORTED_ARCHES)}"
+        )
+    return list(dict.fromkeys(arches))
+
+
+def check_choices(spec: BundleSpec, choices: Choices, label: str) -> None:
+    for field, values, valid in (
+        ("kube_network_plugin", spec.kube_network_plugin, choices.network_plugins),
+        ("container_manager", spec.container_manager, choices.container_managers),
+    ):
+        for value in values:
+            if value not in valid:
+                raise CatalogError(f"{field}: unknown value {value!r}; {label} supports: {', '.join(valid)}")
+    etcd = spec.kubespray_vars.get("etcd_deployment_type")
+    if etcd is not None and etcd not in choices.etcd_deployment_types:
+        raise CatalogError(
+            f"kubespray_vars.etcd_deployment_type: unknown value {etcd!r}; "
+            f"{label} supports: {', '.join(choices.etcd_deployment_types)}"
+        )
+
+
+def user_variables(spec: BundleSpec) -> dict[str, Any]:
+    for key in MANAGED_KEYS:
+        if key in spec.kubespray_vars:
+            raise ConfigError(f"kubespray_vars.{key}: set `{key}` at the top level of bundle.yaml instead")
+    return dict(spec.kubespray_vars)
+
+
+def release_default(variables: RoleVariables, name: str) -> Any:
+    scope = VariableScope(ENGINE, [variables.defaults, facts_for("amd64"), variables.vars])
+    return scope[name] if name in scope.raw else None
+
+
+def resolve_kube_version(spec: BundleSpec, variables: RoleVariables) -> str:
+    """bundle.yaml's kube_version in the release's own spelling (older releases prefix "v")."""
+    default = release_default(variables, "kube_version")
+    default_text = str(default) if isinstance(default, str | int | float) else ""
+    if spec.kube_version is None:
+        if not default_text:
+            raise CatalogError(
+                "cannot render the release's default kube_version", hint="set kube_version in bundle.yaml"
+            )
+        return default_text
+    return f"v{spec.kube_version}" if default_text.startswith("v") else spec.kube_version
+
+
+def check_kube_version(scope: VariableScope, kube_version: str, arch: str, label: str) -> None:
+    """Raise CatalogError listing the supported versions when kube_version has no checksums for `arch`."""
+    table = scope["kubelet_checksums"] if "kubelet_checksums" in scope.raw else None
+    if not isinstance(table, Mapping):
+        return
+    per_arch = table.get(arch)
+    if not isinstance(per_arch, Mapping):
+        raise CatalogError(f"{label} has no kubelet checksums for {arch}; it has: {', '.join(map(str, table))}")
+    if kube_version not in per_arch:
+        supported = ", ".join(str(v).removeprefix("v") for v in per_arch)
+        raise CatalogError(
+            f"kube_version {kube_version.removeprefix('v')} is not in {label}'s checksum tables ({arch}); "
+            f"supported: {supported}",
+            hint="set kube_version in bundle.yaml to one of these, or use a kubespray release that has it",
+        )
+
+
+def kubeadm_images(scope: VariableScope, kube_version: str, all_entries: bool, out: RenderedEntries) -> None:
+    """The images `kubeadm config images list` adds (minus coredns and pause, which kubespray filters out)."""
+    repo_var = "kubeadm_image_repo" if "kubeadm_image_repo" in scope.raw else "kube_image_repo"
+    tag = "v" + kube_version.removeprefix("v")
+    wanted = [(f"kubeadm_{n}", f"{{{{ {repo_var} }}}}/{n}", tag, repo_var) for n in KUBEADM_IMAGES]
+    try:
+        kubeadm_etcd = all_entries or scope.template("{{ etcd_deployment_type | default('host') }}") == "kubeadm"
+        if kubeadm_etcd:
+            etcd_repo = "{{ etcd_image_repo | regex_replace('/etcd$', '') }}/etcd"
+            wanted.append(("kubeadm_etcd", etcd_repo, str(scope.template("{{ etcd_image_tag }}")), "etcd_image_repo"))
+    except (TemplateFailure, Exception) as exc:  # noqa: BLE001 - reported, the rest of the plan still renders
+        out.problems.append(RenderProblem(entry="kubeadm_etcd", variable="etcd_image_tag", message=str(exc)))
+    for name, repo_template, image_tag, variable in wanted:
+        try:
+            repo = str(scope.template(repo_template))
+        except Exception as exc:  # noqa: BLE001 - reported, the rest of the plan still renders
+            out.problems.append(RenderProblem(entry=name, variable=variable, message=str(exc)))
+            continue
+        out.images.append(RenderedImage(name, repo, image_tag, None, ("k8s_cluster",), variable))
+
+
+def render_downloads(
+    scope: VariableScope, downloads: Mapping[str, Any], names: Iterable[str], all_entries: bool, label: str
+) -> RenderedEntries:
+    out = RenderedEntries()
+    renderer = EntryRenderer(scope, label)
+    for name in names:
+        entry = downloads[name]
+        if isinstance(entry, Mapping):
+            renderer.render(name, entry, all_entries, out)
+    return out
+
+
+def make_plan(
+    spec: BundleSpec,
+    tree: KubesprayTree,
+    *,
+    arches: list[str] | None = None,
+    all_entries: bool = False,
+    extra_vars: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Render every download of `tree` for `spec` (the union over its network plugins and container managers).
+
+    `arches` narrows spec.arches; `all_entries` ignores `enabled` and adds every network plugin, container
+    manager and download variant. Raise CatalogError/ConfigError for bad input; templates that cannot render
+    are returned as Plan.problems while the rest of the plan renders.
+    """
+    label = tree.label
+    arch_list = check_arches(arches or spec.arches)
+    choices = supported_choices(tree)
+    check_choices(spec, choices, label)
+    user_vars = user_variables(spec)
+    variables = load_role_variables(tree)
+    kube_version = resolve_kube_version(spec, variables)
+    extra = dict(extra_vars or {})
+    raw = {**variables.defaults, **user_vars, **variables.vars, **extra}
+    downloads = raw.get("downloads")
+    if not isinstance(downloads, Mapping):
+        raise CatalogError(f"{label}: no `downloads:` mapping in roles/{tree.layout}/defaults")
+    graph = DependencyGraph(ENGINE, raw)
+    noarch = {
+        name
+        for name, entry in downloads.items()
+        if isinstance(entry, Mapping)
+        and not (graph.closure_of_value([entry.get(f) for f in ("url", "checksum", "sha256")]) & ARCH_FACTS)
+    }
+    builder = PlanBuilder(spec.registry_project, noarch)
+    variants = all_variants(choices, raw) if all_entries else []
+    volatile = {*facts_for("amd64"), "kube_network_plugin", "container_manager", *(v for v, _ in variants)}
+    shared = SharedValues(graph.closure, raw, volatile)
+
+    def scope_for(arch: str, plugin: str, manager: str, more: Mapping[str, Any]) -> VariableScope:
+        user = {**user_vars, "kube_version": kube_version, "kube_network_plugin": plugin, "container_manager": manager}
+        layers = [variables.defaults, user, facts_for(arch), variables.vars, extra, more]
+        return VariableScope(ENGINE, layers, shared)
+
+    entry_reads = {
+        name: graph.closure_of_value([entry.get(f) for f in ARTIFACT_FIELDS])
+        for name, entry in downloads.items()
+        if isinstance(entry, Mapping)
+    }
+    combos = list(product(spec.kube_network_plugin, spec.container_manager))
+    for arch in arch_list:
+        for index, (plugin, manager) in enumerate(combos):
+            scope = scope_for(arch, plugin, manager, {})
+            if index == 0:
+                check_kube_version(scope, kube_version, arch, label)
+            rendered = render_downloads(scope, downloads, downloads, all_entries, arch)
+            kubeadm_images(scope, kube_version, all_entries, rendered)
+            builder.add(rendered, arch)
+        if all_entries:
+            for variable, value in variants:
+                affected = [name for name, reads in entry_reads.items() if variable in reads]
+                if affected:
+                    scope = scope_for(arch, combos[0][0], combos[0][1], {variable: value})
+                    builder.add(render_downloads(scope, downloads, affected, True, f"{arch} {variable}={value}"), arch)
+
+    return Plan(
+        kubespray_version=tree.version or "unknown",
+        kube_version=kube_version,
+        arches=tuple(arch_list),
+        files=tuple(builder.files.values()),
+        images=tuple(builder.image_artifacts()),
+        offline_vars=derive_offline_vars(raw, graph, spec.registry_project),
+        problems=tuple(builder.problems),
+    )
+
+
+def all_variants(choices: Choices, raw: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(variable, value) pairs --all renders on top of the base configuration."""
+    variants: dict[str, tuple[Any, ...]] = {
+        "kube_network_plugin": choices.network_plugins,
+        "container_manager": choices.container_managers,
+        "etcd_deployment_type": choices.etcd_deployment_types,
+        **ALL_VARIANTS,
+    }
+    return [(name, value) for name, values in variants.items() if name in raw for value in values]
