@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -19,8 +20,12 @@ import httpx
 import pytest
 import yaml
 
+from kubeplay.catalog.model import Checksum, FileArtifact
+from kubeplay.config.bundle import Mirror
+from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
 from kubeplay.lab.upstream.kubespray import CHECKSUMS_PATH, checksum_entries
+from kubeplay.lab.upstream.process import require_binary
 from kubeplay.lab.upstream.push import parse_challenge
 
 pytestmark = pytest.mark.integration
@@ -525,3 +530,83 @@ def test_skopeo_through_the_registry_fault_proxy(upstream: UpstreamSimulator, tm
     assert copied.returncode == 0, copied.stderr
     index = (tmp_path / "all" / "manifest.json").read_bytes()
     assert "sha256:" + hashlib.sha256(index).hexdigest() == info.digest
+
+
+def test_kubespray_from_plan_files(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    tree = fake_kubespray_tree(tmp_path)
+    kubelet = FileArtifact(
+        name="kubelet",
+        arch="arm64",
+        version="1.31.0",
+        url="https://dl.k8s.io/release/v1.31.0/bin/linux/arm64/kubelet",
+        checksum=Checksum(algorithm="sha256", hex="b" * 64),
+        path="files/dl.k8s.io/release/v1.31.0/bin/linux/arm64/kubelet",
+        variable="kubelet_download_url",
+    )
+    unchecked = FileArtifact(
+        name="extra",
+        arch="noarch",
+        url="https://raw.githubusercontent.com/example/repo/v1/manifest.yaml",
+        path="files/raw.githubusercontent.com/example/repo/v1/manifest.yaml",
+        variable="extra_url",
+    )
+    archive = upstream.add_kubespray(tree, plan_files=[kubelet, unchecked])
+    check_archive_matches_served_files(upstream, archive.path, {kubelet.url: archive.files[kubelet.url]})
+    with tarfile.open(archive.path) as tar:
+        member = tar.extractfile(f"kubespray-2.99.0/{CHECKSUMS_PATH}")
+        assert member is not None
+        entries = checksum_entries(member.read().decode())
+    assert entries[("kubelet_checksums", "arm64", "1.31.0")] == "sha256:" + archive.files[kubelet.url]
+    assert entries[("kubelet_checksums", "arm64", "1.31.1")] == "sha256:" + "a" * 64
+    assert unchecked.url in archive.files  # served even without a checksum table entry
+    assert yaml.safe_load(upstream_get(upstream, unchecked.url))["kind"] == "List"
+
+
+def upstream_get(sim: UpstreamSimulator, url: str) -> bytes:
+    with client(sim) as http:
+        response = http.get(sim.file_url(url))
+    response.raise_for_status()
+    return response.content
+
+
+def test_mirrors_validate_as_bundle_mirrors(upstream: UpstreamSimulator) -> None:
+    for host, entry in upstream.mirrors().items():
+        mirror = Mirror.model_validate(entry)
+        assert mirror.ca == upstream.ca_cert, host
+
+
+def test_missing_server_binary_names_the_package() -> None:
+    with pytest.raises(KubeplayError) as info:
+        require_binary("/nonexistent/docker-registry", "docker-registry")
+    assert "/nonexistent/docker-registry" in info.value.message
+    assert info.value.hint == "install the Debian package: apt-get install docker-registry"
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+from pathlib import Path
+from kubeplay.catalog.model import Checksum, FileArtifact
+from kubeplay.config.bundle import Mirror
+from kubeplay.errors import KubeplayError
+from kubeplay.lab.upstream import UpstreamSimulator
+sim = UpstreamSimulator(Path(sys.argv[1])).start()
+print(" ".join(map(str, sim.pids)), flush=True)
+time.sleep(120)
+"""
+
+
+def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "sim")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        pids = [int(p) for p in owner.stdout.readline().split()]
+        assert len(pids) == 4 and all(Path(f"/proc/{p}").exists() for p in pids)
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import signal
@@ -100,6 +101,22 @@ class ServerProcess:
             self.popen.wait(timeout=timeout)
 
 
+PR_SET_PDEATHSIG = 1
+try:  # resolved in the parent, so the child only makes one system call between fork and exec
+    _PRCTL: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the process that started us dies (even by SIGKILL).
+
+    Linux ties this to the starting thread, so start the simulator from a thread that outlives it.
+    """
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_process(name: str, argv: Sequence[str], log: Path, *, cwd: Path | None = None) -> ServerProcess:
     """Start `argv` with stdout and stderr appended to `log`; stdin closed."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +128,7 @@ def start_process(name: str, argv: Sequence[str], log: Path, *, cwd: Path | None
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,  # a Ctrl-C in the test terminal must not hit the servers before we stop them
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, resolved before the fork
         )
     return ServerProcess(name=name, popen=popen, log=log)
 
