@@ -1,0 +1,128 @@
+"""`kubeplay deploy`, `add-node`, `remove-node`, `reset`: the cluster, through kubespray, from the deploy node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kubeplay.console import get_output
+from kubeplay.deploy.context import DEFAULT_STATE, DeployContext, build_context
+from kubeplay.deploy.day2 import add_nodes, remove_nodes, reset_cluster
+from kubeplay.deploy.steps import deploy, deploy_steps
+from kubeplay.state import Ledger, input_hash
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="KUBEPLAY_CONFIG", help="config.yaml")]
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option("--bundle", envvar="KUBEPLAY_BUNDLE", help="Unpacked bundle (default: beside config.yaml, or .)."),
+]
+StateOpt = Annotated[
+    Path, typer.Option("--state-dir", envvar="KUBEPLAY_DEPLOY_STATE", help="Inventory, ledger and logs of deploy.")
+]
+CaOpt = Annotated[
+    Path | None,
+    typer.Option("--ca", envvar="KUBEPLAY_CA", help="Registry CA (default: the one `kubeplay install` made)."),
+]
+NoPreflight = Annotated[bool, typer.Option("--skip-preflight", help="Do not check SSH access first.")]
+
+
+def _bundle(config: Path, bundle: Path | None) -> Path:
+    if bundle is not None:
+        return bundle.resolve()
+    for candidate in (config.resolve().parent, Path.cwd()):
+        if (candidate / "kubeplay.json").exists():
+            return candidate
+    return Path.cwd()
+
+
+def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None) -> DeployContext:
+    return build_context(config, _bundle(config, bundle), state_dir, ca)
+
+
+def deploy_command(
+    *,
+    config: ConfigOpt = Path("config.yaml"),
+    bundle: BundleOpt = None,
+    from_step: Annotated[str | None, typer.Option("--from", help="Re-run from this step on, even if done.")] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run just this step.")] = None,
+    to_step: Annotated[str | None, typer.Option("--to", help="Stop after this step.")] = None,
+    list_steps: Annotated[bool, typer.Option("--list-steps", help="Print the steps and whether each is done.")] = False,
+    skip_preflight: NoPreflight = False,
+    state_dir: StateOpt = DEFAULT_STATE,
+    ca: CaOpt = None,
+) -> None:
+    """Deploy the cluster: preflight, node prep, then kubespray's cluster.yml phase by phase (resumable)."""
+    out = get_output()
+    ctx = _context(config, bundle, state_dir, ca)
+    if list_steps:
+        ledger = Ledger(ctx.ws.ledger)
+        table = Table("step", "done", "what", box=None)
+        for step in deploy_steps(ctx.kubespray_dir):
+            digest = input_hash({"step": step.name, "inputs": ctx.inputs_digest})
+            table.add_row(step.name, "yes" if ledger.is_done(step.name, digest) else "-", step.description)
+        out.console.print(table)
+        return
+    outcomes = deploy(ctx, from_step=from_step, only=only, to_step=to_step, preflight=not skip_preflight)
+    ran = [o for o in outcomes if o.ran]
+    times = ", ".join(f"{o.name} {o.seconds:.0f}s" for o in ran)
+    out.summary(
+        f"deployed Kubernetes {ctx.bundle.kube_version} to {len(ctx.inventory.hosts)} node(s): "
+        f"{len(ran)} step(s) run, {len(outcomes) - len(ran)} already done" + (f" ({times})" if times else "")
+    )
+
+
+def add_node_command(
+    names: Annotated[list[str], typer.Argument(help="Inventory names of the nodes to add (from config.yaml).")],
+    *,
+    config: ConfigOpt = Path("config.yaml"),
+    bundle: BundleOpt = None,
+    skip_preflight: NoPreflight = False,
+    state_dir: StateOpt = DEFAULT_STATE,
+    ca: CaOpt = None,
+) -> None:
+    """Add worker nodes: inventory rebuilt from config.yaml, node prep, kubespray's scale.yml --limit."""
+    done = add_nodes(_context(config, bundle, state_dir, ca), names, preflight=not skip_preflight)
+    get_output().summary(f"added {', '.join(done.hosts)} to the cluster")
+
+
+def remove_node_command(
+    names: Annotated[list[str], typer.Argument(help="Inventory names of the nodes to remove.")],
+    *,
+    unreachable: Annotated[
+        bool, typer.Option("--unreachable", help="The node is gone: remove it from the cluster without resetting it.")
+    ] = False,
+    config: ConfigOpt = Path("config.yaml"),
+    bundle: BundleOpt = None,
+    state_dir: StateOpt = DEFAULT_STATE,
+    ca: CaOpt = None,
+) -> None:
+    """Remove nodes with kubespray's remove-node.yml (unattended), then undo node prep on them."""
+    done = remove_nodes(_context(config, bundle, state_dir, ca), names, unreachable=unreachable)
+    get_output().summary(
+        f"removed {', '.join(done.hosts)}; now delete them from config.yaml's inventory",
+    )
+
+
+def reset_command(
+    *,
+    keep_node_prep: Annotated[
+        bool, typer.Option("--keep-node-prep", help="Leave the bundle repo, CA, hosts entry and chrony in place.")
+    ] = False,
+    config: ConfigOpt = Path("config.yaml"),
+    bundle: BundleOpt = None,
+    state_dir: StateOpt = DEFAULT_STATE,
+    ca: CaOpt = None,
+) -> None:
+    """Tear the cluster down with kubespray's reset.yml (unattended) and undo node prep on every node."""
+    done = reset_cluster(_context(config, bundle, state_dir, ca), keep_node_prep=keep_node_prep)
+    get_output().summary(f"reset {len(done.hosts)} node(s); node prep {'kept' if keep_node_prep else 'undone'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_command)
+    app.command("add-node")(add_node_command)
+    app.command("remove-node")(remove_node_command)
+    app.command("reset")(reset_command)

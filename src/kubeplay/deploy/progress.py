@@ -1,0 +1,195 @@
+"""ansible-runner's event stream, turned into a rich display, a JSON event log and a plain full log.
+
+Every event is redacted in place before anything sees it (ansible-runner writes the same dict to its
+artifacts afterwards), so a secret never reaches the screen, the logs or the artifacts directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+REDACTED = "********"
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+    "runner_item_on_failed": "item_failed",
+}
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """`value` with every secret string replaced; dicts and lists are changed in place and returned."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = redact(value[key], secrets)
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = redact(item, secrets)
+        return value
+    return value
+
+
+def result_message(res: Any) -> str:
+    """The one line that says why a task failed or a host was unreachable."""
+    if not isinstance(res, dict):
+        return str(res)
+    parts = []
+    for key in ("msg", "reason", "stderr", "module_stderr", "stdout"):
+        text = res.get(key)
+        if isinstance(text, str) and text.strip():
+            parts.append(text.strip())
+            break
+    results = res.get("results")
+    if not parts and isinstance(results, list):
+        for item in results:
+            if isinstance(item, dict) and item.get("failed"):
+                parts.append(result_message(item))
+                break
+    message = parts[0] if parts else json.dumps(res, default=str)[:300]
+    lines = [line for line in message.splitlines() if line.strip()]
+    return " | ".join(lines[-6:])[:1500]
+
+
+@dataclass
+class HostTally:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    play: str
+    message: str
+    unreachable: bool
+
+
+@dataclass
+class RunDisplay:
+    """Consumes ansible-runner events: live table on a terminal, a line per play otherwise, and two logs."""
+
+    label: str
+    console: Console
+    log: IO[str]
+    events: IO[str]
+    secrets: list[str] = field(default_factory=list)
+    quiet: bool = False
+    emit: Any = None  # Output.event for --json-events, or None
+    hosts: dict[str, HostTally] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    play: str = ""
+    task: str = ""
+    tasks_seen: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _live: Live | None = None
+
+    def __enter__(self) -> RunDisplay:
+        if not self.quiet and self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        elif not self.quiet:
+            self.console.print(f"[bold]{self.label}[/]")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+        if not self.quiet:
+            self.console.print(self.recap())
+
+    def _render(self) -> Table:
+        table = Table(title=f"{self.label} — {self.play or 'starting'}", title_justify="left", expand=False)
+        table.add_column("host")
+        for name in ("ok", "changed", "failed", "unreachable"):
+            table.add_column(name, justify="right")
+        for host, t in sorted(self.hosts.items()):
+            table.add_row(host, str(t.ok), str(t.changed), str(t.failed), str(t.unreachable))
+        table.caption = f"task: {self.task}" if self.task else None
+        return table
+
+    def recap(self) -> Table:
+        table = self._render()
+        table.title = f"{self.label} — {time.monotonic() - self.started:.0f}s, {self.tasks_seen} tasks"
+        table.caption = None
+        return table
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        """ansible-runner's event_handler: redact in place, display, log; True keeps the (redacted) event."""
+        redact(event, self.secrets)
+        kind = str(event.get("event", ""))
+        data = event.get("event_data") or {}
+        stdout = event.get("stdout")
+        if isinstance(stdout, str) and stdout:
+            self.log.write(stdout + "\n")
+            self.log.flush()
+        record: dict[str, Any] | None = None
+        if kind == "playbook_on_play_start":
+            self.play = str(data.get("play") or data.get("name") or "")
+            record = {"play": self.play}
+            if not self.quiet and self._live is None:
+                self.console.print(f"  play: {self.play}")
+        elif kind == "playbook_on_task_start":
+            self.task = str(data.get("task") or "")
+            self.tasks_seen += 1
+            record = {"play": self.play, "task": self.task}
+        elif kind in _RESULT_EVENTS:
+            record = self._result(kind, data)
+        elif kind == "playbook_on_stats":
+            record = {key: data.get(key) for key in ("ok", "changed", "failures", "dark", "skipped")}
+        if record is not None:
+            line = {"time": event.get("created"), "run": self.label, "event": kind, **record}
+            self.events.write(json.dumps(line, default=str) + "\n")
+            self.events.flush()
+            if self.emit is not None and kind != "playbook_on_task_start":
+                self.emit("ansible", **{k: v for k, v in line.items() if k != "event"}, ansible_event=kind)
+        if self._live is not None:
+            self._live.update(self._render())
+        return True
+
+    def _result(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        host = str(data.get("host") or "?")
+        tally = self.hosts.setdefault(host, HostTally())
+        res = data.get("res") or {}
+        status = _RESULT_EVENTS[kind]
+        ignored = bool(data.get("ignore_errors"))
+        if status == "ok":
+            if isinstance(res, dict) and res.get("changed"):
+                tally.changed += 1
+            else:
+                tally.ok += 1
+        elif status == "skipped":
+            tally.skipped += 1
+        elif status == "unreachable":
+            tally.unreachable += 1
+        elif status == "failed" and not ignored:
+            tally.failed += 1
+        record: dict[str, Any] = {"play": self.play, "task": str(data.get("task") or self.task), "host": host}
+        record["status"] = "changed" if status == "ok" and isinstance(res, dict) and res.get("changed") else status
+        if status in ("failed", "unreachable") and not ignored:
+            message = result_message(res)
+            record["message"] = message
+            self.failures.append(Failure(host, record["task"], self.play, message, status == "unreachable"))
+            if not self.quiet and self._live is None:
+                self.console.print(f"  [red]{status}[/] {host}: {record['task']}: {message}", soft_wrap=True)
+        return record
