@@ -1,0 +1,289 @@
+"""Images into the bundle registry: resolve manifests, keep the requested platforms, fetch blobs once.
+
+1. Images already in the bundle for the same reference, platforms and repository (per the state file,
+   with every manifest and blob still on disk) are skipped without a single request.
+2. The others are resolved in parallel: the tag's manifest or index, one platform manifest per arch
+   (byte-exact), and for a single-platform image its config (to learn its arch).
+3. Every blob not yet in the store is downloaded once, in parallel, however many images share it.
+4. Each image whose blobs all arrived is linked into its repository and tagged — last, so a kill
+   leaves no tag pointing at something missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from kubeplay.bundle.manifest import ImageRecord, PlatformRecord
+from kubeplay.catalog.model import Checksum, ImageArtifact
+from kubeplay.console import get_output
+from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
+from kubeplay.fetch.mirrors import RegistryEndpoint, docker_repository, redact
+from kubeplay.fetch.oci import Fetched, RegistryClient
+from kubeplay.fetch.platforms import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    arch_of_platform,
+    config_platform,
+    manifest_blobs,
+    platform_string,
+    select_platforms,
+)
+from kubeplay.fetch.retry import FinalError
+from kubeplay.state import atomic_write
+from kubeplay.store.registry import RegistryStorage, RepositoryContent
+
+
+class StoredImage(BaseModel):
+    """What the state file remembers of one image already in the bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record: ImageRecord
+    manifests: list[str]
+    blobs: list[str]
+
+
+@dataclass
+class ResolvedImage:
+    artifact: ImageArtifact
+    endpoint: RegistryEndpoint
+    repository: str  # on the endpoint
+    top: Fetched
+    index: bytes | None  # the index to store (None for a single-platform image)
+    children: dict[str, Fetched]  # arch -> platform manifest
+    missing: list[str]
+    blobs: dict[str, int] = field(default_factory=dict)  # digest -> size
+    config_bytes: bytes | None = None
+
+
+@dataclass
+class ImagesResult:
+    records: list[ImageRecord]
+    failed: list[DownloadFailure]
+    content: dict[str, RepositoryContent]
+    bytes_fetched: int
+    skipped: int
+    resolved: int
+
+
+def image_key(artifact: ImageArtifact, arches: Sequence[str]) -> str:
+    return "|".join(
+        (artifact.upstream, artifact.digest or "", artifact.tag or "", artifact.bundle_repository, ",".join(arches))
+    )
+
+
+def _image_arches(artifact: ImageArtifact, arches: Sequence[str]) -> list[str]:
+    return [a for a in arches if not artifact.arches or a in artifact.arches] or list(arches)
+
+
+class ImageFetcher:
+    """Runs the image step of a build into `storage`, remembering what it did in `state_path`."""
+
+    def __init__(
+        self,
+        storage: RegistryStorage,
+        downloader: Downloader,
+        state_path: Path,
+        *,
+        platform_policy: str = "strict",
+    ) -> None:
+        self.storage = storage
+        self.downloader = downloader
+        self.client = RegistryClient(downloader.clients, downloader.policy)
+        self.mirrors = downloader.clients.mirrors
+        self.state_path = state_path
+        self.policy = platform_policy
+        self.state: dict[str, StoredImage] = {}
+        if state_path.is_file():
+            try:
+                raw = json.loads(state_path.read_text(encoding="utf-8"))
+                self.state = {k: StoredImage.model_validate(v) for k, v in raw.items()}
+            except (OSError, ValueError):
+                self.state = {}
+
+    def _save_state(self) -> None:
+        body = {k: v.model_dump(mode="json") for k, v in sorted(self.state.items())}
+        atomic_write(self.state_path, json.dumps(body, separators=(",", ":")).encode())
+
+    def _still_there(self, stored: StoredImage, artifact: ImageArtifact) -> bool:
+        repo = stored.record.repository
+        if artifact.tag and self.storage.tag_digest(repo, artifact.tag) != stored.record.digest:
+            return False
+        return all(self.storage.has_manifest(repo, d) for d in stored.manifests) and all(
+            self.storage.has_blob(d) for d in stored.blobs
+        )
+
+    def run(self, images: Sequence[ImageArtifact], arches: Sequence[str]) -> ImagesResult:
+        result = ImagesResult([], [], {}, 0, 0, 0)
+        todo: list[ImageArtifact] = []
+        for artifact in images:
+            stored = self.state.get(image_key(artifact, arches))
+            if stored is not None and self._still_there(stored, artifact):
+                self._keep(result, artifact, stored)
+                result.skipped += 1
+            else:
+                todo.append(artifact)
+        if not todo:
+            return result
+        resolved = self._resolve_all(todo, arches, result)
+        result.resolved = len(resolved)
+        items: dict[str, DownloadItem] = {}
+        wanted_by: dict[str, list[ResolvedImage]] = {}
+        for image in resolved:
+            for digest, size in image.blobs.items():
+                wanted_by.setdefault(digest, []).append(image)
+                if digest not in items:
+                    url = self.client.blob_url(image.endpoint, image.repository, digest)
+                    checksum = Checksum(algorithm="sha256", hex=digest.removeprefix("sha256:"))
+                    label = f"{image.artifact.variable} ({image.artifact.upstream})"
+                    items[digest] = DownloadItem(url, self.storage.blob_path(digest), checksum, size, label)
+        report = self.downloader.download_all(list(items.values()), title="image blobs")
+        result.bytes_fetched = report.bytes_fetched
+        failed_by_url = {f.url: f for f in report.failed}
+        for image in resolved:
+            bad = [(d, failed_by_url[u]) for d in image.blobs if (u := redact(items[d].url)) in failed_by_url]
+            if bad:
+                more = f" (and {len(bad) - 1} more blobs)" if len(bad) > 1 else ""
+                reason = f"blob {bad[0][0]}: {bad[0][1].reason}{more}"
+                result.failed.append(DownloadFailure(image.artifact.upstream, image.artifact.variable, reason))
+                continue
+            stored = self._write(image)
+            self.state[image_key(image.artifact, arches)] = stored
+            self._keep(result, image.artifact, stored)
+        self._save_state()
+        return result
+
+    def _keep(self, result: ImagesResult, artifact: ImageArtifact, stored: StoredImage) -> None:
+        result.records.append(stored.record)
+        content = result.content.setdefault(stored.record.repository, RepositoryContent())
+        if artifact.tag:
+            content.tags[artifact.tag] = stored.record.digest
+        content.manifests.update(stored.manifests)
+        content.blobs.update(stored.blobs)
+
+    def _resolve_all(
+        self, todo: Sequence[ImageArtifact], arches: Sequence[str], result: ImagesResult
+    ) -> list[ResolvedImage]:
+        def one(artifact: ImageArtifact) -> ResolvedImage | DownloadFailure:
+            try:
+                return self._resolve(artifact, _image_arches(artifact, arches))
+            except (FinalError, ValueError, KeyError) as exc:
+                return DownloadFailure(artifact.upstream, artifact.variable, redact(str(exc)))
+
+        resolved: list[ResolvedImage] = []
+        with ThreadPoolExecutor(max_workers=self.downloader.jobs, thread_name_prefix="kubeplay-oci") as pool:
+            for outcome in pool.map(one, todo):
+                if isinstance(outcome, DownloadFailure):
+                    result.failed.append(outcome)
+                else:
+                    resolved.append(outcome)
+        return resolved
+
+    def _resolve(self, artifact: ImageArtifact, arches: list[str]) -> ResolvedImage:
+        endpoint = self.mirrors.registry(artifact.registry)
+        repository = docker_repository(artifact.registry, artifact.repository)
+        reference = artifact.digest or artifact.tag
+        if reference is None:
+            raise FinalError("image reference has neither tag nor digest")
+        top = self.client.manifest(endpoint, repository, reference)
+        if top.media_type in INDEX_TYPES:
+            selection = select_platforms(top.data, arches)
+            image = ResolvedImage(artifact, endpoint, repository, top, selection.index, {}, selection.missing)
+            for arch, desc in selection.chosen.items():
+                child = self.client.manifest(endpoint, repository, str(desc["digest"]))
+                if child.media_type not in MANIFEST_TYPES:
+                    raise FinalError(f"{platform_string(desc.get('platform') or {})}: unsupported {child.media_type}")
+                image.children[arch] = child
+        elif top.media_type in MANIFEST_TYPES:
+            config_digest = json.loads(top.data)["config"]["digest"]
+            config = self.client.small_blob(endpoint, repository, config_digest)
+            self.storage.put_blob(config_digest, config)  # verified; the blob download then skips it
+            own_arch = arch_of_platform(config_platform(config))
+            missing = [a for a in arches if a != own_arch]
+            image = ResolvedImage(artifact, endpoint, repository, top, None, {}, missing)
+            if own_arch is not None and own_arch in arches:
+                image.children[own_arch] = top
+            image.config_bytes = config
+        else:
+            raise FinalError(f"unsupported manifest type {top.media_type!r} (schema 1 images are not supported)")
+        if not image.children:
+            raise FinalError(f"no platform for {', '.join(arches)} in this image")
+        if image.missing:
+            message = f"{artifact.upstream} has no {', '.join(image.missing)} image"
+            if self.policy == "strict":
+                raise FinalError(f"{message} (platform_policy: strict; set it to warn to bundle what exists)")
+            get_output().warn(f"{message}; bundling {', '.join(image.children)} only")
+        for child in image.children.values():
+            for digest, size in manifest_blobs(child.data):
+                image.blobs[digest] = size
+        return image
+
+    def _write(self, image: ResolvedImage) -> StoredImage:
+        repo = image.artifact.bundle_repository
+        storage = self.storage
+        for digest in image.blobs:
+            storage.link_blob(repo, digest)
+        manifests: list[str] = []
+        platforms: list[PlatformRecord] = []
+        for arch, child in image.children.items():
+            storage.put_blob(child.digest, child.data)
+            storage.link_manifest(repo, child.digest)
+            manifests.append(child.digest)
+            blobs_size = sum(size for _, size in manifest_blobs(child.data))
+            platform = _platform_of(image, arch, child)
+            platforms.append(
+                PlatformRecord(
+                    platform=platform,
+                    arch=arch,
+                    digest=child.digest,
+                    media_type=child.media_type,
+                    size=len(child.data),
+                    blobs_size=blobs_size,
+                )
+            )
+        digest, media_type = image.top.digest, image.top.media_type
+        if image.index is not None:
+            digest = "sha256:" + hashlib.sha256(image.index).hexdigest()
+            storage.put_blob(digest, image.index)
+            storage.link_manifest(repo, digest)
+            manifests.append(digest)
+            if image.artifact.digest and digest != image.top.digest:
+                # pulls by the pinned upstream digest must work too: keep upstream's index as a revision
+                storage.put_blob(image.top.digest, image.top.data)
+                storage.link_manifest(repo, image.top.digest)
+                manifests.append(image.top.digest)
+        if image.artifact.tag:
+            storage.tag(repo, image.artifact.tag, digest)
+        size = sum(image.blobs.values()) + sum(len(c.data) for c in image.children.values())
+        size += len(image.index or b"")
+        record = ImageRecord(
+            name=image.artifact.name,
+            variable=image.artifact.variable,
+            upstream=image.artifact.upstream,
+            upstream_digest=image.top.digest,
+            repository=repo,
+            tag=image.artifact.tag,
+            digest=digest,
+            media_type=media_type,
+            platforms=platforms,
+            missing_arches=image.missing,
+            size=size,
+        )
+        return StoredImage(record=record, manifests=manifests, blobs=sorted(image.blobs))
+
+
+def _platform_of(image: ResolvedImage, arch: str, child: Fetched) -> str:
+    if image.index is not None:
+        for desc in json.loads(image.top.data).get("manifests") or []:
+            if desc.get("digest") == child.digest:
+                return platform_string(desc.get("platform") or {})
+    if image.config_bytes is not None:
+        return platform_string(config_platform(image.config_bytes))
+    return f"linux/{arch}"

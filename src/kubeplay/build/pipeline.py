@@ -1,0 +1,245 @@
+"""`kubeplay build`: bundle.yaml -> kubespray tree -> plan -> files -> images -> OS repos -> manifest -> sums.
+
+The bundle directory is also the cache: a re-run skips every file and image already there and verified,
+a changed kube_version fetches only what differs, and what the new plan no longer lists is removed at
+the end of a successful build. Until a build succeeds the directory has no SHA256SUMS, so a half-built
+bundle can never pass `kubeplay verify`. Build state (resume data, digest caches) lives in
+`.kubeplay-build/`, which is not part of the bundle.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import os
+import platform
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from kubeplay import __version__
+from kubeplay.build.images import ImageFetcher
+from kubeplay.build.kubespray import copy_tree, obtain_tree
+from kubeplay.bundle.manifest import (
+    BUILD_STATE_DIR,
+    SUMS_NAME,
+    BundleManifest,
+    FileRecord,
+    OsRepoRecord,
+    Totals,
+    utc_now,
+    write_manifest,
+    write_sha256sums,
+)
+from kubeplay.catalog.model import Plan
+from kubeplay.catalog.planner import make_plan
+from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import get_output, human_bytes
+from kubeplay.errors import BundleError
+from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
+from kubeplay.fetch.mirrors import load_mirrors, redact
+from kubeplay.store.registry import RegistryStorage
+
+
+@dataclass
+class BuildOptions:
+    jobs: int = 8
+    retries: int = 5
+    timeout: float = 60.0
+    progress: bool = True
+    environ: Mapping[str, str] | None = None
+
+
+@dataclass
+class BuildResult:
+    bundle_dir: Path
+    failures: list[DownloadFailure] = field(default_factory=list)
+    manifest: BundleManifest | None = None
+    sums_sha256: str | None = None
+    bytes_fetched: int = 0
+    files_fetched: int = 0
+    files_skipped: int = 0
+    images_skipped: int = 0
+    images_resolved: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.sums_sha256 is not None
+
+
+def default_bundle_name(spec: BundleSpec, kube_version: str) -> str:
+    distros = "-".join(f"{t.distro}{t.release}" for t in spec.os) or "nodistro"
+    return f"kubeplay-{kube_version}-{distros}-{'-'.join(spec.arches)}"
+
+
+@contextmanager
+def build_lock(state_dir: Path) -> Iterator[None]:
+    """Refuse a second build into the same directory at the same time."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError(
+                f"{state_dir.parent}: another kubeplay build is writing this bundle", hint="wait for it to finish"
+            ) from None
+        yield
+
+
+def tool_versions() -> dict[str, str]:
+    found = {"kubeplay": __version__, "python": platform.python_version()}
+    for dist in ("httpx", "pydantic", "jinja2", "ansible-core"):
+        with suppress(metadata.PackageNotFoundError):
+            found[dist] = metadata.version(dist)
+    return found
+
+
+def file_items(plan: Plan, bundle_dir: Path) -> list[DownloadItem]:
+    items: dict[str, DownloadItem] = {}
+    for f in plan.files:
+        if f.path not in items:
+            items[f.path] = DownloadItem(f.url, bundle_dir / f.path, f.checksum, label=f.variable)
+    return list(items.values())
+
+
+def prune_files(bundle_dir: Path, keep: set[str]) -> int:
+    """Remove files under files/ the plan no longer lists (and stale .part files); return bytes freed."""
+    freed = 0
+    top = bundle_dir / "files"
+    if not top.is_dir():
+        return 0
+    for dirpath, _dirs, names in os.walk(top, topdown=False):
+        for name in names:
+            path = Path(dirpath) / name
+            rel = path.relative_to(bundle_dir).as_posix()
+            if rel not in keep:
+                freed += path.lstat().st_size
+                path.unlink()
+        if Path(dirpath) != top and not any(Path(dirpath).iterdir()):
+            Path(dirpath).rmdir()
+    return freed
+
+
+def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) -> list[OsRepoRecord]:
+    if not spec.os:
+        return []
+    module = importlib.import_module("kubeplay.osrepo")
+    build = getattr(module, "build_os_repos", None)
+    if build is None:
+        get_output().warn("this kubeplay cannot build OS repositories yet; `os:` is ignored")
+        return []
+    report: Any = build(spec, bundle_dir, downloader, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
+    return [
+        OsRepoRecord(
+            family=t.family,
+            distro=t.distro,
+            release=t.release,
+            arches=t.arches,
+            path=t.path,
+            packages=t.packages,
+            size=t.bytes,
+        )
+        for t in report.targets
+    ]
+
+
+def _redacted(value: Any) -> Any:
+    """The spec as JSON data with userinfo stripped from every URL (bundle.yaml holds no secrets, but)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) -> BuildResult:
+    """Build (or complete, or update) the bundle at `out`; failures of single items are in the result."""
+    opts = options or BuildOptions()
+    output = get_output()
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / BUILD_STATE_DIR
+    result = BuildResult(out)
+    with build_lock(state):
+        (out / SUMS_NAME).unlink(missing_ok=True)  # not a bundle until this build succeeds
+        mirrors = load_mirrors(spec, opts.environ)
+        downloader = Downloader(
+            mirrors,
+            jobs=opts.jobs,
+            retries=opts.retries,
+            timeout=opts.timeout,
+            progress=opts.progress,
+            verified_cache=state / "verified.json",
+        )
+        with downloader:
+            tree, kubespray = obtain_tree(spec, state, downloader)
+            copy_tree(tree, out, state)
+            plan = make_plan(spec, tree)
+            for problem in plan.problems:
+                output.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
+            output.info(
+                f"plan: {len(plan.files)} files, {len(plan.images)} images for kubernetes {plan.kube_version} "
+                f"({', '.join(plan.arches)}), kubespray {plan.kubespray_version}"
+            )
+            files = downloader.download_all(file_items(plan, out), title="files")
+            result.failures.extend(files.failed)
+            result.files_fetched, result.files_skipped = len(files.done), len(files.skipped)
+            storage = RegistryStorage(out / "registry")
+            fetcher = ImageFetcher(storage, downloader, state / "images.json", platform_policy=spec.platform_policy)
+            images = fetcher.run(plan.images, plan.arches)
+            result.failures.extend(images.failed)
+            result.images_skipped, result.images_resolved = images.skipped, images.resolved
+            result.bytes_fetched = files.bytes_fetched + images.bytes_fetched
+            if result.failures:
+                return result
+            os_repos = _build_os_repos(spec, out, downloader)
+        keep = {f.path for f in plan.files}
+        freed = prune_files(out, keep) + storage.prune(images.content)
+        if freed:
+            output.info(f"removed {human_bytes(freed)} the plan no longer lists")
+        records = []
+        for f in plan.files:
+            facts = files.facts[out / f.path]
+            records.append(
+                FileRecord(
+                    name=f.name,
+                    arch=f.arch,
+                    version=f.version,
+                    url=f.url,
+                    path=f.path,
+                    variable=f.variable,
+                    size=facts.size,
+                    sha256=facts.sha256,
+                    checksum=str(f.checksum) if f.checksum else None,
+                )
+            )
+        blob_count, blob_bytes = storage.store_size()
+        manifest = BundleManifest(
+            kubeplay_version=__version__,
+            created_at=utc_now(),
+            spec=_redacted(spec.model_dump(mode="json")),
+            kubespray=kubespray,
+            kube_version=plan.kube_version,
+            arches=list(plan.arches),
+            os=[t.model_dump(mode="json") for t in spec.os],
+            files=records,
+            images=sorted(images.records, key=lambda r: (r.repository, r.tag or "")),
+            os_repos=os_repos,
+            offline_vars=dict(plan.offline_vars),
+            tools=tool_versions(),
+            totals=Totals(
+                files=len(records),
+                files_size=sum(r.size for r in records),
+                images=len(images.records),
+                blobs=blob_count,
+                blobs_size=blob_bytes,
+            ),
+        )
+        write_manifest(out, manifest)
+        result.manifest = manifest
+        result.sums_sha256 = write_sha256sums(out)
+    return result

@@ -1,0 +1,63 @@
+"""`kubeplay build bundle.yaml -o DIR`: every file and image of the plan into one verified bundle directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build
+from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.console import get_output, human_bytes
+from kubeplay.errors import FetchError
+
+
+def build(
+    spec_path: Annotated[Path, typer.Argument(metavar="BUNDLE_YAML", help="The bundle description (bundle.yaml).")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="KUBEPLAY_BUILD_OUTPUT",
+            help="Bundle directory (default: ./kubeplay-<kube_version>-<distros>-<arches>). Re-using it resumes "
+            "and updates: only what is missing or changed is fetched.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, max=64, envvar="KUBEPLAY_JOBS", help="Parallel downloads.")
+    ] = 8,
+    retries: Annotated[
+        int, typer.Option("--retries", min=1, max=20, envvar="KUBEPLAY_RETRIES", help="Tries per download.")
+    ] = 5,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, envvar="KUBEPLAY_TIMEOUT", help="Seconds without data before a retry.")
+    ] = 60.0,
+) -> None:
+    """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
+    out = get_output()
+    spec = load_bundle_spec(spec_path)
+    target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
+    result = run_build(spec, target, BuildOptions(jobs=jobs, retries=retries, timeout=timeout))
+    for failure in result.failures:
+        where = f" ({failure.label})" if failure.label else ""
+        out.error(f"{failure.url}{where}: {failure.reason}")
+        out.event("failed", url=failure.url, label=failure.label, reason=failure.reason)
+    if result.failures:
+        raise FetchError(
+            f"{len(result.failures)} item(s) failed; everything else is kept in {target}",
+            hint="fix the cause (mirror, credentials, network) and run the same command again: it resumes",
+        )
+    assert result.manifest is not None
+    totals = result.manifest.totals
+    out.event("built", bundle=str(target), sha256sums=result.sums_sha256, fetched=result.bytes_fetched)
+    out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
+    out.summary(
+        f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
+        f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)
