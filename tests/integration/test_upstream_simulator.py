@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from kubeplay.catalog.model import Checksum, FileArtifact
+from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact
 from kubeplay.config.bundle import Mirror
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -585,7 +585,7 @@ def test_missing_server_binary_names_the_package() -> None:
 ORPHAN_SCRIPT = """
 import sys, time
 from pathlib import Path
-from kubeplay.catalog.model import Checksum, FileArtifact
+from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact
 from kubeplay.config.bundle import Mirror
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -610,3 +610,38 @@ def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
+def test_push_plan_images(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    tagged = ImageArtifact(
+        name="coredns",
+        upstream="registry.k8s.io/coredns/coredns:v1.11.3",
+        registry="registry.k8s.io",
+        repository="coredns/coredns",
+        tag="v1.11.3",
+        bundle_repository="library/registry.k8s.io/coredns/coredns",
+        variable="coredns_image_repo",
+    )
+    pinned = ImageArtifact(
+        name="pinned",
+        upstream="quay.io/example/pinned@sha256:" + "0" * 64,
+        registry="quay.io",
+        repository="example/pinned",
+        digest="sha256:" + "0" * 64,
+        bundle_repository="library/quay.io/example/pinned",
+        variable="pinned_image_repo",
+    )
+    pushed, skipped = upstream.push_plan_images([tagged, pinned], ["amd64", "arm64"])
+    assert skipped == [pinned.upstream]
+    info = pushed["registry.k8s.io/coredns/coredns:v1.11.3"]
+    assert set(info.manifests) == {"linux/amd64", "linux/arm64/v8"}
+    out = skopeo(
+        "copy",
+        "--src-cert-dir",
+        str(upstream.cert_dir),
+        "--src-creds",
+        f"{upstream.username}:{upstream.password}",
+        registry_ref(upstream, "registry.k8s.io/coredns/coredns:v1.11.3"),
+        f"dir:{tmp_path / 'coredns'}",
+    )
+    assert out.returncode == 0, out.stderr

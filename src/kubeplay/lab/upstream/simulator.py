@@ -24,7 +24,7 @@ from types import TracebackType
 import httpx
 import yaml
 
-from kubeplay.catalog.model import FileArtifact
+from kubeplay.catalog.model import FileArtifact, ImageArtifact
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream.files import (
     place_file,
@@ -300,6 +300,25 @@ class UpstreamSimulator:
                 info.sizes[only.manifest.digest] = len(only.manifest.data)
         self._registry_hosts.add(ref.host)
         return info
+
+    def push_plan_images(
+        self, images: Iterable[ImageArtifact], arches: list[str], *, layer_kib: int = 64
+    ) -> tuple[dict[str, ImageInfo], list[str]]:
+        """Push every tagged image of a catalog plan for `arches`.
+
+        Returns ({upstream reference: ImageInfo}, [references skipped because kubespray pins them by digest
+        only — no synthetic image can have that digest]).
+        """
+        pushed: dict[str, ImageInfo] = {}
+        skipped: list[str] = []
+        for image in images:
+            if not image.tag:
+                skipped.append(image.upstream)
+                continue
+            ref = f"{image.registry}/{image.repository}:{image.tag}"
+            if ref not in pushed:
+                pushed[ref] = self.push_image(ref, arches, layer_kib=layer_kib, variant_arm64=True)
+        return pushed, skipped
 
     # -- kubespray -------------------------------------------------------------------------------------
 
