@@ -345,14 +345,28 @@ def _mounts_under(path: Path) -> list[str]:
     return found
 
 
-def _check_prerequisites() -> None:
+def unavailable_reason() -> str | None:
+    """Why lab nodes cannot run on this machine (not root, a tool missing), or None if they can."""
     if os.geteuid() != 0:
-        raise LabError("lab nodes need root (network namespaces, systemd-nspawn)", hint="run as root")
-    for tool, package in (
-        ("systemd-nspawn", "systemd-container"),
-        ("mmdebstrap", "mmdebstrap"),
-        ("ip", "iproute2"),
-        ("ssh", "openssh-client"),
-    ):
+        return "lab nodes need root (network namespaces, systemd-nspawn)"
+    for tool, package in _TOOLS:
         if shutil.which(tool) is None:
-            raise LabError(f"{tool} is not installed", hint=f"apt-get install {package}")
+            return f"{tool} is not installed (apt-get install {package})"
+    return None
+
+
+_TOOLS = (
+    ("systemd-nspawn", "systemd-container"),
+    ("mmdebstrap", "mmdebstrap"),
+    ("ip", "iproute2"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+)
+
+
+def _check_prerequisites() -> None:
+    reason = unavailable_reason()
+    if reason:
+        raise LabError(
+            reason, hint="run as root on Debian with systemd-container, mmdebstrap, iproute2, openssh-client"
+        )

@@ -1,0 +1,194 @@
+"""Lab nodes end to end: boot, ssh, reach each other, reach nothing else, and leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kubeplay.lab import machines
+from kubeplay.lab.nodes import Lab, unavailable_reason
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
+
+# An address outside the lab subnet (TEST-NET-2). No packet is ever sent to it: the node has no route.
+OUTSIDE = "198.51.100.7"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def host_snapshot() -> dict[str, list[str]]:
+    """What the host shows: namespaces, links, routes. `lab down` must restore it exactly."""
+
+    def lines(*argv: str) -> list[str]:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=True).stdout
+        return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+
+    return {
+        "netns": lines("ip", "netns", "list"),
+        "links": lines("ip", "-br", "link"),
+        "routes": sorted(
+            subprocess.run(["ip", "route"], capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
+        ),
+    }
+
+
+def recorded_pids(lab: Lab) -> list[tuple[int, int]]:
+    return [(r.pid, r.start_time or 0) for r in lab.record.resources if r.kind == "process" and r.pid]
+
+
+def test_nodes_answer_ssh_with_their_own_identity(lab: Lab) -> None:
+    names = [n.name for n in lab.nodes]
+    assert names == ["node0", "node1"]
+    for node in lab.nodes:
+        result = node.run(["sh", "-c", "hostname; cat /etc/machine-id; systemctl is-system-running --wait"], timeout=60)
+        hostname, machine_id, state = result.stdout.split()
+        assert result.returncode == 0, result.stderr
+        assert hostname == node.name
+        assert len(machine_id) == 32
+        assert state in ("running", "degraded"), node.run("systemctl --failed --no-legend").stdout
+    ids = {n.run("cat /etc/machine-id").stdout for n in lab.nodes}
+    assert len(ids) == len(lab.nodes), "every node needs its own machine-id (kubeadm checks it)"
+
+
+def test_node0_reaches_node1_over_the_lab_subnet(lab: Lab) -> None:
+    node0, node1 = lab.nodes
+    probe = f"import socket; s = socket.create_connection(('{node1.ip}', 22), 5); print(s.recv(64).decode().strip())"
+    result = node0.run(["python3", "-c", probe], timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("SSH-2.0-OpenSSH"), result.stdout
+    # By name too: every node's /etc/hosts lists the lab.
+    assert node1.ip in node0.run(["getent", "hosts", "node1"]).stdout
+
+
+def test_nodes_have_no_route_outside_the_lab_subnet(lab: Lab) -> None:
+    for node in lab.nodes:
+        routes = [line for line in node.run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines() if line]
+        main = node.run(["ip", "-4", "route"]).stdout.split("\n")
+        assert [r.split()[0] for r in main if r] == [lab.record.subnet], main
+        assert not any(r.startswith("default") for r in routes), routes
+        probe = f"import socket; socket.create_connection(('{OUTSIDE}', 80), 5)"
+        result = node.run(["python3", "-c", probe], timeout=30)
+        assert result.returncode != 0
+        assert "Network is unreachable" in result.stderr
+
+
+def test_nodes_have_no_apt_sources(lab: Lab) -> None:
+    result = lab.nodes[0].run("cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null; apt-get -q update")
+    assert "http" not in result.stdout
+    assert "Get:" not in result.stdout and "Hit:" not in result.stdout
+
+
+def test_copy_in_lands_inside_the_node_and_refuses_symlink_escape(lab: Lab, tmp_path: Path) -> None:
+    node = lab.nodes[1]
+    payload = tmp_path / "bundle.bin"
+    payload.write_bytes(os.urandom(4096))
+    node.copy_in(payload, "/root/in/bundle.bin")
+    digest = node.run(["sha256sum", "/root/in/bundle.bin"], check=True).stdout.split()[0]
+    assert digest == hashlib.sha256(payload.read_bytes()).hexdigest()
+    node.run(["ln", "-s", "/etc", "/root/escape"], check=True)
+    with pytest.raises(Exception, match="symlink"):
+        node.copy_in(payload, "/root/escape/x")
+    assert not (Path("/etc") / "x").exists()
+
+
+def test_down_removes_exactly_what_up_created(make_lab: Callable[..., Lab]) -> None:
+    decoy = f"kpdecoy{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", decoy], check=True, timeout=30)
+    try:
+        before = host_snapshot()
+        lab = make_lab(2)
+        during = host_snapshot()
+        assert set(during["netns"]) - set(before["netns"]) == {lab.netns, *(f"{lab.netns}-{n.name}" for n in lab.nodes)}
+        assert during["links"] == before["links"], "no interface may appear in the host namespace"
+        assert during["routes"] == before["routes"], "the host routing table stays untouched"
+        pids = recorded_pids(lab)
+        roots = [n.root for n in lab.nodes]
+        assert all(machines.is_running(pid, st) for pid, st in pids)
+        lab.down()
+        assert host_snapshot() == before
+        assert decoy in before["netns"]
+        assert not any(machines.is_running(pid, st) for pid, st in pids)
+        assert not any(root.exists() for root in roots)
+        assert not Path(lab.record.dir).exists()
+    finally:
+        subprocess.run(["ip", "netns", "delete", decoy], check=False, timeout=30)
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from kubeplay.lab import nodes, rootfs
+real = rootfs.personalise
+calls = []
+def dying(root, ident):
+    calls.append(root)
+    if len(calls) == 2:  # second node half-made: network and node0 exist, up has not finished
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(root, ident)
+rootfs.personalise = dying
+nodes.Lab.up(2, name=sys.argv[1], state_root=Path(sys.argv[2]))
+"""
+
+
+def kubeplay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubeplay", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_down_after_up_was_killed_mid_way(tmp_path: Path, lab_name: str) -> None:
+    before = host_snapshot()
+    name = lab_name
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, name, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    state = json.loads((tmp_path / name / "lab.json").read_text())
+    assert f"kplab-{name}" in host_snapshot()["netns"]
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path)}
+    result = kubeplay("lab", "down", "--name", name, env=env)
+    assert result.returncode == 0, result.stderr
+    assert host_snapshot() == before
+    assert not any(Path(r["name"]).exists() for r in state["resources"] if r["kind"] == "dir")
+
+
+def test_cli_up_ssh_cp_status_down(tmp_path: Path, lab_name: str) -> None:
+    before = host_snapshot()
+    name = lab_name
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path / "labs"), "KUBEPLAY_LAB_NAME": name}
+    up = kubeplay("lab", "up", "--nodes", "1", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "node0" in up.stderr
+        ssh = kubeplay("lab", "ssh", "node0", "--", "cat", "/etc/hostname", env=env)
+        assert ssh.stdout.strip() == "node0", ssh.stderr
+        src = tmp_path / "hello.txt"
+        src.write_text("hello from the connected side\n")
+        assert kubeplay("lab", "cp", str(src), "node0:/root/hello.txt", env=env).returncode == 0
+        assert kubeplay("lab", "ssh", "node0", "cat /root/hello.txt", env=env).stdout == src.read_text()
+        status = kubeplay("lab", "status", env=env)
+        assert "running" in status.stderr and name in status.stderr
+        missing = kubeplay("lab", "ssh", "node7", "true", env=env)
+        assert missing.returncode == 2 and "no node 'node7'" in missing.stderr
+    finally:
+        down = kubeplay("lab", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert host_snapshot() == before
