@@ -57,6 +57,11 @@ class ClusterInventory:
     host_paths: dict[str, str] = field(default_factory=dict)
     groups: dict[str, GroupEntry] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    var_paths: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def where(self, host: str, var: str) -> str:
+        """The field path where `var` of `host` was set (or would be set)."""
+        return self.var_paths.get((host, var), f"{self.host_paths[host]}.{var}")
 
     def members(self, group: str) -> list[str]:
         """Every host in `group`, through its children, in definition order ("all" is every host)."""
@@ -165,6 +170,7 @@ def _add_host(inv: ClusterInventory, name: str, hvars: dict[str, Any], path: str
                 f"{path}.{key}: {value!r} conflicts with {old!r} set at {inv.host_paths[name]}.{key} for the same host"
             )
         inv.hosts[name][key] = value
+        inv.var_paths[(name, key)] = f"{path}.{key}"
 
 
 def _walk_yaml(inv: ClusterInventory, name: str, body: Any, path: str) -> None:
@@ -368,7 +374,9 @@ def validation_problems(inv: ClusterInventory, base_dir: Path, base: str = "inve
         hv = inv.host_vars(host)
         address = hv.get("ansible_host")
         if not address:
-            problems.append(f"{path}.ansible_host: missing; every host needs the address Ansible connects to")
+            problems.append(
+                f"{inv.where(host, 'ansible_host')}: missing; every host needs the address Ansible connects to"
+            )
         else:
             text = str(address)
             try:
@@ -377,12 +385,12 @@ def validation_problems(inv: ClusterInventory, base_dir: Path, base: str = "inve
                 text = text.lower()
             key = (text, str(hv.get("ansible_port", 22)))
             if key in addresses:
-                problems.append(f"{path}.ansible_host: {text} is also the address of {addresses[key]}")
+                problems.append(f"{inv.where(host, 'ansible_host')}: {text} is also the address of {addresses[key]}")
             addresses.setdefault(key, host)
         if hv.get("ip"):
             ip = str(hv["ip"])
             if ip in node_ips:
-                problems.append(f"{path}.ip: {ip} is also the node address of {node_ips[ip]}")
+                problems.append(f"{inv.where(host, 'ip')}: {ip} is also the node address of {node_ips[ip]}")
             node_ips.setdefault(ip, host)
         for var in KEY_VARS:
             if hv.get(var):

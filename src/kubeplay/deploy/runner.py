@@ -119,18 +119,13 @@ def write_inventory(ws: Workspace, inv: ClusterInventory, group_vars: dict[str, 
 def write_secrets(ws: Workspace, inv: ClusterInventory) -> list[Path]:
     """0600 var files holding the secret variables; return their paths (delete them after the run)."""
     top, groups, hosts = inv.secrets()
-    written: list[Path] = []
-    if top:
-        written.append(ws.group_vars / SECRET_FILE)
-    for group in groups:
-        written.append(ws.inventory_dir / "group_vars" / group / SECRET_FILE)
-    for host in hosts:
-        written.append(ws.inventory_dir / "host_vars" / host / SECRET_FILE)
-    bodies = [top, *groups.values(), *hosts.values()]
-    for path, body in zip(written, bodies, strict=True):
+    files: list[tuple[Path, dict[str, Any]]] = [(ws.group_vars / SECRET_FILE, top)] if top else []
+    files += [(ws.inventory_dir / "group_vars" / g / SECRET_FILE, body) for g, body in groups.items()]
+    files += [(ws.inventory_dir / "host_vars" / h / SECRET_FILE, body) for h, body in hosts.items()]
+    for path, body in files:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(path, _dump(body), mode=0o600)
-    return written
+    return [path for path, _ in files]
 
 
 def remove_secrets(paths: list[Path]) -> None:

@@ -12,10 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeplay.console import Output
 from kubeplay.deploy.context import NODE_GROUPS, DeployContext
+from kubeplay.deploy.inventory import ClusterInventory
 from kubeplay.deploy.phases import Phase, kubespray_phases, write_phase_playbook
 from kubeplay.deploy.progress import Failure
-from kubeplay.deploy.runner import Playbook, RunResult, raise_for_result, run_playbook, write_inventory
+from kubeplay.deploy.runner import Playbook, RunResult, Workspace, raise_for_result, run_playbook, write_inventory
 from kubeplay.errors import BadInput, StepFailed
 from kubeplay.state import Ledger, atomic_write, input_hash
 
@@ -91,25 +93,30 @@ def describe_failure(f: Failure) -> str:
 def run_preflight(ctx: DeployContext, limit: str | None = None) -> RunResult:
     """Connect to every target once; raise StepFailed naming each unreachable or refused host."""
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
+    return check_access(ctx.ws, ctx.inventory, ctx.kubespray_dir, ctx.out, limit)
+
+
+def check_access(
+    ws: Workspace, inventory: ClusterInventory, project_dir: Path, out: Output, limit: str | None = None
+) -> RunResult:
+    """Run preflight.yml against the written inventory; raise StepFailed listing every host that failed it."""
     pb = Playbook(
         "preflight",
         PLAYBOOKS / "preflight.yml",
-        ctx.kubespray_dir,
+        project_dir,
         extravars={"kubeplay_targets": NODE_GROUPS},
         limit=limit,
-        kubespray_dir=ctx.kubespray_dir,
+        kubespray_dir=project_dir,
         connect_timeout=15,
         attempts=1,
         timeout=600,
     )
-    result = run_playbook(ctx.ws, ctx.inventory, pb, ctx.out)
+    result = run_playbook(ws, inventory, pb, out)
     if result.failures:
+        hosts = sorted({f.host for f in result.failures})
         lines = sorted({describe_failure(f) for f in result.failures})
         raise StepFailed(
-            "preflight: cannot work on "
-            + ", ".join(sorted({f.host for f in result.failures}))
-            + ":\n  "
-            + "\n  ".join(lines),
+            f"preflight: cannot work on {', '.join(hosts)}:\n  " + "\n  ".join(lines),
             hint=f"nothing was changed on any host; fix access and run again (full log: {result.log})",
         )
     raise_for_result(result)
