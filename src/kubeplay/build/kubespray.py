@@ -76,11 +76,15 @@ def _fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
-def copy_tree(tree: KubesprayTree, bundle_dir: Path, state_dir: Path) -> Path:
+def tree_identity(tree: KubesprayTree) -> str:
+    """The archive's sha256, or a fingerprint of a local directory's paths, sizes and mtimes."""
+    return tree.sha256 or _fingerprint(tree.root)
+
+
+def copy_tree(tree: KubesprayTree, bundle_dir: Path, state_dir: Path, identity: str) -> Path:
     """Copy the tree into `<bundle>/kubespray/` unless the same tree is already there; return that dir."""
     target = bundle_dir / BUNDLE_DIR
     marker = state_dir / "kubespray.json"
-    identity = tree.sha256 or _fingerprint(tree.root)
     if target.is_dir() and marker.is_file():
         try:
             if json.loads(marker.read_text(encoding="utf-8")).get("identity") == identity:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import fcntl
 import importlib
+import json
 import os
 import platform
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,7 +23,7 @@ from typing import Any
 
 from kubeplay import __version__
 from kubeplay.build.images import ImageFetcher
-from kubeplay.build.kubespray import copy_tree, obtain_tree
+from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     SUMS_NAME,
@@ -36,12 +37,16 @@ from kubeplay.bundle.manifest import (
 )
 from kubeplay.catalog.model import Plan
 from kubeplay.catalog.planner import make_plan
+from kubeplay.catalog.source import KubesprayTree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BundleError
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
 from kubeplay.fetch.mirrors import load_mirrors, redact
+from kubeplay.state import atomic_write, input_hash
 from kubeplay.store.registry import RegistryStorage
+
+Planner = Callable[[BundleSpec, KubesprayTree], Plan]
 
 
 @dataclass
@@ -51,6 +56,7 @@ class BuildOptions:
     timeout: float = 60.0
     progress: bool = True
     environ: Mapping[str, str] | None = None
+    planner: Planner | None = None  # default: the catalog's make_plan, cached per tree and spec
 
 
 @dataclass
@@ -146,6 +152,19 @@ def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) 
     ]
 
 
+def cached_plan(spec: BundleSpec, tree: KubesprayTree, identity: str, state_dir: Path) -> Plan:
+    """make_plan, remembered per (kubeplay version, tree, spec) so an unchanged re-run skips rendering."""
+    key = input_hash({"kubeplay": __version__, "tree": identity, "spec": spec.model_dump(mode="json")})
+    path = state_dir / "plan.json"
+    with suppress(OSError, ValueError):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return Plan.model_validate(saved["plan"])
+    plan = make_plan(spec, tree)
+    atomic_write(path, json.dumps({"key": key, "plan": plan.model_dump(mode="json")}).encode())
+    return plan
+
+
 def _redacted(value: Any) -> Any:
     """The spec as JSON data with userinfo stripped from every URL (bundle.yaml holds no secrets, but)."""
     if isinstance(value, str):
@@ -177,8 +196,9 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
         )
         with downloader:
             tree, kubespray = obtain_tree(spec, state, downloader)
-            copy_tree(tree, out, state)
-            plan = make_plan(spec, tree)
+            identity = tree_identity(tree)
+            copy_tree(tree, out, state, identity)
+            plan = opts.planner(spec, tree) if opts.planner else cached_plan(spec, tree, identity, state)
             for problem in plan.problems:
                 output.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
             output.info(

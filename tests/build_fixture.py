@@ -1,0 +1,169 @@
+"""Helpers for `kubeplay build` integration tests: a tiny kubespray archive, plans, bundle.yaml, a registry
+serving the built bundle, and skopeo. The plan is handed to the build directly (the catalog has its own
+tests); the conformance test uses the real kubespray release from ../shared with the real planner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
+from kubeplay.lab.upstream import UpstreamSimulator
+from kubeplay.lab.upstream.process import free_port, start_process
+
+KUBESPRAY_VERSION = "2.99.0"
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+
+
+def kubespray_archive(directory: Path) -> tuple[Path, str]:
+    """A GitHub-style kubespray-<v>.tar.gz with the files load_tree checks for; returns (path, sha256)."""
+    top = f"kubespray-{KUBESPRAY_VERSION}"
+    members = {
+        "galaxy.yml": f"version: {KUBESPRAY_VERSION}\n",
+        "roles/kubespray_defaults/defaults/main/main.yml": "kube_version: 1.31.1\n",
+        "roles/kubespray_defaults/defaults/main/download.yml": "downloads: {}\n",
+        "roles/kubespray_defaults/vars/main/checksums.yml": "kubelet_checksums: {}\n",
+        "README.md": "kubespray\n",
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mtime, info.mode = len(data), 1700000000, 0o644
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo(f"{top}/docs/readme-link.md")
+        link.type, link.linkname, link.mtime = tarfile.SYMTYPE, "../README.md", 1700000000
+        tar.addfile(link)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"kubespray-v{KUBESPRAY_VERSION}.tar.gz"
+    path.write_bytes(buf.getvalue())
+    return path, hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def file_artifact(
+    url: str, data: bytes, *, name: str = "file", arch: str = "amd64", sha512: bool = False
+) -> FileArtifact:
+    host_path = url.removeprefix("https://")
+    checksum = (
+        Checksum(algorithm="sha512", hex=hashlib.sha512(data).hexdigest())
+        if sha512
+        else Checksum(algorithm="sha256", hex=hashlib.sha256(data).hexdigest())
+    )
+    return FileArtifact(
+        name=name, arch=arch, url=url, checksum=checksum, path=f"files/{host_path}", variable=f"{name}_download_url"
+    )
+
+
+def image_artifact(ref: str, *, name: str = "image", project: str = "library") -> ImageArtifact:
+    repo_part, tag = ref.rsplit(":", 1)
+    registry, repository = repo_part.split("/", 1)
+    return ImageArtifact(
+        name=name,
+        upstream=ref,
+        registry=registry,
+        repository=repository,
+        tag=tag,
+        bundle_repository=f"{project}/{registry}/{repository}",
+        arches=("amd64", "arm64"),
+        variable=f"{name}_image_repo",
+    )
+
+
+def make_plan(files: Sequence[FileArtifact], images: Sequence[ImageArtifact], kube_version: str = "1.31.1") -> Plan:
+    return Plan(
+        kubespray_version=f"v{KUBESPRAY_VERSION}",
+        kube_version=kube_version,
+        arches=("amd64", "arm64"),
+        files=tuple(files),
+        images=tuple(images),
+        offline_vars={"files_repo": "https://kubeplay.local/files"},
+    )
+
+
+def write_spec(
+    directory: Path,
+    sim: UpstreamSimulator,
+    source: str,
+    sha256: str,
+    *,
+    mirrors: dict[str, Any] | None = None,
+    platform_policy: str = "strict",
+) -> Path:
+    spec = {
+        "kubespray": {"version": f"v{KUBESPRAY_VERSION}", "source": source, "sha256": sha256},
+        "kube_version": "1.31.1",
+        "arches": ["amd64", "arm64"],
+        "platform_policy": platform_policy,
+        "mirrors": mirrors if mirrors is not None else sim.mirrors(),
+        "credentials_file": str(sim.credentials_file(directory / "credentials.yaml")),
+    }
+    path = directory / "bundle.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@contextmanager
+def bundle_registry(bundle: Path, sim: UpstreamSimulator, workdir: Path) -> Iterator[str]:
+    """The real distribution registry serving `<bundle>/registry` read-only over TLS; yields host:port."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(bundle / "registry")},
+            "maintenance": {"readonly": {"enabled": True}, "uploadpurging": {"enabled": False}},
+        },
+        "http": {
+            "addr": f"127.0.0.1:{port}",
+            "tls": {"certificate": str(sim.pki.server_cert), "key": str(sim.pki.server_key)},
+        },
+    }
+    path = workdir / "registry.yml"
+    path.write_text(yaml.safe_dump(config))
+    proc = start_process("bundle-registry", [REGISTRY_BINARY, "serve", str(path)], workdir / "registry.log")
+    try:
+
+        def ready() -> bool:
+            try:
+                return (
+                    httpx.get(f"https://127.0.0.1:{port}/v2/", verify=sim.ssl_context(), timeout=2).status_code == 200
+                )
+            except httpx.HTTPError:
+                return False
+
+        proc.wait_ready(ready)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def sha256sum_check(bundle: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sha256sum", "--check", "--strict", "--quiet", "SHA256SUMS"],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(plan.model_dump(mode="json"))
