@@ -37,7 +37,7 @@ DUMP_PLAYBOOK = """
   hosts: all
   gather_facts: false
   roles:
-    - role: kubespray_defaults
+    - role: DEFAULTS_ROLE
       when: false
     - role: download
       when: false
@@ -48,11 +48,14 @@ DUMP_PLAYBOOK = """
         content: "{{ dump | to_nice_json }}"
         mode: "0644"
       vars:
+        # kubeadm_image_repo exists since v2.25; kube_version had a leading "v" before v2.28.
+        kubeadm_repo: "{{ kubeadm_image_repo | default(kube_image_repo) }}"
+        kubeadm_tag: "v{{ kube_version | regex_replace('^v', '') }}"
         kubeadm_control_plane:
-          - "{{ kubeadm_image_repo }}/kube-apiserver:v{{ kube_version }}"
-          - "{{ kubeadm_image_repo }}/kube-controller-manager:v{{ kube_version }}"
-          - "{{ kubeadm_image_repo }}/kube-scheduler:v{{ kube_version }}"
-          - "{{ kubeadm_image_repo }}/kube-proxy:v{{ kube_version }}"
+          - "{{ kubeadm_repo }}/kube-apiserver:{{ kubeadm_tag }}"
+          - "{{ kubeadm_repo }}/kube-controller-manager:{{ kubeadm_tag }}"
+          - "{{ kubeadm_repo }}/kube-scheduler:{{ kubeadm_tag }}"
+          - "{{ kubeadm_repo }}/kube-proxy:{{ kubeadm_tag }}"
         # roles/download/templates/kubeadm-images.yaml.j2: kubeadm pulls etcd itself only when it runs etcd.
         kubeadm_etcd: >-
           {{ [(etcd_image_repo | regex_replace('/etcd$', '')) + '/etcd:' + etcd_image_tag]
@@ -103,7 +106,7 @@ def ansible_downloads(tree: KubesprayTree, arches: list[str], user_vars: dict[st
     """Run ansible-playbook once with one local host per arch; return {arch: dump}."""
     tmp.mkdir(parents=True, exist_ok=True)
     playbook = tmp / "dump.yml"
-    playbook.write_text(DUMP_PLAYBOOK)
+    playbook.write_text(DUMP_PLAYBOOK.replace("DEFAULTS_ROLE", tree.layout))
     inventory = {
         "all": {
             "hosts": {

@@ -16,6 +16,7 @@ from kubeplay.catalog.choices import Choices, supported_choices
 from kubeplay.catalog.collect import PlanBuilder
 from kubeplay.catalog.dependencies import ARCH_FACTS, DependencyGraph
 from kubeplay.catalog.entries import EntryRenderer, RenderedEntries, RenderedImage
+from kubeplay.catalog.extras import image_pairs, other_role_defaults, render_extra_images
 from kubeplay.catalog.model import Plan, RenderProblem
 from kubeplay.catalog.offline import derive_offline_vars
 from kubeplay.catalog.rolevars import RoleVariables, load_role_variables
@@ -196,6 +197,8 @@ def make_plan(
         for name, entry in downloads.items()
         if isinstance(entry, Mapping)
     }
+    extras_layer: dict[str, Any] = other_role_defaults(tree) if all_entries else {}
+    pairs = image_pairs(tree, {**extras_layer, **raw}) if all_entries else []
     combos = list(product(spec.kube_network_plugin, spec.container_manager))
     for arch in arch_list:
         for index, (plugin, manager) in enumerate(combos):
@@ -211,6 +214,15 @@ def make_plan(
                 if affected:
                     scope = scope_for(arch, combos[0][0], combos[0][1], {variable: value})
                     builder.add(render_downloads(scope, downloads, affected, True, f"{arch} {variable}={value}"), arch)
+            plugin, manager = combos[0]
+            user = {
+                **user_vars,
+                "kube_version": kube_version,
+                "kube_network_plugin": plugin,
+                "container_manager": manager,
+            }
+            layers = [extras_layer, variables.defaults, user, facts_for(arch), variables.vars, extra]
+            builder.add(render_extra_images(VariableScope(ENGINE, layers), pairs), arch)
 
     return Plan(
         kubespray_version=tree.version or "unknown",
@@ -218,7 +230,7 @@ def make_plan(
         arches=tuple(arch_list),
         files=tuple(builder.files.values()),
         images=tuple(builder.image_artifacts()),
-        offline_vars=derive_offline_vars(raw, graph, spec.registry_project),
+        offline_vars=derive_offline_vars({**extras_layer, **raw}, graph, spec.registry_project),
         problems=tuple(builder.problems),
     )
 

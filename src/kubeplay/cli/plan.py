@@ -1,0 +1,103 @@
+"""`kubeplay plan`: every file and image kubespray would download for a bundle.yaml."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kubeplay.catalog.model import Plan
+from kubeplay.catalog.planner import make_plan
+from kubeplay.catalog.release import open_release
+from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.console import Output, get_output
+from kubeplay.errors import KubeplayError
+
+
+class PlanIncomplete(KubeplayError):
+    """Some templates did not render; the plan printed is missing those entries."""
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}", title_justify="left")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("version", no_wrap=True, max_width=20, overflow="ellipsis")
+    table.add_column("arch", no_wrap=True)
+    table.add_column("upstream", overflow="fold")
+    for row in plan_rows(plan):
+        table.add_row(*row)
+    return table
+
+
+def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
+    rows = [("file", f.name, f.version or "", f.arch, f.url) for f in plan.files]
+    rows += [("image", i.name, i.tag or i.digest or "", ",".join(i.arches), i.upstream) for i in plan.images]
+    return rows
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """The table as aligned plain text, header first."""
+    rows = [("KIND", "NAME", "VERSION", "ARCH", "UPSTREAM"), *plan_rows(plan)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)), row[4]]) for row in rows]
+
+
+def totals(plan: Plan) -> str:
+    per_arch = ", ".join(f"{sum(1 for f in plan.files if f.arch == arch)} {arch}" for arch in (*plan.arches, "noarch"))
+    return f"{len(plan.files)} files ({per_arch}), {len(plan.images)} images for {', '.join(plan.arches)}"
+
+
+def print_offline_vars(plan: Plan, output: Output) -> None:
+    output.console.print(
+        "\n[bold]kubespray variables that send every download to the deploy node[/] "
+        "(inventory group_vars; deploy fills in files_repo and registry_host):"
+    )
+    for name, value in plan.offline_vars.items():
+        output.console.print(f'{name}: "{value}"', highlight=False, markup=False, soft_wrap=True)
+
+
+def print_plan(plan: Plan, output: Output) -> None:
+    """The plan table, its totals, any render problems and the offline variables, on the console."""
+    if output.console.is_terminal:
+        output.console.print(plan_table(plan))
+    else:
+        # Piped: one artifact per line (rich would fold the URLs into an 80-column table).
+        for line in plan_lines(plan):
+            output.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    output.console.print(f"total: {totals(plan)}")
+    for problem in plan.problems:
+        output.warn(f"{problem.entry}: {problem.variable}: {problem.message}")
+    print_offline_vars(plan, output)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_command(
+        bundle: Annotated[Path, typer.Argument(help="bundle.yaml (see `kubeplay init`).")],
+        arch: Annotated[
+            list[str] | None, typer.Option("--arch", help="Only this arch (repeatable); default: the bundle's arches.")
+        ] = None,
+        all_entries: Annotated[
+            bool, typer.Option("--all", help="Every possible download: enabled or not, every plugin and runtime.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    ) -> None:
+        """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
+        output = get_output()
+        spec = load_bundle_spec(bundle)
+        tree = open_release(spec)
+        plan = make_plan(spec, tree, arches=arch or None, all_entries=all_entries)
+        if as_json:
+            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+        else:
+            print_plan(plan, output)
+        if plan.problems:
+            raise PlanIncomplete(
+                f"{len(plan.problems)} template(s) did not render; the plan above lacks those entries",
+                hint="the warnings name the entry and variable; set the variable in kubespray_vars or fix kube_version",
+            )
+        output.summary(f"planned {totals(plan)} from {tree.label}")
