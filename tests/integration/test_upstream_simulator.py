@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact
+from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
 from kubeplay.config.bundle import Mirror
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -585,7 +585,7 @@ def test_missing_server_binary_names_the_package() -> None:
 ORPHAN_SCRIPT = """
 import sys, time
 from pathlib import Path
-from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact
+from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
 from kubeplay.config.bundle import Mirror
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -645,3 +645,33 @@ def test_push_plan_images(upstream: UpstreamSimulator, tmp_path: Path) -> None:
         f"dir:{tmp_path / 'coredns'}",
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_simulated_release_replans_to_the_served_files(
+    upstream: UpstreamSimulator, shared_dir: Path, tmp_path: Path
+) -> None:
+    """The demo's path: plan a real release, simulate it, and the simulated release plans the served files."""
+    from kubeplay.catalog.planner import make_plan
+    from kubeplay.catalog.source import load_tree
+    from kubeplay.config.bundle import BundleSpec
+
+    source = shared_dir / "upstream" / "kubespray" / "kubespray-v2.31.0.tar.gz"
+    if not source.is_file():
+        pytest.skip(f"{source} absent")
+
+    def plan_of(path: Path, sha256: str | None, cache: str) -> Plan:
+        spec = BundleSpec.model_validate(
+            {"kubespray": {"version": "v2.31.0", "source": str(path), "sha256": sha256}, "arches": ["amd64", "arm64"]}
+        )
+        return make_plan(spec, load_tree(path, cache_dir=tmp_path / cache))
+
+    original = plan_of(source, None, "a")
+    archive = upstream.add_kubespray(source, plan_files=original.files)
+    pushed, skipped = upstream.push_plan_images(original.images, ["amd64", "arm64"], layer_kib=4)
+    assert not skipped and len(pushed) == len({i.upstream for i in original.images})
+
+    simulated = plan_of(archive.path, archive.sha256, "b")
+    assert [f.url for f in simulated.files] == [f.url for f in original.files]
+    for f in simulated.files:
+        assert f.checksum is not None and f.checksum.hex == archive.files[f.url], f.url
+        assert f.checksum.hex == hashlib.sha256(upstream_get(upstream, f.url)).hexdigest(), f.url

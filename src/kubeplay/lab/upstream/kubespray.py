@@ -8,6 +8,7 @@ synthetic payload, rewrite its entry in roles/kubespray_defaults/vars/main/check
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import io
@@ -15,12 +16,11 @@ import lzma
 import os
 import random
 import re
-import shutil
 import tarfile
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from kubeplay.catalog.model import FileArtifact
 from kubeplay.errors import BadInput
@@ -248,19 +248,17 @@ def read_checksums_text(source: Path) -> str:
 # -- the archive -----------------------------------------------------------------------------------
 
 
-def _unpack_source(source: Path, scratch: Path) -> Path:
+def _top_dir(source: Path) -> str:
+    """The kubespray-<X.Y.Z> directory name of a tree or archive."""
     if source.is_dir():
-        tree = scratch / source.name
-        shutil.copytree(source, tree, symlinks=True)
-        return tree
+        return source.name
     if not source.is_file():
         raise BadInput(f"kubespray source {source} is neither a directory nor a file")
     with tarfile.open(source) as tar:
-        tar.extractall(scratch, filter="data")
-    tops = [p for p in scratch.iterdir() if p.is_dir()]
+        tops = {m.name.split("/", 1)[0] for m in tar.getmembers()}
     if len(tops) != 1:
         raise BadInput(f"{source} should hold one top-level directory kubespray-<X.Y.Z>/, found {len(tops)}")
-    return tops[0]
+    return tops.pop()
 
 
 def _walk(tree: Path) -> list[Path]:
@@ -271,11 +269,43 @@ def _walk(tree: Path) -> list[Path]:
     return sorted(found)
 
 
-def _reproducible(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mtime = 0
-    return info
+def _binary_opener(path: Path) -> Callable[[], IO[bytes]]:
+    def open_binary() -> IO[bytes]:
+        return path.open("rb")
+
+    return open_binary
+
+
+def _copy_entries(source: Path, out: tarfile.TarFile, top: str, replaced: dict[str, bytes]) -> None:
+    """Copy every entry of a tree or archive under `top/`, with `replaced` contents by relative path."""
+
+    def add(info: tarfile.TarInfo, rel: str, read: Callable[[], IO[bytes] | None]) -> None:
+        info.name = top + (f"/{rel}" if rel else "")
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        if rel in replaced and info.isfile():
+            info.size = len(replaced[rel])
+            out.addfile(info, io.BytesIO(replaced[rel]))
+        elif info.isfile():
+            fh = read()
+            if fh is None:
+                raise BadInput(f"{source}: cannot read {rel}")
+            with fh:
+                out.addfile(info, fh)
+        else:
+            out.addfile(info)
+
+    if source.is_dir():
+        for path in [source, *_walk(source)]:
+            rel = path.relative_to(source).as_posix() if path != source else ""
+            info = out.gettarinfo(str(path), arcname=rel or ".")
+            add(info, rel, _binary_opener(path))
+        return
+    with tarfile.open(source) as tar:
+        for member in tar.getmembers():
+            rel = member.name.split("/", 1)[1].rstrip("/") if "/" in member.name.rstrip("/") else ""
+            add(member, rel, functools.partial(tar.extractfile, member))
 
 
 def build_kubespray_archive(
@@ -283,38 +313,35 @@ def build_kubespray_archive(
 ) -> KubesprayArchive:
     """Rewrite the checksum entries of `downloads` to their payloads' sha256 and pack the tree.
 
-    Returns the archive (out_dir/kubespray-<X.Y.Z>.tar.gz) with its sha256; raises BadInput for a tree
-    without checksums.yml or a download without a payload.
+    Returns the archive (out_dir/kubespray-<X.Y.Z>.tar.gz, reproducible) with its sha256; raises BadInput
+    for a tree without checksums.yml or a download without a payload.
     """
+    name = _top_dir(source)
+    m = _VERSION_DIR.match(name)
+    if not m:
+        raise BadInput(f"cannot tell the kubespray version from {name!r}; expected kubespray-<X.Y.Z>")
+    version = m.group(1)
+    updates: dict[tuple[str, str, str], str] = {}
+    files: dict[str, str] = {}
+    for d in downloads:
+        if d.url not in payloads:
+            raise BadInput(f"no payload for {d.url}")
+        files[d.url] = hashlib.sha256(payloads[d.url]).hexdigest()
+        updates[(d.table, d.arch, d.version)] = files[d.url]
+    checksums = rewrite_checksums(read_checksums_text(source), updates).encode()
+    top = f"kubespray-{version}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".kubespray-") as tmp:
-        tree = _unpack_source(source, Path(tmp))
-        m = _VERSION_DIR.match(tree.name)
-        if not m:
-            raise BadInput(f"cannot tell the kubespray version from {tree.name!r}; expected kubespray-<X.Y.Z>")
-        version = m.group(1)
-        checksums = tree / CHECKSUMS_PATH
-        if not checksums.is_file():
-            raise BadInput(f"{source} has no {CHECKSUMS_PATH}; is it a kubespray tree?")
-        updates: dict[tuple[str, str, str], str] = {}
-        files: dict[str, str] = {}
-        for d in downloads:
-            if d.url not in payloads:
-                raise BadInput(f"no payload for {d.url}")
-            files[d.url] = hashlib.sha256(payloads[d.url]).hexdigest()
-            updates[(d.table, d.arch, d.version)] = files[d.url]
-        checksums.write_text(rewrite_checksums(checksums.read_text(), updates))
-        top = f"kubespray-{version}"
-        target = out_dir / f"{top}.tar.gz"
-        part = target.with_name(target.name + ".part")
-        with (
-            part.open("wb") as raw,
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for path in [tree, *_walk(tree)]:
-                arcname = top + ("/" + path.relative_to(tree).as_posix() if path != tree else "")
-                tar.add(path, arcname=arcname, recursive=False, filter=_reproducible)
-        part.replace(target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    return KubesprayArchive(path=target, sha256=digest, version=version, top_dir=top, files=files)
+    target = out_dir / f"{top}.tar.gz"
+    part = target.with_name(f".{target.name}.part")
+    digest = hashlib.sha256()
+    with (
+        part.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _copy_entries(source, tar, top, {CHECKSUMS_PATH: checksums})
+    with part.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+    part.replace(target)
+    return KubesprayArchive(path=target, sha256=digest.hexdigest(), version=version, top_dir=top, files=files)
