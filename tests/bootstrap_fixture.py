@@ -47,10 +47,27 @@ def _link(path: Path, digest: str) -> None:
     path.write_text(digest)
 
 
-def make_layer(seed: int, size: int) -> tuple[bytes, str]:
+_TEXT = b"".join(
+    random.Random(7).choice([b"kube", b"let ", b"proxy", b"\x00\x00\x00\x00", b"ELF", b"/usr/lib/", b"\n"])
+    for _ in range(8192)
+)
+
+
+def _payload(rng: random.Random, size: int, compressible: bool) -> bytes:
+    """Random bytes, or content that gzip shrinks about 2.5x, like the binaries and text in real layers."""
+    if not compressible:
+        return rng.randbytes(size)
+    blocks = []
+    for _ in range(size // 4096 + 1):
+        start = rng.randrange(len(_TEXT) - 2560)
+        blocks.append(rng.randbytes(1536) + _TEXT[start : start + 2560])
+    return b"".join(blocks)[:size]
+
+
+def make_layer(seed: int, size: int, compressible: bool = False) -> tuple[bytes, str]:
     """A gzip'd tar holding one file of `size` pseudo-random bytes: (compressed, diff_id)."""
     rng = random.Random(seed)
-    payload = rng.randbytes(size)
+    payload = _payload(rng, size, compressible)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(f"data/file-{seed}.bin")
@@ -58,7 +75,7 @@ def make_layer(seed: int, size: int) -> tuple[bytes, str]:
         info.mtime = 0
         tar.addfile(info, io.BytesIO(payload))
     uncompressed = raw.getvalue()
-    return gzip.compress(uncompressed, compresslevel=1, mtime=0), _digest(uncompressed)
+    return gzip.compress(uncompressed, compresslevel=6 if compressible else 1, mtime=0), _digest(uncompressed)
 
 
 def add_image(bundle: Path, repository: str, tag: str, layers: list[tuple[bytes, str]], arch: str = "amd64") -> str:
@@ -104,13 +121,16 @@ def make_bundle(
     layer_size: int = 4096,
     arches: tuple[str, ...] = ("amd64",),
     os_repos: tuple[tuple[str, str, str], ...] = (("debian", "12", "bookworm"),),
+    compressible: bool = False,
 ) -> Path:
     """Write a bundle directory under `root`; return it. Images share one base layer, like real ones."""
     bundle = root / "bundle"
-    base = make_layer(0, layer_size)
+    base = make_layer(0, layer_size, compressible)
     image_records = []
     for i in range(images):
-        layers = [base] + [make_layer(1000 * (i + 1) + j, layer_size) for j in range(layers_per_image - 1)]
+        layers = [base] + [
+            make_layer(1000 * (i + 1) + j, layer_size, compressible) for j in range(layers_per_image - 1)
+        ]
         repo = f"library/registry.example/app{i}"
         md = add_image(bundle, repo, f"v1.{i}", layers)
         size = sum(len(b) for b, _ in layers)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from kubeplay.bootstrap.record import write_owned
 from kubeplay.errors import BundleError, StepFailed
 from kubeplay.state import input_hash
 
+DPKG_LOCK = Path("/var/lib/dpkg/lock-frontend")
 POLICY_RC_D = b"#!/bin/sh\n# kubeplay install: keep distro services from starting while packages install.\nexit 101\n"
 
 
@@ -94,17 +97,47 @@ def setup_os_packages(ctx: InstallContext) -> list[str]:
     return _dnf_install(ctx, chosen)
 
 
+def wait_for_dpkg_lock(lock: Path = DPKG_LOCK, deadline_s: float = 900) -> None:
+    """Wait (bounded) while another process holds dpkg's lock, e.g. an apt-get left running by a killed install."""
+    if not lock.exists():
+        return
+    end = time.monotonic() + deadline_s
+    delay = 0.1
+    while True:
+        with lock.open("a") as fh:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass
+            else:
+                fcntl.lockf(fh, fcntl.LOCK_UN)
+                return
+        if time.monotonic() > end:
+            raise StepFailed(
+                f"dpkg is locked by another process for more than {deadline_s:.0f}s", hint="see `ps aux | grep apt`"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 def _apt_install(ctx: InstallContext, new: list[str]) -> list[str]:
     env = apt_env()
     opts = apt_options(ctx.paths.apt_sources)
+    policy = ctx.paths.policy_rc_d
+    left = [i for i in ctx.record.of_kind("file") if i.target == str(policy)]
+    if left:
+        # Our own policy-rc.d, left by an install that was killed: remove it before anything else.
+        policy.unlink(missing_ok=True)
+        ctx.record.remove(left[0])
+    wait_for_dpkg_lock()
     # A kill -9 during an earlier dpkg run leaves packages half-configured; finish that first.
     run_command(["dpkg", "--configure", "-a"], env=env, timeout=900, what="dpkg --configure -a")
     # Updating proves the bundle's signature checks out with the bundle key, even when nothing is missing.
     run_command(["apt-get", *opts, "update"], env=env, timeout=300, what="apt-get update (bundle repo)")
+    new = [p for p in new if p not in installed_debs(new)]
     for p in new:
         ctx.record.add("package", p, "apt")
     if new:
-        policy = ctx.paths.policy_rc_d
         own_policy = not policy.exists()
         if own_policy:
             write_owned(ctx.record, policy, POLICY_RC_D, mode=0o755)
@@ -119,11 +152,11 @@ def _apt_install(ctx: InstallContext, new: list[str]) -> list[str]:
             if own_policy:
                 policy.unlink(missing_ok=True)
                 ctx.record.remove(next(i for i in ctx.record.items if i.target == str(policy)))
-        if "nginx-light" in new or "nginx" in new:
-            # kubeplay runs its own nginx unit; the distro's default site must not come up at boot.
-            subprocess.run(
-                ["systemctl", "disable", "--quiet", "nginx.service"], capture_output=True, timeout=60, check=False
-            )
+    if any(i.target.startswith("nginx") for i in ctx.record.of_kind("package")):
+        # kubeplay runs its own nginx unit; the distro's default site must not come up at boot.
+        subprocess.run(
+            ["systemctl", "disable", "--quiet", "nginx.service"], capture_output=True, timeout=60, check=False
+        )
     return new
 
 

@@ -1,0 +1,174 @@
+"""From a packed bundle to "every image pullable": kubeplay vs load-and-push, measured in one run.
+
+kubeplay: extract the .tar.zst (safe extract, digests checked) and start the distribution registry on
+the bundle's own registry/ storage; nothing is copied image by image.
+Peer (load-and-push, as kubespray's contrib/offline manage-offline-container-images.sh `register`,
+kubeasz and sealos-style tools do): unpack a `tar | pigz` of per-image docker-archive tars, start a
+fresh registry, `skopeo copy docker-archive:… docker://…` each image into it.
+Both end when every image's manifest and blobs answer 200 from the registry. Prints the ratio.
+
+    .venv/bin/python bench/serve.py [--images 20] [--layer-mib 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.bootstrap_fixture import free_ports, make_bundle
+
+from kubeplay.bootstrap.health import MANIFEST_ACCEPT
+from kubeplay.bootstrap.registry import TaggedImage, manifest_children, render_registry_config, tagged_images
+from kubeplay.bundle.extract import extract_bundle
+from kubeplay.bundle.pack import pack_bundle
+
+REGISTRY = "/usr/bin/docker-registry"
+
+
+class Registry:
+    """docker-registry on a free loopback port over `storage`; stopped by PID."""
+
+    def __init__(self, storage: Path, workdir: Path) -> None:
+        self.port = free_ports(1)[0]
+        conf = workdir / f"registry-{self.port}.yml"
+        conf.write_text(render_registry_config(storage, self.port))
+        self.log = (workdir / f"registry-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen([REGISTRY, "serve", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, deadline: float = 30.0) -> None:
+        end = time.monotonic() + deadline
+        delay = 0.01
+        while time.monotonic() < end:
+            try:
+                if httpx.get(f"{self.url}/v2/", timeout=1, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        raise RuntimeError("registry did not answer")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def all_pullable(url: str, images: list[TaggedImage], storage: Path) -> None:
+    """Every manifest by tag and every blob it names answers 200 (raises otherwise)."""
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for img in images:
+            r = c.get(f"{url}/v2/{img.repository}/manifests/{img.tag}", headers={"Accept": MANIFEST_ACCEPT})
+            r.raise_for_status()
+            for blob in manifest_children(storage, r.headers.get("docker-content-digest", img.digest))[2]:
+                c.head(f"{url}/v2/{img.repository}/blobs/{blob}").raise_for_status()
+
+
+def peer_blob_refs(url: str, images: list[TaggedImage]) -> None:
+    """Same check for the peer registry, whose manifests skopeo rewrote (different digests)."""
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for img in images:
+            r = c.get(f"{url}/v2/{img.repository}/manifests/{img.tag}", headers={"Accept": MANIFEST_ACCEPT})
+            r.raise_for_status()
+            doc = r.json()
+            for d in [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]:
+                c.head(f"{url}/v2/{img.repository}/blobs/{d}").raise_for_status()
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(["skopeo", "--insecure-policy", *args], check=True, capture_output=True, timeout=600)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=36)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--layer-mib", type=float, default=8.0, help="uncompressed size of each layer")
+    ap.add_argument("--random", action="store_true", help="incompressible layers (a worst case for kubeplay)")
+    args = ap.parse_args()
+    for tool in (REGISTRY, "skopeo", "pigz", "tar"):
+        if not shutil.which(tool) and not Path(tool).exists():
+            print(f"serve bench: {tool} not installed; skipped", file=sys.stderr)
+            return 0
+    with tempfile.TemporaryDirectory(prefix="kubeplay-bench-serve-") as tmp:
+        work = Path(tmp)
+        # Layers compress about 2.5x, like real ones; the first is shared by every image, like a base image.
+        src = make_bundle(
+            work / "src",
+            images=args.images,
+            layers_per_image=args.layers,
+            layer_size=int(args.layer_mib * 2**20),
+            compressible=not args.random,
+        )
+        images = tagged_images(src / "registry")
+        archive = pack_bundle(src, work / "packed", "bench").archive
+        bundle_mib = archive.stat().st_size / 2**20
+
+        # Peer's input, prepared untimed: one docker-archive per image, then tar | pigz of the lot.
+        tars = work / "peer-src" / "images"
+        tars.mkdir(parents=True)
+        source = Registry(src / "registry", work)
+        source.wait_ready()
+        for i, img in enumerate(images):
+            skopeo(
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://127.0.0.1:{source.port}/{img.repository}:{img.tag}",
+                f"docker-archive:{tars}/{i:03d}.tar:{img.repository}:{img.tag}",
+            )
+        source.stop()
+        peer_archive = work / "peer.tar.gz"
+        subprocess.run(f"tar -C {work / 'peer-src'} -cf - images | pigz > {peer_archive}", shell=True, check=True)
+
+        # kubeplay: extract (digests checked) + start the registry on the bundle's storage.
+        t0 = time.monotonic()
+        result = extract_bundle(archive, work / "kp")
+        reg = Registry(result.root / "registry", work)
+        reg.wait_ready()
+        all_pullable(reg.url, images, result.root / "registry")
+        kubeplay_s = time.monotonic() - t0
+        reg.stop()
+
+        # Peer: unpack, fresh registry, load-and-push every image.
+        t0 = time.monotonic()
+        (work / "peer").mkdir()
+        subprocess.run(["tar", "-I", "pigz", "-xf", str(peer_archive), "-C", str(work / "peer")], check=True)
+        (work / "peer-registry").mkdir()
+        reg = Registry(work / "peer-registry", work)
+        reg.wait_ready()
+        for i, img in enumerate(images):
+            skopeo(
+                "copy",
+                "--dest-tls-verify=false",
+                f"docker-archive:{work}/peer/images/{i:03d}.tar",
+                f"docker://127.0.0.1:{reg.port}/{img.repository}:{img.tag}",
+            )
+        peer_blob_refs(reg.url, images)
+        peer_s = time.monotonic() - t0
+        reg.stop()
+
+    print(
+        f"serve: {len(images)} images x {args.layers} layers x {args.layer_mib} MiB uncompressed"
+        f" ({'random' if args.random else 'compressible'}); bundle {bundle_mib:.0f} MiB packed"
+    )
+    print(f"  kubeplay (extract + start registry):           {kubeplay_s:7.2f} s")
+    print(f"  load-and-push (tar|pigz, skopeo per image):    {peer_s:7.2f} s")
+    print(f"  ratio: kubeplay is {peer_s / kubeplay_s:.1f}x faster than load-and-push")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

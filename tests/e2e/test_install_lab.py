@@ -1,0 +1,275 @@
+"""`install.sh` → `kubeplay install` on a lab node, checked from a second lab node as a cluster node would:
+CA over HTTP, every image over TLS by domain with that CA (curl, no insecure flags), a file by URL with its
+digest, `apt-get update` against the bundle repo with signature checking, chrony syncing to the deploy
+node, pushes refused. Then: status, uninstall, kill -9 mid-install and re-run, wrong arch/distro and a
+busy port refused at preflight.
+
+The bundle is assembled here from the pieces the build uses: a registry storage with real images
+(tests/bootstrap_fixture.py), the OS repo from this machine's Debian mirror (kubeplay.osrepo, only the
+deploy node's packages), wheels + install.sh (kubeplay.bundle.install_files); packed and extracted with
+kubeplay.bundle, then the directory is copied into the node (the node has no zstd to unpack it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kubeplay.bootstrap.registry import manifest_children, tagged_images
+from kubeplay.bundle.manifest import OsRepoRecord, read_manifest, write_manifest, write_sha256sums
+from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bootstrap_fixture import make_bundle
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
+]
+
+LAB_NODES = 2
+CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
+DOMAIN = "kube.registry.local"
+BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
+DEPLOY_PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl"]
+CONFIG = f"""\
+compose:
+  internal_ip:
+  nginx_http_port: 8080
+  registry_domain: {DOMAIN}
+inventory:
+  all:
+    hosts:
+      node1: {{ansible_host: NODE1_IP}}
+default:
+  registry_https_port: 443
+  registry_push_port: 5000
+"""
+
+
+def build_bundle(root: Path) -> Path:
+    """A real, small bundle directory: images, files, signed bookworm repo, wheels, install.sh."""
+    from kubeplay.bundle.extract import extract_bundle
+    from kubeplay.bundle.install_files import add_install_files
+    from kubeplay.bundle.pack import pack_bundle
+    from kubeplay.config.bundle import BundleSpec
+    from kubeplay.fetch.http import Downloader
+    from kubeplay.osrepo import build_os_repos
+    from kubeplay.osrepo.host_sources import host_sources_for
+
+    if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
+        pytest.skip("this machine's apt sources have no Debian bookworm mirror")
+    bundle = make_bundle(root, images=3, layers_per_image=2, layer_size=256 * 1024, os_repos=())
+    spec = BundleSpec.model_validate(
+        {
+            "kubespray": {"version": "v2.31.0", "source": "/nonexistent"},
+            "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
+            "packages": {"defaults": False, "apt": DEPLOY_PACKAGES},
+        }
+    )
+    report = build_os_repos(spec, bundle, Downloader(progress=False), cache_dir=CACHE / "osrepo")
+    manifest = read_manifest(bundle)
+    manifest.os_repos = [
+        OsRepoRecord(family=t.family, distro=t.distro, release=t.release, arches=t.arches, path=t.path)
+        for t in report.targets
+    ]
+    write_manifest(bundle, manifest)
+    add_install_files(bundle, kube_version="1.35.0", arches=["amd64"], pythons=["3.11"])
+    write_sha256sums(bundle, use_cache=False)
+    archive = pack_bundle(bundle, root / "packed", "kubeplay-e2e").archive
+    return extract_bundle(archive, root / "extracted").root
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("install-bundle"))
+
+
+def sh(node: LabNode, script: str, timeout: float = 300) -> tuple[int, str]:
+    r = node.run(["sh", "-c", script], timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def ok(node: LabNode, script: str, timeout: float = 300) -> str:
+    code, out = sh(node, script, timeout)
+    assert code == 0, f"{node.name}: {script}\n{out}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def installed(lab: Lab, bundle: Path) -> tuple[LabNode, LabNode, str]:
+    node0, node1 = lab.nodes
+    node0.copy_in(bundle, BUNDLE_IN_NODE)
+    node0.copy_in(_config_file(bundle.parent, node1.ip), "/root/config.yaml")
+    out = ok(node0, f"{BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=900)
+    return node0, node1, out
+
+
+def _config_file(where: Path, node1_ip: str) -> Path:
+    path = where / "config.yaml"
+    path.write_text(CONFIG.replace("NODE1_IP", node1_ip))
+    return path
+
+
+def test_install_serves_and_reports(installed: tuple[LabNode, LabNode, str]) -> None:
+    node0, _, out = installed
+    assert f"compose.internal_ip is empty: using {node0.ip}" in out
+    assert f"serving https://{DOMAIN}" in out
+    assert "✓ health: registry /v2/ over TLS" in out
+    units = ok(node0, "systemctl is-active kubeplay-registry kubeplay-nginx chrony")
+    assert units.split() == ["active", "active", "active"]
+    status = ok(node0, "kubeplay status --json")
+    report = json.loads(status[status.index("{") : status.rindex("}") + 1])
+    assert report["healthy"] is True and all(report["steps"].values())
+    assert ok(node0, f"grep -c {DOMAIN} /etc/hosts").strip() == "1"
+    assert ok(node0, "test -s /etc/ssl/certs/kubeplay-rootCA.pem && echo yes").strip() == "yes", "CA trusted"
+    # the user's config is never rewritten; the effective one is in the state dir
+    assert "internal_ip:\n" in ok(node0, "cat /root/config.yaml")
+    assert f"internal_ip: {node0.ip}" in ok(node0, "cat /var/lib/kubeplay/config.effective.yaml")
+    assert ok(node0, "stat -c %a /etc/kubeplay/certs/domain.key /etc/kubeplay/certs/rootCA.key").split() == [
+        "600",
+        "600",
+    ]
+
+
+def test_second_node_uses_the_deploy_node(installed: tuple[LabNode, LabNode, str], bundle: Path) -> None:
+    node0, node1, _ = installed
+    http = f"http://{node0.ip}:8080"
+    # The CA and the bundle key over plain HTTP (python3: the node has no curl yet).
+    fetch = "import sys,urllib.request as u; open(sys.argv[2],'wb').write(u.urlopen(sys.argv[1]).read())"
+    ok(node1, f"python3 -c {shlex.quote(fetch)} {http}/certs/rootCA.crt /root/rootCA.crt")
+    ok(node1, f"python3 -c {shlex.quote(fetch)} {http}/repos/kubeplay-archive-keyring.gpg /root/bundle.gpg")
+    assert ok(node1, "sha256sum < /root/bundle.gpg").split()[0] == _sha256(
+        bundle / "repos/kubeplay-archive-keyring.gpg"
+    )
+
+    # apt against the bundle repo over HTTP, signature checked (no trusted=yes), then packages from it.
+    sources = (
+        "Types: deb\n"
+        f"URIs: {http}/repos/apt/debian/bookworm\n"
+        "Suites: bookworm\nComponents: main\nSigned-By: /root/bundle.gpg\n"
+    )
+    ok(node1, f"printf %s {shlex.quote(sources)} > /root/kubeplay.sources")
+    apt = "apt-get -o Dir::Etc::SourceList=/root/kubeplay.sources -o Dir::Etc::SourceParts=- "
+    update = ok(node1, apt + "update 2>&1")
+    assert "bookworm InRelease" in update and "NO_PUBKEY" not in update and "not signed" not in update
+    ok(node1, "DEBIAN_FRONTEND=noninteractive " + apt + "install -y -q --no-install-recommends curl chrony 2>&1", 600)
+
+    # Every image by domain name over TLS with the CA: manifests and blobs, digests checked.
+    ok(node1, f"echo '{node0.ip} {DOMAIN}' >> /etc/hosts")
+    storage = bundle / "registry"
+    accept = "application/vnd.oci.image.manifest.v1+json"
+    curl = "curl -sSf --cacert /root/rootCA.crt"
+    for img in tagged_images(storage):
+        base = f"https://{DOMAIN}/v2/{img.repository}"
+        got = ok(node1, f"{curl} -H 'Accept: {accept}' {base}/manifests/{img.tag} | sha256sum").split()[0]
+        assert f"sha256:{got}" == img.digest
+        for blob in manifest_children(storage, img.digest)[2]:
+            got = ok(node1, f"{curl} {base}/blobs/{blob} | sha256sum").split()[0]
+            assert f"sha256:{got}" == blob
+    # A file by URL, compared with its digest.
+    f = read_manifest(bundle).files[0]
+    assert ok(node1, f"{curl} {http}/{f.path} | sha256sum").split()[0] == f.sha256
+    # Pushes through 443 are refused.
+    for method in ("POST", "PUT", "DELETE"):
+        code = ok(
+            node1,
+            f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /root/rootCA.crt -X {method} "
+            f"https://{DOMAIN}/v2/{img.repository}/blobs/uploads/",
+        )
+        assert code.strip() == "403", method
+
+    # chrony on node1 syncs to the deploy node (-x: the container may not set the clock).
+    ok(node1, f"printf 'server {node0.ip} iburst\\n' > /root/chrony-client.conf")
+    ok(node1, "chronyd -x -f /root/chrony-client.conf")
+    try:
+        ok(node1, "chronyc waitsync 40 0 0 1", timeout=120)
+        sources_out = ok(node1, "chronyc -n sources")
+        assert f"^* {node0.ip}" in sources_out
+    finally:
+        sh(node1, "kill $(cat /run/chrony/chronyd.pid)")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_preflight_refuses_wrong_arch_and_distro(installed: tuple[LabNode, LabNode, str]) -> None:
+    node0, _, _ = installed
+    rewrite = (
+        "import json,sys; p=sys.argv[1]; m=json.load(open(p)); {change}; "
+        "import os; os.unlink(p); json.dump(m, open(p,'w'))"
+    )
+    for name, change, expect in (
+        ("arch", "m['arches']=['arm64']", "this node is amd64; the bundle was built for arm64"),
+        ("distro", "m['os_repos'][0]['distro']='ubuntu'", "no OS package repo for this node's debian bookworm"),
+    ):
+        copy = f"/root/bundle-{name}"
+        ok(node0, f"rm -rf {copy} && cp -al {BUNDLE_IN_NODE} {copy}")
+        ok(node0, f"python3 -c {shlex.quote(rewrite.format(change=change))} {copy}/kubeplay.json")
+        code, out = sh(node0, f"kubeplay install -c /root/config.yaml --bundle {copy} 2>&1")
+        assert code == 2, out
+        assert "preflight found" in out and expect in out
+
+
+def test_busy_port_is_named_with_its_process(installed: tuple[LabNode, LabNode, str], bundle: Path) -> None:
+    _, node1, _ = installed
+    node1.copy_in(bundle, BUNDLE_IN_NODE)
+    node1.copy_in(_config_file(bundle.parent, node1.ip), "/root/config.yaml")
+    ok(node1, "nohup python3 -m http.server 8080 >/dev/null 2>&1 & echo $! > /root/http.pid")
+    try:
+        deadline = time.monotonic() + 30
+        while sh(node1, "grep -q ':1F90 .* 0A ' /proc/net/tcp /proc/net/tcp6")[0] != 0:
+            assert time.monotonic() < deadline, "http.server did not listen"
+            time.sleep(0.2)
+        code, out = sh(node1, f"{BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=600)
+        pid = ok(node1, "cat /root/http.pid").strip()
+        assert code == 2, out
+        assert f"port 8080 is in use by python3 (pid {pid}" in out
+        assert "kubeplay needs it for nginx (files, repos, CA over HTTP)" in out
+        assert ok(node1, "ls /etc/systemd/system | grep -c kubeplay || true").strip() == "0", "nothing installed"
+    finally:
+        sh(node1, "kill $(cat /root/http.pid)")
+
+
+def test_uninstall_then_kill_9_mid_install_then_rerun(installed: tuple[LabNode, LabNode, str]) -> None:
+    node0, _, _ = installed
+    hosts_before = ok(node0, "grep -v kubeplay /etc/hosts | grep -v " + DOMAIN)
+    out = ok(node0, "kubeplay uninstall --purge-packages 2>&1", timeout=600)
+    assert "uninstalled" in out
+    leftovers = ok(
+        node0,
+        "ls /etc/systemd/system /etc/apt/sources.list.d /usr/local/share/ca-certificates; "
+        "test -e /etc/kubeplay && echo ETC; test -e /var/lib/kubeplay && echo STATE; true",
+    )
+    assert "kubeplay" not in leftovers and "ETC" not in leftovers and "STATE" not in leftovers
+    assert DOMAIN not in ok(node0, "cat /etc/hosts")
+    assert ok(node0, "cat /etc/hosts") == hosts_before
+    assert sh(node0, "dpkg -s docker-registry")[0] != 0, "--purge-packages removed what install added"
+    assert ok(node0, "systemctl is-active chrony || true").strip() != "failed"
+
+    # kill -9 while apt-get installs the packages, then the same command again completes.
+    ok(
+        node0,
+        f"nohup {BUNDLE_IN_NODE}/install.sh -c /root/config.yaml > /root/first.log 2>&1 & echo $! > /root/first.pid",
+    )
+    deadline = time.monotonic() + 300
+    while "--no-install-recommends" not in ok(node0, "ps -eo args"):
+        assert time.monotonic() < deadline, ok(node0, "cat /root/first.log")
+        time.sleep(0.2)
+    # install.sh execs kubeplay, so the recorded PID is kubeplay itself; apt-get carries on as an orphan.
+    ok(node0, "kill -9 $(cat /root/first.pid)")
+    out = ok(node0, f"KUBEPLAY_SKIP_VERIFY=1 {BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=900)
+    assert "✓ health: registry /v2/ over TLS" in out
+    assert ok(node0, "systemctl is-active kubeplay-registry kubeplay-nginx").split() == ["active", "active"]
+    assert ok(node0, "test -e /usr/sbin/policy-rc.d && echo LEFT || echo gone").strip() == "gone"
