@@ -115,10 +115,19 @@ class MirrorSet:
         if mirror is not None and parts.scheme in ("http", "https"):
             tail = url[len(f"{parts.scheme}://{parts.netloc}") :]
             return Resolved(mirror.url.rstrip("/") + tail, self._tls(mirror), self._creds(mirror), True)
+        # A URL already pointing at a mirror: a file under its base, or the registry API under its prefix.
+        same_origin: list[Mirror] = []
         for mirror in self.mirrors.values():
             base = mirror.url.rstrip("/")
-            if url == base or url.startswith(base + "/") or _same_origin(url, base):
+            if url == base or url.startswith(base + "/"):
                 return Resolved(url, self._tls(mirror), self._creds(mirror), True)
+            if _same_origin(url, base):
+                prefix = urllib.parse.urlsplit(base).path.strip("/")
+                if parts.path.startswith(f"/v2/{prefix}/" if prefix else "/v2/"):
+                    return Resolved(url, self._tls(mirror), self._creds(mirror), True)
+                same_origin.append(mirror)
+        if same_origin:
+            return Resolved(url, self._tls(same_origin[0]), self._creds(same_origin[0]), True)
         return Resolved(url, Tls(), None, False)
 
     def registry(self, host: str) -> RegistryEndpoint:

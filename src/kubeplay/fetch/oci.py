@@ -44,13 +44,13 @@ class RegistryClient:
 
     def manifest(self, endpoint: RegistryEndpoint, repository: str, reference: str) -> Fetched:
         """GET a manifest or index; raise FinalError (404, auth, wrong digest, retries used up)."""
-        return self._read(self.manifest_url(endpoint, repository, reference), reference)
+        return self._read(self.manifest_url(endpoint, repository, reference), reference, "manifest")
 
     def small_blob(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> bytes:
         """GET a small blob (an image config) into memory, verified against `digest`."""
-        return self._read(self.blob_url(endpoint, repository, digest), digest).data
+        return self._read(self.blob_url(endpoint, repository, digest), digest, "blob").data
 
-    def _read(self, url: str, reference: str) -> Fetched:
+    def _read(self, url: str, reference: str, what: str) -> Fetched:
         session = self.clients.for_url(self.clients.resolve(url))  # the same session the blob downloads use
         clock = self.policy.start()
         while True:
@@ -61,7 +61,7 @@ class RegistryClient:
             except Exception as exc:
                 if not is_transient(exc):
                     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
-                        raise FinalError(f"{reference} not found (HTTP 404)") from None
+                        raise FinalError(f"{what} {reference} not found (HTTP 404)") from None
                     if isinstance(exc, httpx.HTTPError):
                         raise FinalError(describe(exc)) from None
                     raise

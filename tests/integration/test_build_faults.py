@@ -1,0 +1,225 @@
+"""`kubeplay build` under faults: resume after a cut, wrong bytes rejected, a killed build completed by a
+re-run, a changed kube_version fetching only what differs, credentials never shown anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeplay.build.pipeline import BuildOptions, BuildResult, run_build
+from kubeplay.bundle.manifest import read_manifest
+from kubeplay.catalog.model import Plan
+from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.lab.upstream import UpstreamSimulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.build_fixture import (
+    file_artifact,
+    image_artifact,
+    kubespray_archive,
+    make_plan,
+    plan_json,
+    sha256sum_check,
+    write_spec,
+)
+
+pytestmark = pytest.mark.integration
+
+# Runs the real CLI with the plan handed in (the catalog is tested on its own).
+DRIVER = """
+import sys
+import kubeplay.build.pipeline as pipeline
+from kubeplay.catalog.model import Plan
+plan = Plan.model_validate_json(open(sys.argv[1]).read())
+pipeline.cached_plan = lambda spec, tree, identity, state: plan
+sys.argv = ["kubeplay", *sys.argv[2:]]
+from kubeplay.cli.app import main
+main()
+"""
+
+
+def build(spec_path: Path, out: Path, plan: Plan) -> BuildResult:
+    spec = load_bundle_spec(spec_path)
+    return run_build(spec, out, BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan))
+
+
+def cli(plan: Plan, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_json(plan))
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(plan_file), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def mirrors_with(sim: UpstreamSimulator, **overrides: str) -> dict[str, Any]:
+    mirrors = sim.mirrors()
+    for host, url in overrides.items():
+        mirrors[host.replace("_", ".")] = {**mirrors[host.replace("_", ".")], "url": url}
+    return mirrors
+
+
+def test_cut_file_and_cut_blob_resume_with_range(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    url = "https://dl.k8s.io/kp-cut/v1/kubelet"
+    upstream.add_file(url, data)
+    upstream.push_image("registry.k8s.io/kp-cut/img:v1", ["amd64", "arm64"], layer_kib=256)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    mirrors = mirrors_with(
+        upstream,
+        dl_k8s_io=f"{upstream.faults_url}/cut/100000/dl.k8s.io",
+        registry_k8s_io=upstream.registry_fault_mirror("cut/50000", "registry.k8s.io"),
+    )
+    spec = write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
+    upstream.reset_faults()
+    result = build(
+        spec, tmp_path / "b", make_plan([file_artifact(url, data)], [image_artifact("registry.k8s.io/kp-cut/img:v1")])
+    )
+    assert result.ok, result.failures
+    assert (tmp_path / "b" / "files/dl.k8s.io/kp-cut/v1/kubelet").read_bytes() == data
+    requests = upstream.fault_requests()
+    file_ranges = [r["range"] for r in requests if str(r["path"]).endswith("/kp-cut/v1/kubelet")]
+    assert "bytes=100000-" in file_ranges
+    blob_ranges = [r["range"] for r in requests if "/blobs/" in str(r["path"]) and r["range"]]
+    assert any(str(r).startswith("bytes=50000-") for r in blob_ranges)
+    assert sha256sum_check(tmp_path / "b").returncode == 0
+
+
+def test_wrong_bytes_are_rejected_naming_url_and_digests(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    data = b"the real crictl\n" * 500
+    url = "https://github.com/kubernetes-sigs/cri-tools/releases/download/v9/kp-crictl.tar.gz"
+    upstream.add_file(url, data)
+    artifact = file_artifact(url, data, name="crictl", sha512=True)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    mirrors = mirrors_with(upstream, github_com=f"{upstream.faults_url}/corrupt/github.com")
+    spec = write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
+    out = tmp_path / "b"
+    result = build(spec, out, make_plan([artifact], []))
+    (failure,) = result.failures
+    assert failure.url == url and failure.label == "crictl_download_url"
+    assert artifact.checksum is not None and artifact.checksum.hex in failure.reason
+    assert "sha512 mismatch" in failure.reason and "got " in failure.reason
+    assert not (out / artifact.path).exists() and not (out / (artifact.path + ".part")).exists()
+    assert not (out / "SHA256SUMS").exists()
+
+
+def test_404_names_the_item_and_its_variable_and_others_are_kept(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    good = b"present\n"
+    upstream.add_file("https://get.helm.sh/kp-404/helm-ok.tar.gz", good)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    spec = write_spec(tmp_path, upstream, str(archive), sha)
+    missing = file_artifact("https://get.helm.sh/kp-404/helm-missing.tar.gz", b"never served", name="helm")
+    ok = file_artifact("https://get.helm.sh/kp-404/helm-ok.tar.gz", good, name="helmok")
+    proc = cli(make_plan([missing, ok], []), tmp_path, "build", str(spec), "-o", str(tmp_path / "b"))
+    _stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "helm-missing.tar.gz (helm_download_url): HTTP 404" in " ".join(stderr.split())
+    assert (tmp_path / "b" / ok.path).read_bytes() == good
+
+
+def test_killed_build_is_completed_by_a_rerun(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    big = os.urandom(3_000_000)
+    url = "https://storage.googleapis.com/kp-kill/v1/big.tar.gz"
+    upstream.add_file(url, big)
+    upstream.push_image("quay.io/kp-kill/img:v1", ["amd64", "arm64"])
+    archive, sha = kubespray_archive(tmp_path / "src")
+    slow = mirrors_with(upstream, storage_googleapis_com=f"{upstream.faults_url}/slow/400000/storage.googleapis.com")
+    spec_slow = write_spec(tmp_path / "slow", upstream, str(archive), sha, mirrors=slow)
+    plan = make_plan([file_artifact(url, big, name="big")], [image_artifact("quay.io/kp-kill/img:v1")])
+    out = tmp_path / "b"
+    part = out / "files/storage.googleapis.com/kp-kill/v1/big.tar.gz.part"
+    proc = cli(plan, tmp_path, "build", str(spec_slow), "-o", str(out))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (part.is_file() and part.stat().st_size > 400_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    kept = part.stat().st_size
+    assert kept > 400_000 and not (out / "SHA256SUMS").exists()
+    spec = write_spec(tmp_path / "fast", upstream, str(archive), sha)
+    rerun = cli(plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out))
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    built = next(json.loads(line) for line in stdout.splitlines() if '"built"' in line)
+    assert built["fetched"] < len(big) + 1_000_000  # the file resumed where the kill left it
+    assert (out / "files/storage.googleapis.com/kp-kill/v1/big.tar.gz").read_bytes() == big
+    check = sha256sum_check(out)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_changed_kube_version_fetches_only_what_differs(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    v1, v2, shared = os.urandom(200_000), os.urandom(250_000), os.urandom(100_000)
+    for name, data in (("v1.31.1/kubeadm", v1), ("v1.32.0/kubeadm", v2), ("shared/etcd", shared)):
+        upstream.add_file(f"https://dl.k8s.io/kp-upd/{name}", data)
+    a1 = upstream.push_image("registry.k8s.io/kp-upd/apiserver:v1.31.1", ["amd64", "arm64"], base="kp-upd")
+    a2 = upstream.push_image("registry.k8s.io/kp-upd/apiserver:v1.32.0", ["amd64", "arm64"], base="kp-upd")
+    upstream.push_image("registry.k8s.io/kp-upd/pause:3.10", ["amd64", "arm64"], base="kp-upd")
+    archive, sha = kubespray_archive(tmp_path / "src")
+    spec = write_spec(tmp_path, upstream, str(archive), sha)
+    etcd = file_artifact("https://dl.k8s.io/kp-upd/shared/etcd", shared, name="etcd")
+    pause = image_artifact("registry.k8s.io/kp-upd/pause:3.10", name="pause")
+    first = make_plan(
+        [file_artifact("https://dl.k8s.io/kp-upd/v1.31.1/kubeadm", v1, name="kubeadm"), etcd],
+        [image_artifact("registry.k8s.io/kp-upd/apiserver:v1.31.1", name="apiserver"), pause],
+    )
+    second = make_plan(
+        [file_artifact("https://dl.k8s.io/kp-upd/v1.32.0/kubeadm", v2, name="kubeadm"), etcd],
+        [image_artifact("registry.k8s.io/kp-upd/apiserver:v1.32.0", name="apiserver"), pause],
+        kube_version="1.32.0",
+    )
+    out = tmp_path / "b"
+    assert build(spec, out, first).ok
+    result = build(spec, out, second)
+    assert result.ok, result.failures
+    new_blobs = [d for d in a2.blobs if d not in a1.blobs]  # layers and configs; manifests are not counted
+    assert new_blobs and result.bytes_fetched == len(v2) + sum(a2.sizes[d] for d in new_blobs)
+    assert result.images_skipped == 1 and result.files_skipped == 1
+    assert not (out / "files/dl.k8s.io/kp-upd/v1.31.1/kubeadm").exists()
+    tags = out / "registry/docker/registry/v2/repositories/library/registry.k8s.io/kp-upd/apiserver/_manifests/tags"
+    assert sorted(p.name for p in tags.iterdir()) == ["v1.32.0"]
+    assert read_manifest(out).kube_version == "1.32.0"
+    assert sha256sum_check(out).returncode == 0
+
+
+def test_credentials_never_appear_in_output_manifest_or_state(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    upstream.push_image("ghcr.io/kp-creds/app:v1", ["amd64", "arm64"])
+    data = b"file\n"
+    upstream.add_file("https://raw.githubusercontent.com/kp-creds/m.yaml", data)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    spec = write_spec(tmp_path, upstream, str(archive), sha)
+    plan = make_plan(
+        [file_artifact("https://raw.githubusercontent.com/kp-creds/m.yaml", data)],
+        [image_artifact("ghcr.io/kp-creds/app:v1"), image_artifact("ghcr.io/kp-creds/absent:v1", name="absent")],
+    )
+    out = tmp_path / "b"
+    wrong = "Wr0ng-" + upstream.password[::-1]
+    seen: list[str] = []
+    for env in ({}, {"KUBEPLAY_CRED_SIMULATOR_USERNAME": upstream.username, "KUBEPLAY_CRED_SIMULATOR_PASSWORD": wrong}):
+        proc = cli(plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out), env=env)
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 1  # the absent image fails the build
+        seen += [stdout, stderr]
+    assert "ghcr.io/kp-creds/absent:v1" in seen[1] and "not found" in seen[1]
+    assert "refused the configured credentials" in seen[3]
+    ok_plan = make_plan(plan.files, plan.images[:1])
+    proc = cli(ok_plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    seen += [stdout, stderr]
+    for path in out.rglob("*"):
+        if path.is_file():
+            seen.append(path.read_bytes().decode(errors="replace"))
+    for text in seen:
+        assert upstream.password not in text
+        assert wrong not in text
