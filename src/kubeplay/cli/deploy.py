@@ -39,7 +39,7 @@ def _bundle(config: Path, bundle: Path | None) -> Path:
 
 
 def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None) -> DeployContext:
-    return build_context(config, _bundle(config, bundle), state_dir, ca)
+    return build_context(config, _bundle(config, bundle), state_dir=state_dir, ca_path=ca)
 
 
 def deploy_command(

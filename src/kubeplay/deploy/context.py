@@ -119,9 +119,11 @@ def nodeprep_vars(ctx_cfg: EffectiveConfig, bundle: BundleFacts, endpoint: Deplo
 def build_context(
     config_path: Path,
     bundle_dir: Path,
+    *,
     state_dir: Path | None = None,
     ca_path: Path | None = None,
     out: Output | None = None,
+    exec_prefix: tuple[str, ...] = (),
 ) -> DeployContext:
     """Load and check everything; raise ConfigError/BadInput/BundleError before any host is touched."""
     cfg, raw_inventory = load_config(config_path)
@@ -150,7 +152,7 @@ def build_context(
         config_defaults=cfg.default.model_dump(mode="json", exclude_unset=True),
     )
     group_vars.update(nodeprep_vars(eff, bundle, endpoint, ca))
-    ws = Workspace(state_dir or DEFAULT_STATE)
+    ws = Workspace(state_dir or DEFAULT_STATE, exec_prefix)
     return DeployContext(
         config_path=config_path,
         cfg=eff,

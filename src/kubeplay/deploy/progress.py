@@ -55,6 +55,13 @@ def result_message(res: Any) -> str:
         if isinstance(text, str) and text.strip():
             parts.append(text.strip())
             break
+    # "non-zero return code" / "MODULE FAILURE" say nothing: the command's own words follow.
+    if parts and parts[0].startswith(("non-zero return code", "MODULE FAILURE")):
+        for key in ("stderr", "module_stderr", "stdout", "module_stdout"):
+            text = res.get(key)
+            if isinstance(text, str) and text.strip():
+                parts[0] = f"{parts[0]}: {text.strip()}"
+                break
     results = res.get("results")
     if not parts and isinstance(results, list):
         for item in results:
@@ -63,7 +70,9 @@ def result_message(res: Any) -> str:
                 break
     message = parts[0] if parts else json.dumps(res, default=str)[:300]
     lines = [line for line in message.splitlines() if line.strip()]
-    return " | ".join(lines[-6:])[:1500]
+    if len(lines) > 6:  # Ansible puts the cause first and the command's last words last
+        lines = [*lines[:4], "...", *lines[-2:]]
+    return " | ".join(lines)[:1500]
 
 
 @dataclass

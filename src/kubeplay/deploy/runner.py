@@ -41,6 +41,8 @@ class Workspace:
     """Where deploy keeps its state: inventory dir, generated playbooks, logs, runner private data."""
 
     root: Path
+    # Command prefix for ansible-playbook, e.g. ("ip", "netns", "exec", NS) when nodes sit in another namespace.
+    exec_prefix: tuple[str, ...] = ()
 
     @property
     def inventory_dir(self) -> Path:
@@ -146,7 +148,6 @@ def ansible_env(ws: Workspace, pb: Playbook) -> dict[str, str]:
         "ANSIBLE_FORKS": str(pb.forks),
         "ANSIBLE_GATHERING": "smart",
         "ANSIBLE_LOCAL_TEMP": str(ws.root / "tmp"),
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(ws.root / "cp"),
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "PYTHONUNBUFFERED": "1",
@@ -172,10 +173,11 @@ def ansible_playbook_binary() -> str:
     return found
 
 
-def _no_stdin_wrapper(private: Path) -> Path:
+def _no_stdin_wrapper(private: Path, prefix: tuple[str, ...]) -> Path:
     # ansible-runner streams events through a pty; stdin from /dev/null makes any prompt fail fast instead of waiting.
     wrapper = private / "ansible-playbook"
-    body = f'#!/bin/sh\nexec "{ansible_playbook_binary()}" "$@" </dev/null\n'
+    argv = " ".join(shlex.quote(a) for a in (*prefix, ansible_playbook_binary()))
+    body = f'#!/bin/sh\nexec {argv} "$@" </dev/null\n'
     atomic_write(wrapper, body.encode(), mode=0o700)
     return wrapper
 
@@ -238,7 +240,7 @@ def run_playbook(
                 event_handler=display.handle,
                 quiet=True,
                 suppress_output_file=True,
-                binary=str(_no_stdin_wrapper(private)),
+                binary=str(_no_stdin_wrapper(private, ws.exec_prefix)),
                 timeout=pb.timeout,
             )
     finally:
