@@ -32,27 +32,30 @@ def _dep(pool: Any, solv: Any, text: str) -> Any:
 
 
 def first_alternatives(pool: Any, solv: Any, new: list[Any]) -> list[Any]:
-    """Solvables apt would pick for `a | b` dependencies of `new` where libsolv picked another alternative."""
+    """Solvables apt would pick for the dependencies of `new` where libsolv picked another provider.
+
+    apt satisfies `a | b` with the first alternative that can be installed, and a plain `a` with the
+    real package named `a` before any package that merely Provides it.
+    """
     chosen_ids = {s.id for s in new}
     installed = pool.installed
     favors: dict[int, Any] = {}
     for s in new:
         for req in s.lookup_deparray(solv.SOLVABLE_REQUIRES):
-            text = req.str()
-            if " | " not in text:
-                continue
-            alts = [d for d in (_dep(pool, solv, a) for a in text.split(" | ")) if d is not None]
-            providers = [[p for p in pool.whatprovides(d)] for d in alts]
+            alts = [d for d in (_dep(pool, solv, a) for a in req.str().split(" | ")) if d is not None]
+            providers = [list(pool.whatprovides(d)) for d in alts]
             if any(p.repo == installed for ps in providers for p in ps):
                 continue  # already satisfied on the baseline: apt changes nothing
-            first = next((ps for ps in providers if ps), None)
-            if first is None or any(p.id in chosen_ids for p in first):
-                continue
-            # apt takes the real package named like the alternative, else the best provider.
-            named = [p for p in first if p.name == alts[providers.index(first)].str().split(" ")[0]]
-            pick = pool.best_solvables(named or first)
-            if pick:
-                favors[pick[0].id] = pick[0]
+            for alt, ps in zip(alts, providers, strict=True):
+                if not ps:
+                    continue  # nothing can satisfy this alternative: apt tries the next
+                named = [p for p in ps if p.name == alt.str().split(" ")[0]]
+                candidates = named or ps
+                if not any(p.id in chosen_ids for p in candidates):
+                    pick = pool.best_solvables(candidates)
+                    if pick:
+                        favors[pick[0].id] = pick[0]
+                break
     return list(favors.values())
 
 
