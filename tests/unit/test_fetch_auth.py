@@ -1,0 +1,83 @@
+"""Registry auth flows: Bearer token per scope (cached), Basic, and clear errors without secrets."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from kubeplay.fetch.auth import AuthFailed, ChallengeAuth, parse_challenge
+from kubeplay.fetch.mirrors import Credentials
+
+REALM = "https://auth.example.test/token"
+SECRET = "s3cret-pa55"
+
+
+def test_parse_challenge_reads_quoted_params() -> None:
+    c = parse_challenge(f'Bearer realm="{REALM}",service="registry.example.test",scope="repository:a/b:pull"')
+    assert c is not None and c.scheme == "bearer"
+    assert c.params == {"realm": REALM, "service": "registry.example.test", "scope": "repository:a/b:pull"}
+    assert parse_challenge('Basic realm="x"') == parse_challenge('basic realm="x"')
+
+
+class FakeRegistry:
+    """A registry that wants a Bearer token per repository, issued for user/SECRET."""
+
+    def __init__(self) -> None:
+        self.token_calls: list[str] = []
+        self.unauthenticated = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example.test":
+            auth = request.headers.get("authorization", "")
+            if auth != "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode():
+                return httpx.Response(401)
+            scope = request.url.params["scope"]
+            self.token_calls.append(scope)
+            return httpx.Response(200, json={"token": f"tok-{scope}", "expires_in": 300})
+        repo = request.url.path.split("/")[2]
+        scope = f"repository:{repo}:pull"
+        if request.headers.get("authorization") != f"Bearer tok-{scope}":
+            self.unauthenticated += 1
+            challenge = f'Bearer realm="{REALM}",service="reg",scope="{scope}"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200, content=b"ok")
+
+
+def test_bearer_token_is_fetched_once_per_scope_and_sent_up_front() -> None:
+    registry = FakeRegistry()
+    auth = ChallengeAuth(Credentials("user", SECRET))
+    with httpx.Client(transport=httpx.MockTransport(registry), auth=auth) as client:
+        for _ in range(3):
+            assert client.get("https://reg.example.test/v2/app/blobs/sha256:1").status_code == 200
+        assert client.get("https://reg.example.test/v2/other/manifests/v1").status_code == 200
+    assert registry.token_calls == ["repository:app:pull", "repository:other:pull"]
+    assert registry.unauthenticated == 2  # one challenge per repository, then tokens up front
+
+
+def test_wrong_password_raises_without_showing_it() -> None:
+    auth = ChallengeAuth(Credentials("user", "wrong-" + SECRET), label="https://reg.example.test")
+    with (
+        httpx.Client(transport=httpx.MockTransport(FakeRegistry()), auth=auth) as client,
+        pytest.raises(AuthFailed) as info,
+    ):
+        client.get("https://reg.example.test/v2/app/manifests/v1")
+    assert "refused the configured credentials" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_basic_challenge_without_credentials_says_so() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(handler), auth=ChallengeAuth(None)) as client,
+        pytest.raises(AuthFailed, match="requires a username and password"),
+    ):
+        client.get("https://reg.example.test/v2/")
+
+
+def test_credentials_hide_the_password_in_repr() -> None:
+    creds = Credentials("user", SECRET)
+    assert SECRET not in repr(creds) and SECRET not in str(creds)
