@@ -1,0 +1,216 @@
+"""`kubeplay init`, `kubeplay plan` and `kubeplay demo` as a user runs them: output, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubeplay.catalog.examples import example_tree_path
+from kubeplay.catalog.source import file_sha256
+from kubeplay.cli.app import main
+from kubeplay.config.bundle import load_bundle_spec
+
+EXAMPLE = example_tree_path()
+
+
+def run(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["kubeplay", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 0 if code is None else 1), out, err
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    tree = tmp_path / "src" / "kubespray-2.31.0"
+    shutil.copytree(EXAMPLE, tree)
+    path = tmp_path / "kubespray-v2.31.0.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KUBEPLAY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path / "cache"
+
+
+def test_init_writes_a_commented_bundle_with_the_release_defaults(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "bundle.yaml"
+    code, _, err = run(
+        ["init", "--kubespray", str(archive), "-o", str(out_file), "--arch", "amd64", "--arch", "arm64"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    text = out_file.read_text()
+    assert "# Kubernetes version; it must be in the release's checksum tables." in text
+    assert "# v2.31.0-example supports: 1.35.2, 1.35.1, 1.34.4" in text
+    spec = load_bundle_spec(out_file)
+    assert spec.kubespray.version == "v2.31.0-example"
+    assert spec.kubespray.sha256 == file_sha256(archive)
+    assert spec.kube_version == "1.35.2"
+    assert spec.arches == ["amd64", "arm64"]
+    assert spec.kube_network_plugin == ["calico"] and spec.container_manager == ["containerd"]
+    assert spec.registry_project == "library" and spec.kubespray_vars == {} and spec.mirrors == {}
+    assert "wrote" in err
+
+
+def test_init_never_overwrites_without_force(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_file = tmp_path / "bundle.yaml"
+    out_file.write_text("mine\n")
+    code, _, err = run(["init", "--kubespray", str(archive), "-o", str(out_file)], monkeypatch, capsys)
+    assert code == 2 and "exists; not overwriting it" in err and "--force" in err
+    assert out_file.read_text() == "mine\n"
+    code, _, _ = run(["init", "--kubespray", str(archive), "-o", str(out_file), "--force"], monkeypatch, capsys)
+    assert code == 0 and "kubespray:" in out_file.read_text()
+
+
+def test_init_rejects_values_the_release_rejects(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["init", "--kubespray", str(archive), "-o", str(tmp_path / "b.yaml")]
+    code, _, err = run([*args, "--network-plugin", "weave"], monkeypatch, capsys)
+    assert code == 2 and "accepts: calico, flannel, cilium, none" in err
+    code, _, err = run([*args, "--kube-version", "1.20.0"], monkeypatch, capsys)
+    assert code == 2 and "supported: 1.35.2, 1.35.1, 1.34.4" in err
+    assert not (tmp_path / "b.yaml").exists()
+
+
+def write_bundle(tmp_path: Path, archive: Path, **extra: object) -> Path:
+    data = {
+        "kubespray": {"version": "v2.31.0-example", "source": archive.name, "sha256": file_sha256(archive)},
+        "arches": ["amd64", "arm64"],
+        **extra,
+    }
+    path = tmp_path / "bundle.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plan_prints_table_totals_offline_vars_and_summary(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_bundle(tmp_path, archive)
+    monkeypatch.chdir("/")  # the archive path is relative to bundle.yaml, not to the working directory
+    code, out, err = run(["plan", str(bundle)], monkeypatch, capsys)
+    assert code == 0, err
+    assert out == ""
+    assert "https://dl.k8s.io/release/v1.35.2/bin/linux/arm64/kubeadm" in err
+    assert "registry.k8s.io/kube-apiserver:v1.35.2" in err
+    assert "total: 19 files (9 amd64, 9 arm64, 1 noarch), 10 images for amd64, arm64" in err
+    assert 'github_url: "{{ files_repo }}/github.com"' in err
+    assert "planned 19 files" in err
+
+
+def test_plan_json_is_the_plan_on_stdout(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_bundle(tmp_path, archive, kube_network_plugin=["calico", "cilium"])
+    code, out, _ = run(["plan", str(bundle), "--json", "--arch", "arm64"], monkeypatch, capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["arches"] == ["arm64"] and data["kube_version"] == "1.35.2"
+    assert {f["arch"] for f in data["files"]} == {"arm64", "noarch"}
+    assert "quay.io/cilium/cilium:v1.19.1" in {i["upstream"] for i in data["images"]}
+    code, out, _ = run(["plan", str(bundle), "--json", "--all"], monkeypatch, capsys)
+    assert "https://get.helm.sh/helm-v3.18.4-linux-amd64.tar.gz" in {f["url"] for f in json.loads(out)["files"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"kube_version": "1.99.0"}, "kube_version 1.99.0 is not in kubespray v2.31.0-example's checksum tables"),
+        ({"kube_network_plugin": "weave"}, "kube_network_plugin: unknown value 'weave'"),
+        ({"arches": ["s390x"]}, "arches: unknown arch 's390x'; supported: amd64, arm64"),
+        ({"bogus_key": 1}, "bogus_key: unknown key"),
+        ({"kubespray": {"version": "v2.31.0-example", "source": "missing.tar.gz"}}, "missing.tar.gz: no such file"),
+        (
+            {"kubespray": {"version": "v2.31.0-example", "source": "https://example.invalid/v2.31.0.tar.gz"}},
+            "needs the",
+        ),
+    ],
+)
+def test_plan_bad_input_is_one_clear_line_and_exit_2(
+    extra: dict[str, object],
+    message: str,
+    archive: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(["plan", str(write_bundle(tmp_path, archive, **extra))], monkeypatch, capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_plan_with_wrong_sha256_and_unknown_arch_option(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_bundle(tmp_path, archive)
+    code, _, err = run(["plan", str(bundle), "--arch", "riscv64"], monkeypatch, capsys)
+    assert code == 2 and "unknown arch 'riscv64'; supported: amd64, arm64" in err
+    bundle.write_text(bundle.read_text().replace(file_sha256(archive), "f" * 64))
+    code, _, err = run(["plan", str(bundle)], monkeypatch, capsys)
+    assert code == 2 and f"expected {'f' * 64}, actual {file_sha256(archive)}" in err
+
+
+def test_plan_yaml_error_names_file_line_and_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle.yaml"
+    bundle.write_text("kubespray:\n  version: [v2.31.0\n")
+    code, _, err = run(["plan", str(bundle)], monkeypatch, capsys)
+    assert code == 2 and f"{bundle}:3:1" in err
+
+
+def test_plan_with_render_problems_prints_what_rendered_and_fails(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_bundle(tmp_path, archive, kubespray_vars={"cni_version": "{{ typo_var }}"})
+    code, _, err = run(["plan", str(bundle)], monkeypatch, capsys)
+    assert code == 1
+    assert "cni: cni_download_url:" in err and "typo_var" in err
+    assert "kubeadm" in err and "template(s) did not render" in err
+
+
+def test_demo_falls_back_to_the_example_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBEPLAY_SHARED", str(tmp_path / "no-shared"))
+    code, _, err = run(["demo"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "built-in example tree" in err
+    assert 'kube_image_repo: "10.0.0.2:5443/library/registry.k8s.io"' in err
+    assert "demo planned 19 files" in err
+
+
+def test_cli_errors_have_no_traceback_in_a_real_process(archive: Path, tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path, archive, kube_version="1.99.0")
+    result = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "plan", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"KUBEPLAY_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "supported: 1.35.2, 1.35.1, 1.34.4" in result.stderr
+    assert "Traceback" not in result.stderr
