@@ -17,17 +17,29 @@ from kubeplay.lab.nodes import DEFAULT_SUBNET, Lab
 
 lab_app = typer.Typer(help="Air-gapped lab nodes: Debian in systemd-nspawn, a private subnet, no route out.")
 
-NameOpt = Annotated[str, typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (1-12 of a-z, 0-9, -).")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (default: the only lab that is up, else 'lab')."),
+]
 DirOpt = Annotated[
     Path | None,
     typer.Option("--state-dir", envvar="KUBEPLAY_LAB_DIR", help="Where labs live (default /var/lib/kubeplay/lab)."),
 ]
 
 
+def _load(name: str | None, state_dir: Path | None) -> Lab:
+    if name is None:
+        labs = record.list_labs(state_dir or record.default_state_root())
+        name = labs[0].name if len(labs) == 1 else "lab"
+    return Lab.load(name, state_dir)
+
+
 @lab_app.command("up")
 def up(
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes (node0, node1, ...).")] = 2,
-    name: NameOpt = "lab",
+    name: Annotated[
+        str, typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (1-12 of a-z, 0-9, -).")
+    ] = "lab",
     subnet: Annotated[
         str, typer.Option("--subnet", envvar="KUBEPLAY_LAB_SUBNET", help="Private IPv4 subnet, only inside the lab.")
     ] = DEFAULT_SUBNET,
@@ -49,10 +61,11 @@ def up(
 
 
 @lab_app.command("down")
-def down(name: NameOpt = "lab", state_dir: DirOpt = None) -> None:
+def down(name: NameOpt = None, state_dir: DirOpt = None) -> None:
     """Stop the lab's nodes and remove exactly what `lab up` created."""
-    removed = Lab.load(name, state_dir).down()
-    get_output().summary(f"lab {name} down: removed {len(removed)} recorded item(s)")
+    lab = _load(name, state_dir)
+    removed = lab.down()
+    get_output().summary(f"lab {lab.name} down: removed {len(removed)} recorded item(s)")
 
 
 @lab_app.command("status")
@@ -80,11 +93,11 @@ def status(state_dir: DirOpt = None) -> None:
 def ssh_cmd(
     node: Annotated[str, typer.Argument(help="Node name, e.g. node0.")],
     command: Annotated[list[str] | None, typer.Argument(help="Command to run (after --); a shell if omitted.")] = None,
-    name: NameOpt = "lab",
+    name: NameOpt = None,
     state_dir: DirOpt = None,
 ) -> None:
     """Run a command on a node as root (or open a shell), over ssh from the lab side."""
-    target = Lab.load(name, state_dir).node(node)
+    target = _load(name, state_dir).node(node)
     # Like ssh itself: the words are joined with spaces and the remote shell parses them.
     argv = target.ssh_argv(" ".join(command) if command else None, tty=not command and os.isatty(0))
     raise typer.Exit(subprocess.call(argv))  # interactive: no timeout on purpose, the user ends it
@@ -94,14 +107,14 @@ def ssh_cmd(
 def cp(
     src: Annotated[Path, typer.Argument(help="Host file or directory.", exists=True)],
     dest: Annotated[str, typer.Argument(help="NODE:/absolute/path inside the node.")],
-    name: NameOpt = "lab",
+    name: NameOpt = None,
     state_dir: DirOpt = None,
 ) -> None:
     """Copy a host file or directory into a node (written straight into its root directory)."""
     node_name, sep, path = dest.partition(":")
     if not sep or not path:
         raise BadInput(f"destination {dest!r} is not NODE:/path", hint="e.g. node0:/root/bundle.tar.zst")
-    written = Lab.load(name, state_dir).node(node_name).copy_in(src, path)
+    written = _load(name, state_dir).node(node_name).copy_in(src, path)
     get_output().summary(f"copied {src} to {node_name}:{path} ({written})")
 
 

@@ -53,9 +53,9 @@ def plan_addresses(subnet: str, nodes: int) -> AddressPlan:
         )
     if nodes < 1:
         raise BadInput(f"--nodes must be at least 1, got {nodes}")
-    hosts = net.num_addresses - 2
-    if FIRST_NODE_HOST + nodes > hosts:
-        raise BadInput(f"lab subnet {net} has room for {max(hosts - FIRST_NODE_HOST, 0)} nodes, {nodes} asked")
+    room = net.num_addresses - 1 - FIRST_NODE_HOST  # the last address is the broadcast address
+    if nodes > room:
+        raise BadInput(f"lab subnet {net} has room for {max(room, 0)} nodes, {nodes} asked", hint="use a larger subnet")
     return AddressPlan(
         subnet=net,
         bridge_ip=net[1],

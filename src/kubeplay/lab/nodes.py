@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -233,14 +234,20 @@ class Lab:
         self.timings["network"] = time.monotonic() - t0
         t0 = time.monotonic()
         hosts = tuple((n.ip, n.name) for n in rec.nodes)
-        known: list[tuple[str, str, str]] = []
         (lab_dir / "nodes").mkdir(mode=0o755)
-        for node in rec.nodes:
-            res = self._begin(Resource(kind="dir", name=node.root))
+        roots = [self._begin(Resource(kind="dir", name=node.root)) for node in rec.nodes]
+
+        def make_root(node: NodeRecord) -> str:
             rootfs.copy_tree(base, Path(node.root))
-            self._finish(res)
             ident = rootfs.NodeIdentity(hostname=node.name, authorized_key=pubkey, hosts=hosts)
-            known.append((node.ip, node.name, rootfs.personalise(Path(node.root), ident)))
+            return rootfs.personalise(Path(node.root), ident)
+
+        # Copies are I/O bound: run them side by side (bounded), record them done together.
+        with ThreadPoolExecutor(max_workers=min(4, len(rec.nodes))) as pool:
+            host_keys = list(pool.map(make_root, rec.nodes))
+        for res in roots:
+            self._finish(res)
+        known = [(n.ip, n.name, key) for n, key in zip(rec.nodes, host_keys, strict=True)]
         Path(rec.known_hosts).write_text(ssh.known_hosts_lines(known), encoding="utf-8")
         self.timings["rootfs_copy"] = time.monotonic() - t0
         self.nodes = [_node_from(n, rec) for n in rec.nodes]

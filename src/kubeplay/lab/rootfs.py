@@ -39,9 +39,17 @@ BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates",
     "sudo",
 )
-ROOTFS_FORMAT = 1  # bump when the customisation below changes what a cached tree contains
+ROOTFS_FORMAT = 2  # bump when the customisation below changes what a cached tree contains
 _BUILD_TIMEOUT = 1800
 _COPY_TIMEOUT = 600
+_DPKG_PATH_RULES = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+)
 _SOURCES_FILES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
 
@@ -137,6 +145,9 @@ def _mmdebstrap_argv(spec: RootfsSpec, mirror: str, target: Path) -> list[str]:
         f"--variant={spec.variant}",
         f"--architectures={spec.arch}",
         f"--include={packages}",
+        # Docs, man pages and translations are a quarter of the tree and every node copies it; the
+        # rule stays in the node's dpkg config, so packages installed later from the bundle skip them too.
+        *(f"--dpkgopt={rule}" for rule in _DPKG_PATH_RULES),
         # No apt sources, no host keys, no machine id in the shared tree: each node gets its own later.
         '--customize-hook=rm -f "$1"/etc/apt/sources.list "$1"/etc/apt/sources.list.d/*',
         '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
@@ -213,8 +224,14 @@ def personalise(root: Path, ident: NodeIdentity) -> str:
     keys.chmod(0o600)
     for old in (etc / "ssh").glob("ssh_host_*"):
         old.unlink()
-    _run(["ssh-keygen", "-q", "-A", "-f", str(root)], 120, "ssh-keygen")
-    return (etc / "ssh" / "ssh_host_ed25519_key.pub").read_text(encoding="utf-8").strip()
+    # One ed25519 host key (RSA generation costs seconds per node); sshd is told to load only that one.
+    host_key = etc / "ssh" / "ssh_host_ed25519_key"
+    argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{ident.hostname}", "-f", str(host_key)]
+    _run(argv, 60, "ssh-keygen")
+    (etc / "ssh" / "sshd_config.d" / "kubeplay-lab.conf").write_text(
+        "# kubeplay lab node\nHostKey /etc/ssh/ssh_host_ed25519_key\n", encoding="utf-8"
+    )
+    return host_key.with_suffix(".pub").read_text(encoding="utf-8").strip()
 
 
 def _run(argv: list[str], timeout: int, what: str) -> None:
