@@ -96,6 +96,17 @@ def _swap_in(staged: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _prune_stale(bundle_dir: Path, current: set[str]) -> None:
+    """Remove repos of targets bundle.yaml no longer lists (repos/<family>/<distro>/<release>)."""
+    for family in ("apt", "rpm"):
+        top = bundle_dir / "repos" / family
+        for repo in sorted(top.glob("*/*")) if top.is_dir() else []:
+            if repo.is_dir() and str(repo.relative_to(bundle_dir)) not in current:
+                shutil.rmtree(repo)
+                if not any(repo.parent.iterdir()):
+                    repo.parent.rmdir()
+
+
 def build_os_repos(
     spec: BundleSpec, bundle_dir: Path, downloader: Downloader, *, cache_dir: Path | None = None
 ) -> OsRepoReport:
@@ -168,6 +179,7 @@ def build_os_repos(
             _swap_in(staging / target.distro / (target.codename or target.release), bundle_dir / done.path)
         (staging / KEYRING_NAME).replace(bundle_dir / keyring_rel)
     shutil.rmtree(staging, ignore_errors=True)
+    _prune_stale(bundle_dir, {r.path for r in reports})
     report = OsRepoReport(
         targets=reports, keyring=keyring_rel, bundled_bytes=bundled, seconds=time.monotonic() - started
     )

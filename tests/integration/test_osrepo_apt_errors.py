@@ -1,0 +1,100 @@
+"""apt mirrors that must stop the build before anything is written: bad signature, unreachable, wrong arch."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubeplay.config.bundle import BundleSpec
+from kubeplay.errors import BadInput, FetchError
+from kubeplay.fetch.http import Downloader
+from kubeplay.osrepo import build_os_repos
+from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
+from kubeplay.osrepo.signing import BundleSigner
+
+pytestmark = [pytest.mark.integration]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def impostor(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A well-formed bookworm archive on loopback, signed by a key that is not Debian's; yields (url, its key)."""
+    root = tmp_path / "archive"
+    para = "Package: socat\nVersion: 1.0\nArchitecture: amd64\nFilename: pool/s.deb\nSize: 1\nSHA256: " + "0" * 64
+    key = tmp_path / "impostor.gpg"
+    with BundleSigner() as signer:
+        write_apt_repo(root, AptRepoContent("debian", "12", "bookworm", {"amd64": [para]}), signer)
+        key.write_bytes(signer.public_key())
+    for suite in ("bookworm-updates",):
+        (root / "dists" / suite).symlink_to(root / "dists/bookworm")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", key
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _spec(mirror: str, **extra: object) -> BundleSpec:
+    target = {"distro": "debian", "release": "12", "arches": ["amd64"], "mirror": mirror, **extra}
+    return BundleSpec.model_validate(
+        {
+            "kubespray": {"version": "v2.31.0", "source": "/x"},
+            "os": [target],
+            "packages": {"defaults": False, "apt": ["socat"]},
+        }
+    )
+
+
+def test_index_signed_by_another_key_stops_the_build(impostor: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = impostor
+    bundle = tmp_path / "bundle"
+    with pytest.raises(FetchError) as err:
+        build_os_repos(_spec(url), bundle, Downloader(progress=False), cache_dir=tmp_path / "cache")
+    assert "not valid" in err.value.message and "debian-archive-keyring" in err.value.message
+    assert not (bundle / "repos").exists()
+
+
+def test_the_same_archive_passes_with_its_own_keyring(impostor: tuple[str, Path], tmp_path: Path) -> None:
+    url, key = impostor
+    spec = _spec(url, keyring=str(key))
+    with pytest.raises(FetchError) as err:  # the index verifies now; the pool file it lists is missing upstream
+        build_os_repos(spec, tmp_path / "bundle", Downloader(progress=False, retries=1), cache_dir=tmp_path / "cache")
+    assert "pool/s.deb" in err.value.message
+    assert not (tmp_path / "bundle" / "repos").exists()
+
+
+def test_unknown_arch_in_the_mirror_is_bad_input(impostor: tuple[str, Path], tmp_path: Path) -> None:
+    url, key = impostor
+    spec = _spec(url, keyring=str(key), arches=["arm64"])
+    with pytest.raises(BadInput) as err:
+        build_os_repos(spec, tmp_path / "bundle", Downloader(progress=False), cache_dir=tmp_path / "cache")
+    assert "arm64" in err.value.message and "amd64" in (err.value.hint or "")
+
+
+def test_unreachable_mirror(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(FetchError) as err:
+        build_os_repos(
+            _spec(f"http://127.0.0.1:{port}/debian"),
+            tmp_path / "bundle",
+            Downloader(progress=False, retries=1, timeout=5),
+            cache_dir=tmp_path / "cache",
+        )
+    assert f"127.0.0.1:{port}/debian/dists/bookworm/InRelease" in err.value.message
+    assert not (tmp_path / "bundle" / "repos").exists()
