@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kubeplay.catalog import ansible_filters as af
+from kubeplay.catalog import ansible_tests
 from kubeplay.catalog.templating import TemplateEngine, TemplateFailure, VariableScope
 
 ENGINE = TemplateEngine()
@@ -123,9 +124,9 @@ def test_version_comparison_errors_are_reported() -> None:
 
 
 def test_loose_version_orders_numbers_numerically() -> None:
-    assert af.version_compare("1.10.0", "1.9.9", "gt")
-    assert af.version_compare("v3.6.10", "v3.6.9", ">")
-    assert not af.version_compare("3.5.9", "3.5.9", "ne")
+    assert ansible_tests.version_compare("1.10.0", "1.9.9", "gt")
+    assert ansible_tests.version_compare("v3.6.10", "v3.6.9", ">")
+    assert not ansible_tests.version_compare("3.5.9", "3.5.9", "ne")
 
 
 def test_combine_rejects_non_dicts_and_unknown_keywords() -> None:

@@ -2,8 +2,14 @@
 
 Variables are layered as Ansible does for kubespray (lowest first): role defaults < user variables
 (bundle.yaml `kubespray_vars`, `kube_version`, `kube_network_plugin`, `container_manager`, i.e. inventory
-group_vars) < facts < role vars < extra vars. The roles loaded are those contrib/offline/generate_list.yml
-loads: kubespray_defaults (or kubespray-defaults) and download.
+group_vars) < facts < role vars < extra vars.
+
+Roles loaded: those contrib/offline/generate_list.yml loads, kubespray_defaults (or kubespray-defaults) and
+download. cluster.yml's download play also has kubernetes/preinstall (+ adduser) and container-engine in
+scope (container-engine's runtimes come in through private include_role); for v2.24-v2.31 none of them
+defines a variable the download entries read — all of those live in kubespray_defaults, the rest are facts
+or guarded by `default`/`is defined` — so both role sets give the same downloads. Facts are the minimal
+per-arch set in `facts_for` (no gathering).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from jinja2 import StrictUndefined, TemplateError, UndefinedError, meta
 from jinja2.nativetypes import NativeEnvironment
 from jinja2.runtime import Context, Undefined
 
-from kubeplay.catalog import ansible_filters
+from kubeplay.catalog import ansible_filters, ansible_tests
 
 SINGLE_VAR = re.compile(r"^\{\{\s*(\w*)\s*\}\}$")
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -163,7 +163,7 @@ class AnsibleLikeEnvironment(NativeEnvironment):
         for name in ansible_filters.STRING_FILTERS:
             if name in self.filters and name not in ansible_filters.FILTERS:
                 self.filters[name] = as_native_text(self.filters[name])
-        self.tests.update(ansible_filters.TESTS)
+        self.tests.update(ansible_tests.TESTS)
 
 
 def escape_backslashes(data: str, env: AnsibleLikeEnvironment) -> str:
