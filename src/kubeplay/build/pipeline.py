@@ -261,5 +261,8 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
         )
         write_manifest(out, manifest)
         result.manifest = manifest
-        result.sums_sha256 = write_sha256sums(out)
+        # Every blob was verified before it got its content-addressed name; files were verified on download.
+        verified = {r.path: r.sha256 for r in records}
+        verified.update({f"registry/{rel}": hexd for rel, hexd in storage.blob_files()})
+        result.sums_sha256 = write_sha256sums(out, known=verified)
     return result

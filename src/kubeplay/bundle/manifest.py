@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -187,12 +187,15 @@ def _stat_key(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
-def write_sha256sums(bundle_dir: Path, *, use_cache: bool = True) -> str:
+def write_sha256sums(bundle_dir: Path, *, use_cache: bool = True, known: Mapping[str, str] | None = None) -> str:
     """Write SHA256SUMS for every bundle file; return the sha256 of SHA256SUMS itself.
 
     Digests of files unchanged since the last run (same size, mtime and inode) come from a cache in the
-    build state directory, so a re-run does not re-read gigabytes of bundle.
+    build state directory, so a re-run does not re-read gigabytes of bundle. `known` maps bundle-relative
+    paths to digests the caller verified while writing them (a download checked on the fly); those files
+    are not read again either.
     """
+    given = known or {}
     cache_path = bundle_dir / BUILD_STATE_DIR / _DIGEST_CACHE
     cache: dict[str, list[str]] = {}
     if use_cache and cache_path.is_file():
@@ -206,7 +209,7 @@ def write_sha256sums(bundle_dir: Path, *, use_cache: bool = True) -> str:
         path = bundle_dir / rel
         key = _stat_key(path)
         hit = cache.get(rel)
-        digest = hit[1] if hit and hit[0] == key else sha256_file(path)
+        digest = hit[1] if hit and hit[0] == key else given.get(rel) or sha256_file(path)
         fresh[rel] = [key, digest]
         lines.append(f"{digest}  {rel}\n")
     body = "".join(lines).encode()

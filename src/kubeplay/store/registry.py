@@ -140,6 +140,11 @@ class RegistryStorage:
                 yield Path(dirpath).relative_to(top).as_posix()
             dirnames[:] = [d for d in dirnames if not d.startswith("_")]
 
+    def blob_files(self) -> Iterator[tuple[str, str]]:
+        """(path relative to the storage root, hex digest) of every blob data file."""
+        for data in (self.v2 / "blobs").glob("sha256/*/*/data"):
+            yield data.relative_to(self.root).as_posix(), data.parent.name
+
     def store_size(self) -> tuple[int, int]:
         """(number of blobs, bytes) in the blob store."""
         count = size = 0
