@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import signal
@@ -23,15 +24,23 @@ OUTSIDE = "198.51.100.7"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def host_snapshot() -> dict[str, list[str]]:
-    """What the host shows: namespaces, links, routes. `lab down` must restore it exactly."""
+def host_snapshot(lab_name: str | None = None) -> dict[str, list[str]]:
+    """What the host shows: namespaces, links, routes. `lab down` must restore it exactly.
+
+    Other labs (other test sessions running at the same time) come and go; their namespaces are left
+    out so the comparison is about this test's lab and everything that is not a lab at all.
+    """
 
     def lines(*argv: str) -> list[str]:
         out = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=True).stdout
         return sorted(line.split()[0] for line in out.splitlines() if line.strip())
 
+    ours = f"kplab-{lab_name}" if lab_name else None
+    netns = [
+        n for n in lines("ip", "netns", "list") if not n.startswith("kplab-") or n == ours or n.startswith(f"{ours}-")
+    ]
     return {
-        "netns": lines("ip", "netns", "list"),
+        "netns": netns,
         "links": lines("ip", "-br", "link"),
         "routes": sorted(
             subprocess.run(["ip", "route"], capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
@@ -67,6 +76,14 @@ def test_node0_reaches_node1_over_the_lab_subnet(lab: Lab) -> None:
     assert node1.ip in node0.run(["getent", "hosts", "node1"]).stdout
 
 
+def test_a_node_given_ssh_access_reaches_the_others_by_name(lab: Lab) -> None:
+    node0 = lab.nodes[0]
+    lab.give_ssh_access(node0)
+    result = node0.run(["ssh", "-o", "BatchMode=yes", "root@node1", "hostname"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "node1"
+
+
 def test_nodes_have_no_route_outside_the_lab_subnet(lab: Lab) -> None:
     for node in lab.nodes:
         routes = [line for line in node.run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines() if line]
@@ -98,13 +115,13 @@ def test_copy_in_lands_inside_the_node_and_refuses_symlink_escape(lab: Lab, tmp_
     assert not (Path("/etc") / "x").exists()
 
 
-def test_down_removes_exactly_what_up_created(make_lab: Callable[..., Lab]) -> None:
+def test_down_removes_exactly_what_up_created(make_lab: Callable[..., Lab], lab_name: str) -> None:
     decoy = f"kpdecoy{os.getpid()}"
     subprocess.run(["ip", "netns", "add", decoy], check=True, timeout=30)
     try:
-        before = host_snapshot()
-        lab = make_lab(2)
-        during = host_snapshot()
+        before = host_snapshot(lab_name)
+        lab = make_lab(2, name=lab_name)
+        during = host_snapshot(lab_name)
         assert set(during["netns"]) - set(before["netns"]) == {lab.netns, *(f"{lab.netns}-{n.name}" for n in lab.nodes)}
         assert during["links"] == before["links"], "no interface may appear in the host namespace"
         assert during["routes"] == before["routes"], "the host routing table stays untouched"
@@ -112,7 +129,7 @@ def test_down_removes_exactly_what_up_created(make_lab: Callable[..., Lab]) -> N
         roots = [n.root for n in lab.nodes]
         assert all(machines.is_running(pid, st) for pid, st in pids)
         lab.down()
-        assert host_snapshot() == before
+        assert host_snapshot(lab_name) == before
         assert decoy in before["netns"]
         assert not any(machines.is_running(pid, st) for pid, st in pids)
         assert not any(root.exists() for root in roots)
@@ -150,7 +167,7 @@ def kubeplay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_down_after_up_was_killed_mid_way(tmp_path: Path, lab_name: str) -> None:
-    before = host_snapshot()
+    before = host_snapshot(lab_name)
     name = lab_name
     crashed = subprocess.run(
         [sys.executable, "-c", CRASH_SCRIPT, name, str(tmp_path)],
@@ -162,16 +179,16 @@ def test_down_after_up_was_killed_mid_way(tmp_path: Path, lab_name: str) -> None
     )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     state = json.loads((tmp_path / name / "lab.json").read_text())
-    assert f"kplab-{name}" in host_snapshot()["netns"]
+    assert f"kplab-{name}" in host_snapshot(lab_name)["netns"]
     env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path)}
     result = kubeplay("lab", "down", "--name", name, env=env)
     assert result.returncode == 0, result.stderr
-    assert host_snapshot() == before
+    assert host_snapshot(lab_name) == before
     assert not any(Path(r["name"]).exists() for r in state["resources"] if r["kind"] == "dir")
 
 
 def test_cli_up_ssh_cp_status_down(tmp_path: Path, lab_name: str) -> None:
-    before = host_snapshot()
+    before = host_snapshot(lab_name)
     name = lab_name
     env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path / "labs"), "KUBEPLAY_LAB_NAME": name}
     up = kubeplay("lab", "up", "--nodes", "1", env=env)
@@ -191,4 +208,31 @@ def test_cli_up_ssh_cp_status_down(tmp_path: Path, lab_name: str) -> None:
     finally:
         down = kubeplay("lab", "down", env=env)
     assert down.returncode == 0, down.stderr
-    assert host_snapshot() == before
+    assert host_snapshot(lab_name) == before
+
+
+def test_up_refuses_a_subnet_that_overlaps_a_host_route(tmp_path: Path, lab_name: str) -> None:
+    routes = json.loads(
+        subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True, timeout=30, check=True).stdout
+    )
+    private = [
+        r["dst"] for r in routes if r.get("dst", "default") != "default" and ipaddress.ip_network(r["dst"]).is_private
+    ]
+    if not private:
+        pytest.skip("this host has no private route to collide with")
+    before = host_snapshot(lab_name)
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path)}
+    result = kubeplay("lab", "up", "--nodes", "1", "--name", lab_name, "--subnet", private[0], env=env)
+    assert result.returncode == 2
+    assert "overlaps routes on this host" in result.stderr and private[0] in result.stderr
+    assert host_snapshot(lab_name) == before
+    assert not (tmp_path / lab_name).exists()
+
+
+def test_up_refuses_a_name_whose_namespaces_belong_to_another_lab(lab: Lab, tmp_path: Path) -> None:
+    from kubeplay.errors import BadInput
+
+    with pytest.raises(BadInput, match="already exist"):
+        Lab.up(1, name=lab.name, state_root=tmp_path)
+    assert lab.nodes[0].run("true").returncode == 0, "the running lab must be untouched"
+    assert lab.netns in host_snapshot(lab.name)["netns"]

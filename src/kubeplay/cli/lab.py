@@ -36,6 +36,7 @@ def _load(name: str | None, state_dir: Path | None) -> Lab:
 
 @lab_app.command("up")
 def up(
+    *,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes (node0, node1, ...).")] = 2,
     name: Annotated[
         str, typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (1-12 of a-z, 0-9, -).")
@@ -44,6 +45,12 @@ def up(
         str, typer.Option("--subnet", envvar="KUBEPLAY_LAB_SUBNET", help="Private IPv4 subnet, only inside the lab.")
     ] = DEFAULT_SUBNET,
     state_dir: DirOpt = None,
+    nspawn_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nspawn-arg", help="Extra systemd-nspawn option for every node (repeatable), e.g. --capability=all."
+        ),
+    ] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="Rootfs cache (default $KUBEPLAY_CACHE/lab or /var/cache/kubeplay/lab)."),
@@ -52,7 +59,9 @@ def up(
     """Boot N air-gapped nodes reachable by `kubeplay lab ssh`; nothing else can be reached from them."""
     out = get_output()
     out.info(f"lab {name}: {nodes} node(s) on {subnet} (building the rootfs on first use takes ~20 s)")
-    lab = Lab.up(nodes, name=name, subnet=subnet, state_root=state_dir, cache_dir=cache_dir)
+    lab = Lab.up(
+        nodes, name=name, subnet=subnet, state_root=state_dir, cache_dir=cache_dir, nspawn_args=tuple(nspawn_arg or ())
+    )
     for node in lab.nodes:
         out.info(f"  {node.name}  {node.ip}")
         out.event("lab_node", lab=name, node=node.name, ip=node.ip)

@@ -118,6 +118,15 @@ class Lab:
         """`argv` wrapped to run in the lab-side namespace (it reaches every node; nothing else does)."""
         return ["ip", "netns", "exec", self.record.netns, *argv]
 
+    def give_ssh_access(self, node: LabNode) -> None:
+        """Let `node` ssh to every lab node as root (the lab key and known_hosts in its /root/.ssh/).
+
+        For a deploy node that runs Ansible against the others, as the demo's node0 does.
+        """
+        node.copy_in(Path(self.record.key), "/root/.ssh/id_ed25519")
+        node.copy_in(Path(self.record.known_hosts), "/root/.ssh/known_hosts")
+        (node.root / "root" / ".ssh" / "id_ed25519").chmod(0o600)
+
     def node(self, name: str) -> LabNode:
         """The node called `name`; BadInput naming the existing ones otherwise."""
         for node in self.nodes:
@@ -167,10 +176,6 @@ class Lab:
             )
         if lab_dir.exists():
             raise BadInput(f"{lab_dir} exists but holds no lab state", hint="remove it or pick another --name")
-        timings: dict[str, float] = {}
-        t0 = time.monotonic()
-        base, built = rootfs.ensure_base_tree(spec or rootfs.RootfsSpec(), cache_dir or rootfs.default_cache_dir())
-        timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
         rec = LabRecord(
             name=name,
             subnet=str(plan.subnet),
@@ -194,6 +199,16 @@ class Lab:
                     log=str(lab_dir / f"{node}.log"),
                 )
             )
+        taken = [ns for ns in (rec.netns, *(n.netns for n in rec.nodes)) if network.netns_exists(ns)]
+        if taken:
+            raise BadInput(
+                f"network namespace(s) {', '.join(taken)} already exist; lab {name!r} seems to be up elsewhere",
+                hint="pick another --name, or bring that lab down with its own --state-dir",
+            )
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        base, built = rootfs.ensure_base_tree(spec or rootfs.RootfsSpec(), cache_dir or rootfs.default_cache_dir())
+        timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
         lab = cls(record=rec, timings=timings)
         try:
             lab._create(base, plan, nspawn_args, boot_timeout)
@@ -211,6 +226,17 @@ class Lab:
         res.done = True
         record.save(self.record)
 
+    def _create_netns(self, name: str) -> None:
+        # Checked before it is recorded: a namespace that already exists is someone else's; `down` must keep it.
+        if network.netns_exists(name):
+            raise LabError(
+                f"network namespace {name} already exists and belongs to no lab recorded here",
+                hint="another lab with this name may be up (elsewhere): pick another --name",
+            )
+        res = self._begin(Resource(kind="netns", name=name))
+        network.create_netns(name)
+        self._finish(res)
+
     def _create(self, base: Path, plan: network.AddressPlan, nspawn_args: tuple[str, ...], boot_timeout: float) -> None:
         rec = self.record
         lab_dir = Path(rec.dir)
@@ -218,14 +244,10 @@ class Lab:
         self._finish(self._begin(Resource(kind="dir", name=str(lab_dir))))
         pubkey = ssh.generate_key(Path(rec.key), f"kubeplay-lab-{rec.name}")
         t0 = time.monotonic()
-        res = self._begin(Resource(kind="netns", name=rec.netns))
-        network.create_netns(rec.netns)
-        self._finish(res)
+        self._create_netns(rec.netns)
         network.create_bridge(rec.netns, plan.bridge_ip, plan.subnet)
         for node in rec.nodes:
-            res = self._begin(Resource(kind="netns", name=node.netns))
-            network.create_netns(node.netns)
-            self._finish(res)
+            self._create_netns(node.netns)
             res = self._begin(Resource(kind="link", name=node.link, netns=rec.netns))
             network.create_node_link(
                 rec.netns, node.netns, node.link, plan.node_ips[rec.nodes.index(node)], plan.subnet
