@@ -54,13 +54,13 @@ class DeployContext:
         )
 
 
-def load_config(path: Path) -> tuple[InstallConfig, Any]:
-    """config.yaml validated by the install model, and its raw `inventory` value (a mapping or an INI string)."""
+def load_config(path: Path) -> tuple[InstallConfig, ClusterInventory]:
+    """config.yaml: the inventory checked first (every problem listed), then the rest by the install model."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    inventory = raw.get("inventory")
-    if isinstance(inventory, str):  # INI inventory: the install model knows only the YAML form
+    inventory = load_inventory(raw.get("inventory"), path.resolve().parent, source=str(path))
+    if isinstance(raw.get("inventory"), str):  # INI inventory: the install model knows only the YAML form
         try:
             return InstallConfig.model_validate({**raw, "inventory": {}}), inventory
         except ValidationError as exc:
@@ -126,13 +126,12 @@ def build_context(
     exec_prefix: tuple[str, ...] = (),
 ) -> DeployContext:
     """Load and check everything; raise ConfigError/BadInput/BundleError before any host is touched."""
-    cfg, raw_inventory = load_config(config_path)
+    cfg, inventory = load_config(config_path)
     eff = effective_config(cfg, config_path)
     bundle = read_bundle(bundle_dir)
     kubespray_dir = bundle_dir / str(bundle.manifest.get("kubespray", {}).get("path", "kubespray"))
     if not (kubespray_dir / "playbooks" / "cluster.yml").is_file():
         raise BundleError(f"{kubespray_dir}: kubespray tree missing from the bundle", hint="run `kubeplay verify`")
-    inventory = load_inventory(raw_inventory, config_path.resolve().parent, source=str(config_path))
     ca = ca_path or HostPaths().ca_cert
     if not ca.is_file():
         raise BadInput(f"{ca}: the registry CA is missing", hint="run `kubeplay install` on this deploy node first")
