@@ -16,7 +16,7 @@ Use in any test under tests/e2e/:
 
 Each node has `.name`, `.ip`, `.run(cmd, timeout=, check=, input=) -> CompletedProcess[str]`,
 `.ssh_argv(cmd)`, `.copy_in(src, dest)` and `.root` (its directory on the host).
-Labs live in a pytest temp dir; the rootfs cache is shared ($KUBEPLAY_CACHE or /var/cache/kubeplay).
+Labs live where `kubeplay lab status` sees them (unique names t<pid>x<n>); the rootfs cache is shared ($KUBEPLAY_CACHE or /var/cache/kubeplay).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from kubeplay.lab.nodes import Lab, unavailable_reason
+from kubeplay.lab.record import default_state_root
 
 _counter = itertools.count()
 
@@ -39,8 +40,10 @@ def unique_lab_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def lab_state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("labs")
+def lab_state_root() -> Path:
+    """Where test labs live: the normal place ($KUBEPLAY_LAB_DIR or /var/lib/kubeplay/lab), so a lab left
+    behind by a killed test run shows in `kubeplay lab status` and goes with `kubeplay lab down --all`."""
+    return default_state_root()
 
 
 @pytest.fixture

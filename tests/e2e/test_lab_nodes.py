@@ -166,11 +166,11 @@ def kubeplay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def test_down_after_up_was_killed_mid_way(tmp_path: Path, lab_name: str) -> None:
+def test_down_after_up_was_killed_mid_way(lab_state_root: Path, lab_name: str) -> None:
     before = host_snapshot(lab_name)
     name = lab_name
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, name, str(tmp_path)],
+        [sys.executable, "-c", CRASH_SCRIPT, name, str(lab_state_root)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -178,19 +178,19 @@ def test_down_after_up_was_killed_mid_way(tmp_path: Path, lab_name: str) -> None
         check=False,
     )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    state = json.loads((tmp_path / name / "lab.json").read_text())
+    state = json.loads((lab_state_root / name / "lab.json").read_text())
     assert f"kplab-{name}" in host_snapshot(lab_name)["netns"]
-    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path)}
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(lab_state_root)}
     result = kubeplay("lab", "down", "--name", name, env=env)
     assert result.returncode == 0, result.stderr
     assert host_snapshot(lab_name) == before
     assert not any(Path(r["name"]).exists() for r in state["resources"] if r["kind"] == "dir")
 
 
-def test_cli_up_ssh_cp_status_down(tmp_path: Path, lab_name: str) -> None:
+def test_cli_up_ssh_cp_status_down(tmp_path: Path, lab_state_root: Path, lab_name: str) -> None:
     before = host_snapshot(lab_name)
     name = lab_name
-    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(tmp_path / "labs"), "KUBEPLAY_LAB_NAME": name}
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(lab_state_root), "KUBEPLAY_LAB_NAME": name}
     up = kubeplay("lab", "up", "--nodes", "1", env=env)
     try:
         assert up.returncode == 0, up.stderr

@@ -70,11 +70,22 @@ def up(
 
 
 @lab_app.command("down")
-def down(name: NameOpt = None, state_dir: DirOpt = None) -> None:
+def down(
+    name: NameOpt = None,
+    state_dir: DirOpt = None,
+    all_labs: Annotated[
+        bool, typer.Option("--all", help="Every lab under the state dir (e.g. left by killed tests).")
+    ] = False,
+) -> None:
     """Stop the lab's nodes and remove exactly what `lab up` created."""
-    lab = _load(name, state_dir)
-    removed = lab.down()
-    get_output().summary(f"lab {lab.name} down: removed {len(removed)} recorded item(s)")
+    labs = (
+        [Lab.load(r.name, state_dir) for r in record.list_labs(state_dir or record.default_state_root())]
+        if all_labs
+        else [_load(name, state_dir)]
+    )
+    removed = [item for lab in labs for item in lab.down()]
+    names = ", ".join(lab.name for lab in labs) or "no lab"
+    get_output().summary(f"{names} down: removed {len(removed)} recorded item(s)")
 
 
 @lab_app.command("status")
