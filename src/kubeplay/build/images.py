@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +123,8 @@ class ImageFetcher:
     def run(self, images: Sequence[ImageArtifact], arches: Sequence[str]) -> ImagesResult:
         result = ImagesResult([], [], {}, 0, 0, 0)
         todo: list[ImageArtifact] = []
-        for artifact in images:
+        unique = {image_key(a, arches): a for a in images}
+        for artifact in unique.values():
             stored = self.state.get(image_key(artifact, arches))
             if stored is not None and self._still_there(stored, artifact):
                 self._keep(result, artifact, stored)
@@ -132,19 +133,23 @@ class ImageFetcher:
                 todo.append(artifact)
         if not todo:
             return result
-        resolved = self._resolve_all(todo, arches, result)
-        result.resolved = len(resolved)
         items: dict[str, DownloadItem] = {}
-        wanted_by: dict[str, list[ResolvedImage]] = {}
-        for image in resolved:
-            for digest, size in image.blobs.items():
-                wanted_by.setdefault(digest, []).append(image)
-                if digest not in items:
-                    url = self.client.blob_url(image.endpoint, image.repository, digest)
-                    checksum = Checksum(algorithm="sha256", hex=digest.removeprefix("sha256:"))
-                    label = f"{image.artifact.variable} ({image.artifact.upstream})"
-                    items[digest] = DownloadItem(url, self.storage.blob_path(digest), checksum, size, label)
-        report = self.downloader.download_all(list(items.values()), title="image blobs")
+        resolved: list[ResolvedImage] = []
+        # Blobs of an image start downloading as soon as it is resolved, while others still resolve.
+        with self.downloader.batch("image blobs") as batch:
+            for image in self._resolve_each(todo, arches, result):
+                resolved.append(image)
+                new: list[DownloadItem] = []
+                for digest, size in image.blobs.items():
+                    if digest not in items:
+                        url = self.client.blob_url(image.endpoint, image.repository, digest)
+                        checksum = Checksum(algorithm="sha256", hex=digest.removeprefix("sha256:"))
+                        label = f"{image.artifact.variable} ({image.artifact.upstream})"
+                        items[digest] = DownloadItem(url, self.storage.blob_path(digest), checksum, size, label)
+                        new.append(items[digest])
+                batch.add(new)
+            report = batch.finish()
+        result.resolved = len(resolved)
         result.bytes_fetched = report.bytes_fetched
         failed_by_url = {f.url: f for f in report.failed}
         for image in resolved:
@@ -168,23 +173,24 @@ class ImageFetcher:
         content.manifests.update(stored.manifests)
         content.blobs.update(stored.blobs)
 
-    def _resolve_all(
+    def _resolve_each(
         self, todo: Sequence[ImageArtifact], arches: Sequence[str], result: ImagesResult
-    ) -> list[ResolvedImage]:
+    ) -> Iterator[ResolvedImage]:
+        """Resolve images in parallel, yielding each as it is ready; failures go into `result`."""
+
         def one(artifact: ImageArtifact) -> ResolvedImage | DownloadFailure:
             try:
                 return self._resolve(artifact, _image_arches(artifact, arches))
             except (FinalError, ValueError, KeyError) as exc:
                 return DownloadFailure(artifact.upstream, artifact.variable, redact(str(exc)))
 
-        resolved: list[ResolvedImage] = []
         with ThreadPoolExecutor(max_workers=self.downloader.jobs, thread_name_prefix="kubeplay-oci") as pool:
-            for outcome in pool.map(one, todo):
+            for future in as_completed([pool.submit(one, a) for a in todo]):
+                outcome = future.result()
                 if isinstance(outcome, DownloadFailure):
                     result.failed.append(outcome)
                 else:
-                    resolved.append(outcome)
-        return resolved
+                    yield outcome
 
     def _resolve(self, artifact: ImageArtifact, arches: list[str]) -> ResolvedImage:
         endpoint = self.mirrors.registry(artifact.registry)

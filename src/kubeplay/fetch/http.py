@@ -12,7 +12,7 @@ import hashlib
 import shutil
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,54 +119,13 @@ class Downloader:
 
         Raises FetchError before any download when the known sizes do not fit on the disk.
         """
-        report = DownloadReport()
-        todo: list[DownloadItem] = []
-        seen: set[Path] = set()
-        for item in items:
-            if item.dest in seen:
-                continue
-            seen.add(item.dest)
-            facts = self._present(item)
-            if facts is not None:
-                report.skipped.append(item)
-                report.facts[item.dest] = facts
-            else:
-                todo.append(item)
-        if not todo:
-            self.cache.save()
-            return report
-        self._check_space(todo)
-        known = 0
-        for item in todo:
-            if item.size is not None:
-                part = part_path(item.dest)
-                known += max(item.size - (part.stat().st_size if part.is_file() else 0), 0)
-        with (
-            TransferProgress(title, len(todo), known, enabled=self.progress) as bar,
-            ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="kubeplay-fetch") as pool,
-        ):
-            futures = {pool.submit(self._fetch_one, item, bar): item for item in todo}
-            try:
-                for future in as_completed(futures):
-                    item = futures[future]
-                    try:
-                        facts, fetched = future.result()
-                    except _Stopped:
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - one failure must not lose the others' work
-                        report.failed.append(DownloadFailure(redact(item.url), item.label, _reason(exc)))
-                    else:
-                        report.done.append(item)
-                        report.facts[item.dest] = facts
-                        report.bytes_fetched += fetched
-                    bar.item_done()
-            except BaseException:
-                self._stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                self.cache.save()
-                raise
-        self.cache.save()
-        return report
+        with self.batch(title) as batch:
+            batch.add(items)
+            return batch.finish()
+
+    def batch(self, title: str = "files") -> DownloadBatch:
+        """A batch that accepts items while earlier ones download (one bar, one report)."""
+        return DownloadBatch(self, title)
 
     def _present(self, item: DownloadItem) -> FileFacts | None:
         """Facts of `dest` when it already holds the right bytes (from the cache, or by hashing it)."""
@@ -359,6 +318,78 @@ class _Attempt:
         self.part.replace(item.dest)
         self.d.cache.record(item.dest, digests)
         return FileFacts(digests["sha256"], size)
+
+
+class DownloadBatch:
+    """Items added in any number of calls, downloaded in parallel as soon as they are added."""
+
+    def __init__(self, downloader: Downloader, title: str) -> None:
+        self.d = downloader
+        self.title = title
+        self.report = DownloadReport()
+        self._seen: set[Path] = set()
+        self._futures: dict[Future[tuple[FileFacts, int]], DownloadItem] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._bar: TransferProgress | None = None
+
+    def __enter__(self) -> DownloadBatch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.d._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        if self._bar is not None:
+            self._bar.__exit__()
+        self.d.cache.save()
+
+    def add(self, items: Sequence[DownloadItem]) -> None:
+        """Skip items already present and verified; start the others. Raise FetchError if they cannot fit."""
+        todo: list[DownloadItem] = []
+        for item in items:
+            if item.dest in self._seen:
+                continue
+            self._seen.add(item.dest)
+            facts = self.d._present(item)
+            if facts is not None:
+                self.report.skipped.append(item)
+                self.report.facts[item.dest] = facts
+            else:
+                todo.append(item)
+        if not todo:
+            return
+        self.d._check_space(todo)
+        if self._bar is None:
+            self._bar = TransferProgress(self.title, 0, 0, enabled=self.d.progress).__enter__()
+            self._pool = ThreadPoolExecutor(max_workers=self.d.jobs, thread_name_prefix="kubeplay-fetch")
+        assert self._pool is not None
+        for item in todo:
+            if item.size is not None:
+                part = part_path(item.dest)
+                self._bar.add_total(max(item.size - (part.stat().st_size if part.is_file() else 0), 0))
+            self._bar.add_item()
+            self._futures[self._pool.submit(self.d._fetch_one, item, self._bar)] = item
+
+    def finish(self) -> DownloadReport:
+        """Wait for every item added so far; return the report."""
+        report = self.report
+        for future in as_completed(self._futures):
+            item = self._futures[future]
+            try:
+                facts, fetched = future.result()
+            except _Stopped:
+                continue
+            except Exception as exc:  # noqa: BLE001 - one failure must not lose the others' work
+                report.failed.append(DownloadFailure(redact(item.url), item.label, _reason(exc)))
+            else:
+                report.done.append(item)
+                report.facts[item.dest] = facts
+                report.bytes_fetched += fetched
+            if self._bar is not None:
+                self._bar.item_done()
+        self._futures = {}
+        return report
 
 
 def _reason(exc: Exception) -> str:

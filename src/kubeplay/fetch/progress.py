@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,6 +28,7 @@ class TransferProgress:
         self.title = title
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._lock = threading.Lock()
         if self.enabled:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -57,8 +60,14 @@ class TransferProgress:
 
     def add_total(self, n: int) -> None:
         if self._progress is not None and self._task is not None and n:
-            task = self._progress.tasks[self._task]
-            self._progress.update(self._task, total=(task.total or 0) + n)
+            with self._lock:
+                task = self._progress.tasks[self._task]
+                self._progress.update(self._task, total=(task.total or 0) + n)
+
+    def add_item(self) -> None:
+        self.items += 1
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, items=self._items_text())
 
     def item_done(self) -> None:
         self.items_done += 1
