@@ -66,6 +66,7 @@ def main() -> None:
                 "--parallel-max",
                 str(args.jobs),
                 "-sS",
+                "--no-progress-meter",
                 "--fail",
                 "--cacert",
                 str(sim.ca_cert),
