@@ -133,3 +133,12 @@ def test_not_enough_space_is_refused_before_downloading(server: FileServer, tmp_
     with downloader(tmp_path) as d, pytest.raises(FetchError, match="not enough free space"):
         d.download_all([huge])
     assert sum(server.hits.values()) == 0
+
+
+def test_a_part_without_a_digest_to_check_is_not_resumed(server: FileServer, tmp_path: Path) -> None:
+    dest = tmp_path / "index"
+    part_path(dest).write_bytes(b"stale bytes of an older version")
+    with downloader(tmp_path) as d:
+        report = d.download_all([DownloadItem(f"{server.url}/ok/small", dest, None)])
+    assert report.ok and dest.read_bytes() == SMALL
+    assert server.ranges == []

@@ -183,12 +183,15 @@ class Downloader:
         clock = self.policy.start()
         restarted = False
         fetched = 0
-        sized = [item.size is not None]
+        state = _ItemState(sized=item.size is not None)
+        if item.checksum is None:
+            # Without a digest a .part from an earlier run cannot be trusted to be the same version.
+            part_path(item.dest).unlink(missing_ok=True)
         item.dest.parent.mkdir(parents=True, exist_ok=True)
         while True:
             if self._stop.is_set():
                 raise _Stopped()
-            attempt = _Attempt(self, item, resolved.url, session.client, session.auth, bar, sized)
+            attempt = _Attempt(self, item, resolved.url, session.client, session.auth, bar, state)
             try:
                 facts = attempt.run()
                 return facts, fetched + attempt.received
@@ -216,6 +219,21 @@ class Downloader:
                     raise _Stopped() from None
 
 
+@dataclass
+class _ItemState:
+    """What the attempts of one item share: whether its size is counted in the bar, its validator."""
+
+    sized: bool
+    validator: str | None = None
+
+
+def _validator(headers: httpx.Headers) -> str | None:
+    etag = str(headers.get("etag") or "")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return str(headers.get("last-modified") or "") or None
+
+
 class _Attempt:
     """One GET of one item, appending to its .part from where the last attempt stopped."""
 
@@ -227,10 +245,10 @@ class _Attempt:
         client: httpx.Client,
         auth: httpx.Auth,
         bar: TransferProgress,
-        sized: list[bool],
+        state: _ItemState,
     ) -> None:
         self.d = downloader
-        self.sized = sized
+        self.state = state
         self.item = item
         self.url = url
         self.client = client
@@ -257,6 +275,8 @@ class _Attempt:
                         h.update(chunk)
         self.resumed_from = offset
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        if offset and self.state.validator:
+            headers["If-Range"] = self.state.validator  # changed upstream since the cut: send it whole
         with self.client.stream("GET", self.url, headers=headers, auth=self.auth) as response:
             if response.status_code == 416 and offset:
                 return self._finish(hashers, offset)
@@ -266,7 +286,7 @@ class _Attempt:
                     raise TransientError("server answered a different byte range than asked")
                 mode = "ab"
             elif response.status_code == 200:
-                if offset and self.sized[0]:
+                if offset and self.state.sized:
                     self.bar.add_total(offset)  # the server ignored Range: those bytes come again
                 offset = 0
                 hashers = {a: hashlib.new(a) for a in self._algos()}
@@ -274,11 +294,12 @@ class _Attempt:
             else:
                 response.raise_for_status()
                 raise TransientError(f"unexpected HTTP {response.status_code}")
+            self.state.validator = self.state.validator or _validator(response.headers)
             length = response.headers.get("content-length")
             remaining = int(length) if length and length.isdigit() else None
             if remaining is not None:
-                if not self.sized[0]:
-                    self.sized[0] = True
+                if not self.state.sized:
+                    self.state.sized = True
                     self.bar.add_total(remaining)
                 self.d._reserve(self.part, remaining)
             try:

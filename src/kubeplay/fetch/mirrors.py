@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from kubeplay.config.bundle import BundleSpec, Mirror
+from kubeplay.console import get_output
 from kubeplay.errors import BadInput, ConfigError
 
 DOCKER_HUB = "docker.io"
@@ -210,4 +211,6 @@ def load_mirrors(spec: BundleSpec, environ: Mapping[str, str] | None = None) -> 
             )
         if mirror.ca is not None and not spec.resolve(mirror.ca).is_file():
             raise BadInput(f"mirrors.{host}.ca: {spec.resolve(mirror.ca)} not found")
+        if mirror.insecure:
+            get_output().warn(f"mirrors.{host}: TLS certificates are not verified (insecure: true)")
     return MirrorSet(mirrors=dict(spec.mirrors), credentials=creds, base_dir=spec.base_dir)
