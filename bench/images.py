@@ -35,8 +35,15 @@ from kubeplay.lab.upstream.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_M
 from kubeplay.lab.upstream.push import RegistryPusher  # noqa: E402
 
 DRIVER = """
-import sys
+import atexit, os, sys
 import kubeplay.build.pipeline as pipeline
+
+def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
+    if os.environ.get("KUBEPLAY_PEAK_RSS_FILE"):
+        open(os.environ["KUBEPLAY_PEAK_RSS_FILE"], "w").write(hwm)
+
+atexit.register(_peak)
 from kubeplay.catalog.model import Plan
 plan = Plan.model_validate_json(open(sys.argv[1]).read())
 pipeline.cached_plan = lambda spec, tree, identity, state: plan
@@ -51,9 +58,11 @@ def run_child(
 ) -> tuple[float, int, subprocess.CompletedProcess[str]]:
     """Wall seconds, peak RSS (KiB) and result of one child process."""
     started = time.monotonic()
+    peak = Path(tempfile.mkstemp(prefix="kubeplay-peak-")[1])
+    env = {**(env or os.environ), "KUBEPLAY_PEAK_RSS_FILE": str(peak)}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _usage = os.wait4(proc.pid, 0)
         elapsed = time.monotonic() - started
         out.seek(0)
         err.seek(0)
@@ -61,7 +70,9 @@ def run_child(
         done = subprocess.CompletedProcess(
             argv, code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
         )
-    return elapsed, usage.ru_maxrss, done
+    rss_kib = int(peak.read_text() or 0)
+    peak.unlink()
+    return elapsed, rss_kib, done
 
 
 def incompressible(seed: str, size: int) -> bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from tests.build_fixture import (
     image_artifact,
     kubespray_archive,
     make_plan,
+    plan_json,
     sha256sum_check,
     skopeo,
     write_spec,
@@ -153,3 +156,42 @@ def test_strict_platform_policy_fails_the_image_and_names_it(upstream: UpstreamS
     (failure,) = result.failures  # type: ignore[attr-defined]
     assert failure.label == "x_image_repo" and "arm64" in failure.reason and "strict" in failure.reason
     assert not (tmp_path / "bundle" / "SHA256SUMS").exists()
+
+
+DRIVER = """
+import atexit, os, sys
+import kubeplay.build.pipeline as pipeline
+
+def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
+    if os.environ.get("KUBEPLAY_PEAK_RSS_FILE"):
+        open(os.environ["KUBEPLAY_PEAK_RSS_FILE"], "w").write(hwm)
+
+atexit.register(_peak)
+from kubeplay.catalog.model import Plan
+plan = Plan.model_validate_json(open(sys.argv[1]).read())
+pipeline.cached_plan = lambda spec, tree, identity, state: plan
+sys.argv = ["kubeplay", *sys.argv[2:]]
+from kubeplay.cli.app import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_large_layer_streams_to_disk(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    layer_mib = 160
+    info = upstream.push_image("quay.io/kp-big/fat:v1", ["amd64"], base="", layer_kib=layer_mib * 1024)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    spec = write_spec(tmp_path, upstream, str(archive), sha, platform_policy="warn")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_json(make_plan([], [image_artifact("quay.io/kp-big/fat:v1", name="fat")])))
+    argv = [sys.executable, "-c", DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(tmp_path / "b")]
+    peak_file = tmp_path / "peak-kib"
+    env = {**os.environ, "KUBEPLAY_PEAK_RSS_FILE": str(peak_file)}
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert run.returncode == 0, run.stderr
+    biggest = max(info.sizes.values())
+    assert biggest > layer_mib << 20
+    # peak memory stays far below the layer size: the blob went to disk in chunks
+    assert int(peak_file.read_text()) * 1024 < biggest * 0.75
+    assert sha256sum_check(tmp_path / "b").returncode == 0
