@@ -26,6 +26,7 @@ import zstandard
 
 from kubeplay.bundle.integrity import IntegrityReport, check_bundle_digests
 from kubeplay.bundle.parts import ARCHIVE_SUFFIX, ArchiveSource, open_archive_source
+from kubeplay.bundle.staging import PENDING, StagedMember, StagingWriter, refuse
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
 
@@ -34,11 +35,7 @@ CHUNK = 1 << 20
 SPACE_MARGIN = 64 << 20
 
 
-def _refuse(member: str, why: str) -> BundleError:
-    return BundleError(
-        f"unsafe archive member {member!r}: {why}",
-        hint="this archive was not written by `kubeplay pack`, or was altered; nothing was extracted",
-    )
+_refuse = refuse
 
 
 def normalize_member_name(name: str) -> str:
@@ -103,6 +100,7 @@ class ArchiveEntry:
     info: tarfile.TarInfo
     name: str
     relpath: str
+    link_relpath: str | None = None
 
 
 # Called with each entry and, for regular files, a reader over its bytes; returns the content's sha256.
@@ -172,7 +170,11 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
                     target = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
                     if not (target == top or target.startswith(top + "/")):
                         raise _refuse(info.name, f"symlink {info.linkname!r} points outside the bundle directory")
-                entry = ArchiveEntry(info, name, relpath)
+                linked = None
+                if info.islnk():
+                    target = normalize_member_name(info.linkname)
+                    linked = target[len(top) + 1 :] if top else target
+                entry = ArchiveEntry(info, name, relpath, linked)
                 if info.isreg():
                     data = tar.extractfile(info)
                     assert data is not None
@@ -180,9 +182,7 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
                     digests[relpath] = digest if digest is not None else hash_stream(data)
                 else:
                     visit(entry, None)
-                    if info.islnk():
-                        target = normalize_member_name(info.linkname)
-                        linked = target[len(top) + 1 :] if top else target
+                    if linked is not None:
                         digests[relpath] = digests[linked]
                     elif info.issym():
                         symlinks[relpath] = info.linkname
@@ -205,61 +205,6 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
     if entries == 0:
         raise BundleError(f"{source.label}: the archive holds no files")
     return ScanResult(top=top, digests=digests, symlinks=symlinks, entries=entries)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
-
-
-class _StagingWriter:
-    """Writes checked members below `staging`, refusing anything whose real path leaves it."""
-
-    def __init__(self, staging: Path, total: int, on_progress: Callable[[int, int], None] | None) -> None:
-        self.root = os.path.realpath(staging)
-        self.mtimes: list[tuple[str, int]] = []
-        self.total = total
-        self.done = 0
-        self.on_progress = on_progress
-
-    def _target(self, entry: ArchiveEntry) -> str:
-        path = os.path.join(self.root, entry.name)
-        parent = os.path.realpath(os.path.dirname(path))
-        if not _inside(parent, self.root):
-            raise _refuse(entry.info.name, "its parent directory resolves outside the target (through a symlink)")
-        try:
-            filtered = tarfile.data_filter(entry.info, self.root)
-        except tarfile.FilterError as exc:
-            raise _refuse(entry.info.name, str(exc)) from exc
-        self._mode = filtered.mode
-        return os.path.join(parent, os.path.basename(path))
-
-    def __call__(self, entry: ArchiveEntry, data: IO[bytes] | None) -> str | None:
-        if entry.name == "":
-            return None
-        path = self._target(entry)
-        info = entry.info
-        if info.isdir():
-            if not os.path.isdir(path) or os.path.islink(path):
-                os.mkdir(path, 0o755)
-            self.mtimes.append((path, int(info.mtime)))
-            return None
-        if info.issym():
-            os.symlink(info.linkname, path)
-            return None
-        if info.islnk():
-            os.link(os.path.join(self.root, normalize_member_name(info.linkname)), path, follow_symlinks=False)
-            return None
-        assert data is not None
-        mode = self._mode if self._mode is not None else 0o644
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as out:
-            digest = hash_stream(data, out.write)
-        os.chmod(path, mode)
-        os.utime(path, (info.mtime, info.mtime))
-        self.done += info.size
-        if self.on_progress is not None:
-            self.on_progress(self.done, self.total)
-        return digest
 
 
 @dataclass
@@ -319,10 +264,18 @@ def extract_bundle(
     staging = dest / f".kubeplay-extract-{uuid.uuid4().hex[:12]}"
     staging.mkdir(mode=0o700)
     try:
-        writer = _StagingWriter(staging, needed, on_progress)
-        scan = scan_archive(source, writer)
-        for path, mtime in reversed(writer.mtimes):
-            os.utime(path, (mtime, mtime))
+        writer = StagingWriter(staging, needed, on_progress)
+
+        def stage(entry: ArchiveEntry, data: IO[bytes] | None) -> str | None:
+            writer.add(StagedMember(entry.info, entry.name, entry.relpath, entry.link_relpath), data)
+            return PENDING if data is not None else None
+
+        try:
+            scan = scan_archive(source, stage)
+            writer.finish()
+        finally:
+            writer.abandon()
+        scan.digests.update(writer.digests)
         bundle = staging / scan.top if scan.top else staging
         report = check_bundle_digests(bundle, scan.digests, scan.symlinks)
         if check_digests and not report.ok:
