@@ -168,10 +168,15 @@ def test_second_node_uses_the_deploy_node(installed: tuple[LabNode, LabNode, str
     node0, node1, _ = installed
     http = f"http://{node0.ip}:8080"
     # The CA and the bundle key over plain HTTP (python3: the node has no curl yet).
+    # (apt reads keys as its _apt user: the keyring goes to /etc/apt/keyrings, not /root.)
     fetch = "import sys,urllib.request as u; open(sys.argv[2],'wb').write(u.urlopen(sys.argv[1]).read())"
+    ok(node1, "mkdir -p /etc/apt/keyrings")
     ok(node1, f"python3 -c {shlex.quote(fetch)} {http}/certs/rootCA.crt /root/rootCA.crt")
-    ok(node1, f"python3 -c {shlex.quote(fetch)} {http}/repos/kubeplay-archive-keyring.gpg /root/bundle.gpg")
-    assert ok(node1, "sha256sum < /root/bundle.gpg").split()[0] == _sha256(
+    ok(
+        node1,
+        f"python3 -c {shlex.quote(fetch)} {http}/repos/kubeplay-archive-keyring.gpg /etc/apt/keyrings/kubeplay.gpg",
+    )
+    assert ok(node1, "sha256sum < /etc/apt/keyrings/kubeplay.gpg").split()[0] == _sha256(
         bundle / "repos/kubeplay-archive-keyring.gpg"
     )
 
@@ -179,7 +184,7 @@ def test_second_node_uses_the_deploy_node(installed: tuple[LabNode, LabNode, str
     sources = (
         "Types: deb\n"
         f"URIs: {http}/repos/apt/debian/bookworm\n"
-        "Suites: bookworm\nComponents: main\nSigned-By: /root/bundle.gpg\n"
+        "Suites: bookworm\nComponents: main\nSigned-By: /etc/apt/keyrings/kubeplay.gpg\n"
     )
     ok(node1, f"printf %s {shlex.quote(sources)} > /root/kubeplay.sources")
     apt = "apt-get -o Dir::Etc::SourceList=/root/kubeplay.sources -o Dir::Etc::SourceParts=- "

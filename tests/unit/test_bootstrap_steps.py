@@ -113,3 +113,26 @@ def test_preflight_lists_every_problem_at_once(tmp_path: Path) -> None:
     ]
     assert [p.check for p in problems] == ["user", "systemd", "python", "disk"]
     assert "--no-systemd" in problems[1].hint
+
+
+@needs_nginx
+def test_status_reports_recorded_steps_and_certificate(tmp_path: Path) -> None:
+    from kubeplay.bootstrap.status import collect_status
+
+    bundle = make_bundle(tmp_path)
+    ctx = make_context(tmp_path, bundle)
+    run_install(ctx, only=FILE_STEPS)  # type: ignore[arg-type]
+    report = collect_status(ctx.paths, bundle, probe=False)  # type: ignore[attr-defined]
+    done = [name for name, when in report["steps"].items() if when]
+    assert done == FILE_STEPS
+    assert report["registry"] == "https://kube.registry.local:8443"
+    assert report["files"] == "http://127.0.0.1:8080"
+    assert report["certificate_expires"] > "2030"
+
+
+def test_refused_preflight_writes_nothing(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, make_bundle(tmp_path, arches=("arm64",)))
+    with pytest.raises(BadInput) as info:
+        run_install(ctx)  # type: ignore[arg-type]
+    assert "this node is" in str(info.value) or "preflight found" in str(info.value)
+    assert not ctx.paths.state.exists(), "a refused install leaves no state behind"  # type: ignore[attr-defined]

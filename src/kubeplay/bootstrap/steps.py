@@ -342,32 +342,43 @@ def write_effective_config(ctx: InstallContext) -> None:
     atomic_write(ctx.paths.effective_config, body.encode(), mode=0o600)
 
 
-def run_install(
-    ctx: InstallContext, from_step: str | None = None, only: list[str] | None = None
-) -> list[tuple[str, str]]:
-    """Run the steps in order; return (step, what happened) pairs. Raises the first step's failure."""
-    if from_step is not None and from_step not in STEP_NAMES:
-        raise BadInput(f"--from {from_step}: unknown step", hint=f"steps: {', '.join(STEP_NAMES)}")
+def _open_state(ctx: InstallContext, from_step: str | None) -> Ledger:
     ensure_dir(ctx.record, ctx.paths.state)
     ledger = Ledger(ctx.paths.ledger)
     ctx.record.add("file", ctx.paths.ledger)
     if from_step:
         ledger.forget_from(STEP_NAMES, from_step)
     write_effective_config(ctx)
+    return ledger
+
+
+def run_install(
+    ctx: InstallContext, from_step: str | None = None, only: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """Run the steps in order; return (step, what happened) pairs. Raises the first step's failure."""
+    if from_step is not None and from_step not in STEP_NAMES:
+        raise BadInput(f"--from {from_step}: unknown step", hint=f"steps: {', '.join(STEP_NAMES)}")
+    ledger: Ledger | None = None
     results: list[tuple[str, str]] = []
     for step in STEPS:
         if only is not None and step.name not in only:
             continue
+        if ledger is None and step.name != "preflight":
+            # Nothing is written until preflight has passed: a refused install leaves no trace.
+            ledger = _open_state(ctx, from_step)
+            for name, _ in results:  # preflight, which ran before there was a state dir
+                ledger.mark_done(name, "always")
         digest = step.inputs(ctx)
-        if digest is not None and ledger.is_done(step.name, digest):
+        if digest is not None and ledger is not None and ledger.is_done(step.name, digest):
             results.append((step.name, "done earlier, inputs unchanged"))
             ctx.out.event("step", name=step.name, status="skipped")
             continue
         ctx.out.event("step", name=step.name, status="running")
         with ctx.out.console.status(f"{step.name}: {step.summary}") if not ctx.out.quiet else _null():
             message = step.run(ctx)
-        if digest is not None:
-            ledger.mark_done(step.name, digest)
+        if ledger is not None:
+            # Steps without inputs run every time; they are recorded too, so `status` shows when.
+            ledger.mark_done(step.name, digest or "always")
         ctx.out.info(f"[green]✓[/] {step.name}: {message}")
         ctx.out.event("step", name=step.name, status="done", message=message)
         results.append((step.name, message))
