@@ -136,10 +136,14 @@ def test_pack_bad_input(bundle: Path, tmp_path: Path) -> None:
         pack_checked_bundle(tmp_path / "nope", tmp_path / "out")
     with pytest.raises(BadInput, match="inside the bundle"):
         pack_checked_bundle(bundle, bundle / "out")
+    assert not (bundle / "out").exists()
     not_bundle = tmp_path / "plain"
     not_bundle.mkdir()
-    with pytest.raises(BundleError, match="not a kubeplay bundle"):
+    with pytest.raises(BadInput, match="not a finished kubeplay bundle"):
         pack_checked_bundle(not_bundle, tmp_path / "out")
+    (bundle / "SHA256SUMS").unlink()
+    with pytest.raises(BadInput, match="no SHA256SUMS"):
+        pack_checked_bundle(bundle, tmp_path / "out")
 
 
 def test_hardlinked_files_are_carried_once(bundle: Path, tmp_path: Path) -> None:

@@ -21,7 +21,14 @@ from typing import BinaryIO, cast
 import zstandard
 
 from kubeplay.bundle.integrity import compare_digests
-from kubeplay.bundle.manifest import BUILD_STATE_DIR, PART_SUFFIX, SUMS_NAME, read_manifest, read_sha256sums
+from kubeplay.bundle.manifest import (
+    BUILD_STATE_DIR,
+    MANIFEST_NAME,
+    PART_SUFFIX,
+    SUMS_NAME,
+    read_manifest,
+    read_sha256sums,
+)
 from kubeplay.bundle.parts import ARCHIVE_SUFFIX, PartEntry, PartsManifest, parts_manifest_name, sha256sum_line
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import atomic_write
@@ -263,11 +270,11 @@ def pack_bundle(
     """
     if not bundle_dir.is_dir():
         raise BadInput(f"{bundle_dir}: not a directory", hint="pass the bundle directory that `kubeplay build` wrote")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if out_dir.resolve().is_relative_to(bundle_dir.resolve()):
         raise BadInput(
             f"{out_dir}: inside the bundle directory", hint="write the archive next to the bundle, not in it"
         )
+    out_dir.mkdir(parents=True, exist_ok=True)
     archive_name = stem + ARCHIVE_SUFFIX
     members = plan_members(bundle_dir, stem)
     content_size = tar_stream_size(members)
@@ -351,6 +358,12 @@ def pack_checked_bundle(
     """
     if not bundle_dir.is_dir():
         raise BadInput(f"{bundle_dir}: not a directory", hint="pass the bundle directory that `kubeplay build` wrote")
+    for required in (MANIFEST_NAME, SUMS_NAME):
+        if not (bundle_dir / required).is_file():
+            raise BadInput(
+                f"{bundle_dir}: not a finished kubeplay bundle (no {required})",
+                hint="pass the directory `kubeplay build` wrote; a build that did not finish has no SHA256SUMS",
+            )
     manifest = read_manifest(bundle_dir)
     sums = read_sha256sums(bundle_dir / SUMS_NAME)
 
