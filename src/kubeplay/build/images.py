@@ -131,7 +131,10 @@ class ImageFetcher:
                 result.skipped += 1
             else:
                 todo.append(artifact)
+        # what the plan no longer lists is pruned from the store; forget it here too
+        self.state = {k: v for k, v in self.state.items() if k in unique}
         if not todo:
+            self._save_state()
             return result
         items: dict[str, DownloadItem] = {}
         resolved: list[ResolvedImage] = []

@@ -26,6 +26,7 @@ from kubeplay.build.images import ImageFetcher
 from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
+    MANIFEST_NAME,
     SUMS_NAME,
     BundleManifest,
     FileRecord,
@@ -40,7 +41,7 @@ from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import KubesprayTree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import get_output, human_bytes
-from kubeplay.errors import BundleError
+from kubeplay.errors import BadInput, BundleError
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
 from kubeplay.fetch.mirrors import load_mirrors, redact
 from kubeplay.state import atomic_write, input_hash
@@ -152,6 +153,18 @@ def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) 
     ]
 
 
+def check_output_dir(out: Path) -> None:
+    """Refuse to build into a directory holding something other than a kubeplay bundle (it prunes)."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: exists and is not a directory", hint="choose another -o/--output")
+    is_bundle = (out / BUILD_STATE_DIR).is_dir() or (out / MANIFEST_NAME).is_file()
+    if out.is_dir() and not is_bundle and any(out.iterdir()):
+        raise BadInput(
+            f"{out}: not empty and not a kubeplay bundle",
+            hint="build into a new or empty directory, or into an earlier bundle to update it",
+        )
+
+
 def cached_plan(spec: BundleSpec, tree: KubesprayTree, identity: str, state_dir: Path) -> Plan:
     """make_plan, remembered per (kubeplay version, tree, spec) so an unchanged re-run skips rendering."""
     key = input_hash({"kubeplay": __version__, "tree": identity, "spec": spec.model_dump(mode="json")})
@@ -180,6 +193,7 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
     """Build (or complete, or update) the bundle at `out`; failures of single items are in the result."""
     opts = options or BuildOptions()
     output = get_output()
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     state = out / BUILD_STATE_DIR
     result = BuildResult(out)

@@ -78,6 +78,8 @@ class VerifiedCache:
         if self.path is None or not self._dirty:
             return
         with self._lock:
+            # files removed since (pruned by a newer plan) leave the cache too
+            self._entries = {k: v for k, v in self._entries.items() if Path(k).exists()}
             body = json.dumps(self._entries, separators=(",", ":")).encode()
             self._dirty = False
         atomic_write(self.path, body)
