@@ -262,6 +262,19 @@ def run_playbook(
     )
 
 
+def _log_error(log: Path) -> str:
+    """The first `ERROR!` Ansible printed outside any task (a playbook it could not load, say), if any."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for i, line in enumerate(lines):
+        if line.startswith("ERROR!"):
+            detail = [x.strip() for x in lines[i : i + 12] if x.strip()]
+            return ": " + " | ".join(detail)[:1200]
+    return ""
+
+
 def raise_for_result(result: RunResult, hint: str | None = None) -> None:
     """Raise StepFailed naming the first failing task and host and the full log's path; nothing if rc==0."""
     if result.rc == 0 and result.status == "successful":
@@ -276,7 +289,7 @@ def raise_for_result(result: RunResult, hint: str | None = None) -> None:
         if others:
             what += f" (also failed on {', '.join(others)})"
     else:
-        what = f"ansible-playbook exited with {result.rc}"
+        what = f"ansible-playbook exited with {result.rc}" + _log_error(result.log)
     raise StepFailed(
         f"{result.label}: {what}",
         hint=(hint + "; " if hint else "") + f"full log: {result.log}",
