@@ -29,6 +29,12 @@ from kubeplay.bootstrap.record import write_owned
 from kubeplay.errors import BundleError, StepFailed
 from kubeplay.state import input_hash
 
+DISTRO_UNITS = {
+    "nginx-light": "nginx.service",
+    "nginx": "nginx.service",
+    "docker-registry": "docker-registry.service",
+    "docker-distribution": "docker-distribution.service",
+}
 DPKG_LOCK = Path("/var/lib/dpkg/lock-frontend")
 POLICY_RC_D = b"#!/bin/sh\n# kubeplay install: keep distro services from starting while packages install.\nexit 101\n"
 
@@ -124,12 +130,12 @@ def _apt_install(ctx: InstallContext, new: list[str]) -> list[str]:
     env = apt_env()
     opts = apt_options(ctx.paths.apt_sources)
     policy = ctx.paths.policy_rc_d
+    # An apt-get left running by a killed install finishes first (and still sees our policy-rc.d).
+    wait_for_dpkg_lock()
     left = [i for i in ctx.record.of_kind("file") if i.target == str(policy)]
     if left:
-        # Our own policy-rc.d, left by an install that was killed: remove it before anything else.
         policy.unlink(missing_ok=True)
         ctx.record.remove(left[0])
-    wait_for_dpkg_lock()
     # A kill -9 during an earlier dpkg run leaves packages half-configured; finish that first.
     run_command(["dpkg", "--configure", "-a"], env=env, timeout=900, what="dpkg --configure -a")
     # Updating proves the bundle's signature checks out with the bundle key, even when nothing is missing.
@@ -152,12 +158,18 @@ def _apt_install(ctx: InstallContext, new: list[str]) -> list[str]:
             if own_policy:
                 policy.unlink(missing_ok=True)
                 ctx.record.remove(next(i for i in ctx.record.items if i.target == str(policy)))
-    if any(i.target.startswith("nginx") for i in ctx.record.of_kind("package")):
-        # kubeplay runs its own nginx unit; the distro's default site must not come up at boot.
-        subprocess.run(
-            ["systemctl", "disable", "--quiet", "nginx.service"], capture_output=True, timeout=60, check=False
-        )
+    disable_distro_units(ctx)
     return new
+
+
+def disable_distro_units(ctx: InstallContext) -> None:
+    """kubeplay runs its own nginx and registry units: the distro's (default site on :80, a registry
+    with its own config on :5000) must neither run now nor come up at boot, for packages install added."""
+    units = {DISTRO_UNITS[i.target] for i in ctx.record.of_kind("package") if i.target in DISTRO_UNITS}
+    for unit in sorted(units):
+        subprocess.run(
+            ["systemctl", "disable", "--now", "--quiet", unit], capture_output=True, timeout=120, check=False
+        )
 
 
 def _dnf_install(ctx: InstallContext, new: list[str]) -> list[str]:
@@ -167,6 +179,7 @@ def _dnf_install(ctx: InstallContext, new: list[str]) -> list[str]:
         run_command(
             ["dnf", "-y", "--disablerepo=*", "--enablerepo=kubeplay", "install", *new], timeout=1800, what="dnf install"
         )
+    disable_distro_units(ctx)
     return new
 
 
