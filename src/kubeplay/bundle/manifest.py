@@ -160,17 +160,21 @@ def is_bundle_file(relpath: str) -> bool:
 def bundle_files(bundle_dir: Path) -> Iterator[str]:
     """Bundle-relative POSIX paths of every regular file in the bundle, sorted; symlinks are refused."""
     found: list[str] = []
-    for root, dirs, names in os.walk(bundle_dir):
-        rel_root = Path(root).relative_to(bundle_dir)
-        if rel_root == Path("."):
-            dirs[:] = [d for d in dirs if d != BUILD_STATE_DIR]
-        for name in names:
-            rel = (rel_root / name).as_posix()
-            full = Path(root) / name
-            if full.is_symlink():
-                raise BundleError(f"{full}: symlink inside the bundle", hint="bundles hold regular files only")
-            if is_bundle_file(rel):
-                found.append(rel)
+    pending = [("", str(bundle_dir))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    raise BundleError(
+                        f"{entry.path}: symlink inside the bundle", hint="bundles hold regular files only"
+                    )
+                if entry.is_dir():
+                    if rel != BUILD_STATE_DIR:
+                        pending.append((rel + "/", entry.path))
+                elif is_bundle_file(rel):
+                    found.append(rel)
     yield from sorted(found)
 
 
