@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build
 from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import FetchError
@@ -36,6 +35,9 @@ def build(
     ] = 60.0,
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
+    # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
+    from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build  # noqa: PLC0415
+
     out = get_output()
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
