@@ -85,6 +85,11 @@ def test_split_parts_join_into_the_archive_and_match_their_manifest(bundle: Path
         ["sh", "-c", f"cat {STEM}.tar.zst.part* | sha256sum"], cwd=out, capture_output=True, text=True, check=True
     )
     assert joined_check.stdout.split()[0] == whole.sha256
+    parts_check = subprocess.run(
+        ["sha256sum", "-c", f"{STEM}.parts.sha256"], cwd=out, capture_output=True, text=True, check=False
+    )
+    assert parts_check.returncode == 0, parts_check.stdout + parts_check.stderr
+    assert parts_check.stdout.count(": OK") == len(result.parts)
 
 
 def test_repacking_with_fewer_parts_removes_stale_parts(bundle: Path, tmp_path: Path) -> None:

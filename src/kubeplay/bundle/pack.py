@@ -244,6 +244,10 @@ def _stream_member(member: PackMember, writer: zstandard.ZstdCompressionWriter, 
     return digest.hexdigest()
 
 
+def _parts_sums_path(out_dir: Path, archive_name: str) -> Path:
+    return out_dir / (archive_name.removesuffix(ARCHIVE_SUFFIX) + ".parts.sha256")
+
+
 def _remove_stale_parts(out_dir: Path, archive_name: str, keep: set[str]) -> None:
     for old in out_dir.glob(f"{archive_name}.part[0-9][0-9][0-9]*"):
         if old.name not in keep:
@@ -323,9 +327,13 @@ def pack_bundle(
         manifest = PartsManifest(archive=archive_name, size=sink.size, sha256=sha256, parts=sink.finished_parts)
         parts_manifest = out_dir / parts_manifest_name(archive_name)
         atomic_write(parts_manifest, (manifest.model_dump_json(indent=2) + "\n").encode())
+        # The same digests for plain tools: `sha256sum -c <stem>.parts.sha256` checks every part.
+        lines = "".join(sha256sum_line(p.sha256, p.name) for p in sink.finished_parts)
+        atomic_write(_parts_sums_path(out_dir, archive_name), lines.encode())
         archive.unlink(missing_ok=True)  # an older unsplit archive of the same name would contradict the parts
     else:
         (out_dir / parts_manifest_name(archive_name)).unlink(missing_ok=True)
+        _parts_sums_path(out_dir, archive_name).unlink(missing_ok=True)
     _remove_stale_parts(out_dir, archive_name, {p.name for p in finals})
     sha256_file = out_dir / (archive_name + ".sha256")
     atomic_write(sha256_file, sha256sum_line(sha256, archive_name).encode())
