@@ -90,6 +90,8 @@ def test_nodes_have_no_route_outside_the_lab_subnet(lab: Lab) -> None:
         main = node.run(["ip", "-4", "route"]).stdout.split("\n")
         assert [r.split()[0] for r in main if r] == [lab.record.subnet], main
         assert not any(r.startswith("default") for r in routes), routes
+        v6 = node.run(["ip", "-6", "route", "show", "table", "all"]).stdout
+        assert "default" not in v6, v6
         probe = f"import socket; socket.create_connection(('{OUTSIDE}', 80), 5)"
         result = node.run(["python3", "-c", probe], timeout=30)
         assert result.returncode != 0
@@ -236,3 +238,36 @@ def test_up_refuses_a_name_whose_namespaces_belong_to_another_lab(lab: Lab, tmp_
         Lab.up(1, name=lab.name, state_root=tmp_path)
     assert lab.nodes[0].run("true").returncode == 0, "the running lab must be untouched"
     assert lab.netns in host_snapshot(lab.name)["netns"]
+
+
+def test_a_node_that_cannot_boot_is_reported_and_nothing_is_left(lab_state_root: Path, lab_name: str) -> None:
+    from kubeplay.lab.nodes import LabError
+
+    before = host_snapshot(lab_name)
+    with pytest.raises(LabError, match="stopped while booting") as info:
+        Lab.up(1, name=lab_name, state_root=lab_state_root, nspawn_args=("--no-such-nspawn-option",))
+    assert "no-such-nspawn-option" in str(info.value), "the node's own log explains why"
+    assert host_snapshot(lab_name) == before
+    assert not (lab_state_root / lab_name).exists()
+
+
+def test_down_never_deletes_through_a_mount_inside_a_node(make_lab: Callable[..., Lab], tmp_path: Path) -> None:
+    from kubeplay.lab.nodes import LabError
+
+    lab = make_lab(1)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("not the lab's")
+    mount_point = lab.nodes[0].root / "mnt" / "host"
+    mount_point.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(precious), str(mount_point)], check=True, timeout=30)
+    try:
+        with pytest.raises(LabError, match="still mounted"):
+            lab.down()
+        assert (precious / "keep.txt").read_text() == "not the lab's"
+        assert (Path(lab.record.dir) / "lab.json").is_file(), "state kept so a later `lab down` can finish"
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True, timeout=30)
+    lab.down()
+    assert not Path(lab.record.dir).exists()
+    assert (precious / "keep.txt").is_file()

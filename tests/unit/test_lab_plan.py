@@ -145,3 +145,20 @@ def test_process_identity_rejects_a_reused_pid() -> None:
     assert start is not None
     assert machines.is_running(me, start)
     assert not machines.is_running(me, start + 1)
+
+
+def test_teardown_refuses_a_recorded_dir_outside_the_lab(tmp_path: Path) -> None:
+    from kubeplay.lab.record import Resource
+    from kubeplay.lab.teardown import TeardownRefused, remove_resource
+
+    lab_dir, elsewhere = tmp_path / "lab", tmp_path / "precious"
+    lab_dir.mkdir()
+    elsewhere.mkdir()
+    with pytest.raises(TeardownRefused, match="outside the lab directory"):
+        remove_resource(Resource(kind="dir", name=str(elsewhere)), lab_dir)
+    assert elsewhere.is_dir()
+    inside = lab_dir / "nodes" / "node0"
+    inside.mkdir(parents=True)
+    assert remove_resource(Resource(kind="dir", name=str(inside)), lab_dir) is True
+    assert not inside.exists()
+    assert remove_resource(Resource(kind="dir", name=str(inside)), lab_dir) is False

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kubeplay.errors import BadInput, KubeplayError
-from kubeplay.lab import machines, network, record, rootfs, ssh
+from kubeplay.lab import machines, network, record, rootfs, ssh, teardown
 from kubeplay.lab.record import LabRecord, NodeRecord, Resource
 
 DEFAULT_SUBNET = "10.213.0.0/24"
@@ -324,12 +324,21 @@ class Lab:
                 failed.append(f"process {res.pid} ({res.name}) did not stop")
             else:
                 removed.append(f"process {res.pid} ({res.name})")
-        keep = [r for r in procs if r.pid in still]
+        if still:
+            # A node still running keeps its root, namespace and the state file: nothing is pulled from under it.
+            raise LabError(
+                f"lab {rec.name}: {'; '.join(failed)}; nothing else was removed",
+                hint=f"find out why PID(s) {', '.join(map(str, still))} ignore SIGKILL, then run `kubeplay lab down` again",
+            )
+        keep: list[Resource] = []
         for res in reversed(rec.resources):
             if res.kind == "process":
                 continue
+            if res.name == rec.dir and res.kind == "dir" and failed:
+                keep.append(res)  # the lab directory holds the state file: keep it while anything is left
+                continue
             try:
-                if _remove(res, Path(rec.dir)):
+                if teardown.remove_resource(res, Path(rec.dir)):
                     removed.append(f"{res.kind} {res.name}")
             except (KubeplayError, OSError) as exc:
                 failed.append(f"{res.kind} {res.name}: {exc}")
@@ -344,34 +353,6 @@ class Lab:
             )
         self.nodes = []
         return removed
-
-
-def _remove(res: Resource, lab_dir: Path) -> bool:
-    if res.kind == "netns":
-        return network.delete_netns(res.name)
-    if res.kind == "link":
-        return network.delete_link(res.netns or "", res.name)
-    path = Path(res.name)
-    if not path.exists():
-        return False
-    if path != lab_dir and not path.is_relative_to(lab_dir):
-        raise LabError(f"refusing to remove {path}: outside the lab directory {lab_dir}")
-    mounts = _mounts_under(path)
-    if mounts:
-        raise LabError(f"refusing to remove {path}: still mounted there: {', '.join(mounts)}")
-    shutil.rmtree(path)
-    return True
-
-
-def _mounts_under(path: Path) -> list[str]:
-    # Removing a tree that still has a bind mount inside would delete through it into someone else's files.
-    prefix = str(path).rstrip("/") + "/"
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == str(path) or point.startswith(prefix):
-            found.append(point)
-    return found
 
 
 def unavailable_reason() -> str | None:
