@@ -1,0 +1,87 @@
+"""Reading `kubeplay --json-events deploy` output: which steps ran and how long, where it stopped, and why a
+systemd-nspawn container could not go further."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+# Steps a lab node (systemd-nspawn container) must complete; a stop in one of these is a failure.
+CONTAINER_STEPS = ("preflight", "node-prep", "os-bootstrap", "preinstall")
+
+# (pattern in the failing task's message, why a container cannot do it) — first match wins.
+_REASONS: tuple[tuple[str, str], ...] = (
+    (
+        r"modprobe|kernel module|/lib/modules|modules\.dep|br_netfilter|overlay module|ip_vs",
+        "kernel modules: a container shares the host's kernel and may not load modules into it",
+    ),
+    (
+        r"/proc/sys|sysctl|net\.ipv4|net\.bridge|read-only file system",
+        "kernel parameters: /proc/sys is read-only inside an nspawn container",
+    ),
+    (r"swapoff|swap", "swap: a container cannot switch the host's swap off"),
+    (
+        r"kubeplay lab stand-in|stand-in|Failed to start|failed to start|start request repeated|exited with",
+        "the runtime binaries: the simulated upstream serves stand-in scripts, not real containerd/kubelet "
+        "binaries (and a real kubelet would need kernel modules and cgroup control a container does not get)",
+    ),
+    (r"cgroup", "cgroups: the container has no delegated cgroup controllers for a container runtime"),
+    (r"mount|Operation not permitted|permission denied", "a privileged operation the container is not allowed"),
+)
+
+
+@dataclass
+class DeployOutcome:
+    """Steps done (name -> seconds), the step that stopped (if any) and the error text."""
+
+    done: dict[str, float] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
+    stopped_at: str | None = None
+    message: str = ""
+
+    @property
+    def completed(self) -> bool:
+        return self.stopped_at is None
+
+
+def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
+    """DeployOutcome from the merged stdout/stderr of `kubeplay --json-events deploy`."""
+    outcome = DeployOutcome()
+    errors: list[str] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith('{"event"'):
+            try:
+                event = json.loads(stripped)
+            except ValueError:
+                continue
+            if event.get("event") == "step":
+                name = str(event.get("step"))
+                if event.get("status") == "started":
+                    outcome.started.append(name)
+                elif event.get("status") == "done":
+                    outcome.done[name] = float(event.get("seconds", 0.0))
+        elif stripped.startswith("error:"):
+            # The error may wrap over several lines; it runs until the hint or the end.
+            block = [stripped.removeprefix("error:").strip()]
+            for follow in lines[i + 1 :]:
+                if follow.startswith(("hint:", "{")):
+                    break
+                block.append(follow.strip())
+            errors.append(" ".join(b for b in block if b))
+    if exit_code != 0:
+        pending = [s for s in outcome.started if s not in outcome.done]
+        outcome.message = errors[-1] if errors else f"kubeplay deploy exited with {exit_code}"
+        head = outcome.message.split(":", 1)[0].strip()
+        outcome.stopped_at = pending[-1] if pending else (head if head and " " not in head else "preflight")
+    return outcome
+
+
+def explain_stop(message: str) -> str:
+    """Why a container stopped here, in one line, from the failing task's message."""
+    for pattern, reason in _REASONS:
+        if re.search(pattern, message, re.I):
+            return reason
+    return "a step this container could not complete (see the failing task above)"

@@ -1,0 +1,62 @@
+"""The demo's input files, as data: bundle.yaml for the build side, config.yaml for the deploy node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kubeplay.lab.nodes import LabNode
+
+DOMAIN = "kube.registry.local"
+HTTP_PORT = 8080
+NODE_KEY = "/root/.ssh/id_ed25519"  # where Lab.give_ssh_access puts the lab key on the deploy node
+# `kubeplay install` serves the registry with the distribution registry (Debian: docker-registry), which
+# the osrepo default package list does not carry; the demo asks for it.
+DEPLOY_NODE_PACKAGES = ("docker-registry",)
+
+
+def bundle_spec(
+    *, version: str, source: str, sha256: str, mirrors: dict[str, Any], credentials_file: str
+) -> dict[str, Any]:
+    """bundle.yaml: kubespray from the simulated GitHub, amd64, Debian 12 packages, every host mirrored."""
+    return {
+        "kubespray": {"version": version, "source": source, "sha256": sha256},
+        "arches": ["amd64"],
+        "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
+        "packages": {"apt": list(DEPLOY_NODE_PACKAGES)},
+        "mirrors": mirrors,
+        "credentials_file": credentials_file,
+    }
+
+
+def deploy_config(deploy: LabNode, nodes: list[LabNode]) -> dict[str, Any]:
+    """config.yaml (the original kubeplay's shape) for the deploy node: the first cluster node is the
+    control plane and etcd, every cluster node a worker; Ansible logs in as root with the lab key."""
+    names = [n.name for n in nodes]
+    return {
+        "compose": {"internal_ip": deploy.ip, "nginx_http_port": HTTP_PORT, "registry_domain": DOMAIN},
+        "kubespray": {"kube_network_plugin": "calico", "container_manager": "containerd"},
+        "inventory": {
+            "all": {
+                "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": NODE_KEY},
+                "hosts": {n.name: {"ansible_host": n.ip} for n in nodes},
+                "children": {
+                    "kube_control_plane": {"hosts": {names[0]: None}},
+                    "etcd": {"hosts": {names[0]: None}},
+                    "kube_node": {"hosts": dict.fromkeys(names)},
+                    "k8s_cluster": {"children": {"kube_control_plane": None, "kube_node": None}},
+                },
+            }
+        },
+        "default": {
+            "ntp_server": [deploy.ip],
+            "registry_ip": deploy.ip,
+            "registry_https_port": 443,
+            "registry_push_port": 5000,
+        },
+    }
+
+
+def dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

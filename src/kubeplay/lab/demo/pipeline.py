@@ -1,0 +1,414 @@
+"""`run_demo`: the air-gapped rehearsal, end to end, on this machine.
+
+simulated upstream -> `kubeplay build` -> `kubeplay pack` -> lab nodes -> archive into node0 -> `install.sh`
+there -> `kubeplay deploy` from node0 to node1..N-1 (kubespray's own cluster.yml, until the first phase a
+container cannot do) -> checks on every node -> report. Each phase is timed; the lab and the simulator
+are gone at the end unless `keep`. The build directory under `workdir` stays: it is the cache that
+makes the next run fast (files, images and Debian packages already verified are not fetched again).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeplay.bundle.install_files import add_install_files
+from kubeplay.bundle.manifest import read_manifest, write_sha256sums
+from kubeplay.catalog.examples import example_tree_path, newest_release_archive
+from kubeplay.catalog.planner import make_plan
+from kubeplay.catalog.source import load_tree
+from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output, get_output, human_bytes
+from kubeplay.errors import BadInput, KubeplayError, StepFailed
+from kubeplay.lab import record, rootfs
+from kubeplay.lab.demo import inputs, probes
+from kubeplay.lab.demo.deploy_outcome import CONTAINER_STEPS, explain_stop, parse_deploy_output
+from kubeplay.lab.demo.report import Built, DemoReport, PhaseResult, PhaseStatus, render_report
+from kubeplay.lab.nodes import Lab
+from kubeplay.lab.upstream import UpstreamSimulator
+
+LAB_NAME = "demo"
+# A Debian 12 server as its installer leaves it (Priority required + important: iputils-ping among them,
+# which kubespray's preinstall needs but its system_packages skips on a first run), plus zstd to unpack
+# the archive on the deploy node, and libglib2.0-0, without which kubeplay's CLI cannot start there
+# (kubeplay.cli imports createrepo_c at start-up).
+NODE_ROOTFS = rootfs.RootfsSpec(variant="important", extra_packages=("zstd", "libglib2.0-0"))
+NSPAWN_ARGS = ("--timezone=off",)  # the node keeps its own /etc/localtime, as a real machine does
+BUNDLE_PARENT = "/opt/kubeplay"
+CONFIG_IN_NODE = "/root/config.yaml"
+SUBPROCESS_TIMEOUT = 1800
+
+
+@dataclass
+class PhaseNote:
+    detail: str = ""
+    status: PhaseStatus = "ok"
+
+
+class PhaseClock:
+    """Times phases into the report and announces them on the console."""
+
+    def __init__(self, report: DemoReport, out: Output) -> None:
+        self.report = report
+        self.out = out
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[PhaseNote]:
+        note = PhaseNote()
+        self.out.info(f"[bold]▶ {name}[/]")
+        started = time.monotonic()
+        try:
+            yield note
+        except BaseException as exc:
+            text = exc.message if isinstance(exc, KubeplayError) else f"{type(exc).__name__}: {exc}"
+            self.report.phases.append(PhaseResult(name, time.monotonic() - started, "failed", text.splitlines()[0]))
+            raise
+        seconds = time.monotonic() - started
+        self.report.phases.append(PhaseResult(name, seconds, note.status, note.detail))
+        self.out.info(f"  [dim]{name}: {note.detail} ({seconds:.1f}s)[/]")
+
+
+def run_logged(argv: list[str], log: Path, what: str, out: Output, timeout: float = SUBPROCESS_TIMEOUT) -> str:
+    """Run argv with stdout+stderr into `log`, showing its latest line; return the output.
+
+    Raises StepFailed naming `what`, the exit code and the last lines of the log when it fails.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    code = stream_to_log(argv, log, what, out, timeout)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    if code != 0:
+        tail = "\n".join(text.strip().splitlines()[-12:])
+        raise StepFailed(f"{what} failed (exit {code}):\n{tail}", hint=f"full output: {log}")
+    return text
+
+
+def stream_to_log(argv: list[str], log: Path, what: str, out: Output, timeout: float) -> int:
+    """Run argv with its output in `log`; a status line shows the last line written; return the exit code."""
+    deadline = time.monotonic() + timeout
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            with out.console.status(what) as status:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        proc.wait(timeout=30)
+                        raise StepFailed(f"{what} did not finish within {timeout:.0f}s", hint=f"output so far: {log}")
+                    time.sleep(1)
+                    if not out.quiet:
+                        status.update(f"{what}: [dim]{_last_line(log)[:110]}[/]")
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            raise
+    return proc.returncode
+
+
+def _last_line(path: Path) -> str:
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _kubeplay(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kubeplay", "--json-events", *args]
+
+
+def _events(text: str, kind: str) -> list[dict[str, object]]:
+    found = []
+    for line in text.splitlines():
+        if line.startswith('{"event"'):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == kind:
+                found.append(event)
+    return found
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def kubespray_source() -> tuple[Path, bool]:
+    """(the newest kubespray release in ../shared, True), else (the built-in example tree, False)."""
+    archive = newest_release_archive()
+    return (archive, True) if archive is not None else (example_tree_path(), False)
+
+
+class Demo:
+    """One demo run; `run()` returns the report. Phases are methods, in order."""
+
+    def __init__(self, workdir: Path, nodes: int, keep: bool, out: Output) -> None:
+        self.workdir = workdir
+        self.nodes = nodes
+        self.keep = keep
+        self.out = out
+        self.logs = workdir / "logs"
+        self.bundle = workdir / "bundle"
+        self.report = DemoReport(workdir=str(workdir), nodes=nodes)
+        self.clock = PhaseClock(self.report, out)
+        self.lab: Lab | None = None
+        self.archive: Path | None = None
+        self.bundle_in_node = ""
+        self.real_kubespray = False
+
+    # -- build side ------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        source, self.real_kubespray = kubespray_source()
+        upstream_dir = self.workdir / "upstream"
+        shutil.rmtree(upstream_dir, ignore_errors=True)
+        sim = UpstreamSimulator(upstream_dir, registry_auth="token")
+        try:
+            with self.clock.phase("simulated upstream") as note:
+                sim.start()
+                tree = load_tree(source)
+                version = tree.version or "v0.0.0"
+                spec = BundleSpec.model_validate({"kubespray": {"version": version, "source": str(source)}})
+                plan = make_plan(spec.model_copy(update={"arches": ["amd64"]}), tree)
+                archive = sim.add_kubespray(source, plan_files=plan.files, arches=["amd64"])
+                pushed, pinned = sim.push_plan_images(plan.images, ["amd64", "arm64"])
+                self.report.built.kubespray = f"{version} ({source.name})" + ("" if self.real_kubespray else " example")
+                note.detail = (
+                    f"kubespray {version} re-checksummed, {len(archive.files)} files, {len(pushed)} images "
+                    f"(amd64+arm64) on loopback" + (f"; {len(pinned)} digest-pinned skipped" if pinned else "")
+                )
+            spec_path = self.workdir / "bundle.yaml"
+            creds = sim.credentials_file(self.workdir / "credentials.yaml")
+            spec_data = inputs.bundle_spec(
+                version=version,
+                source=archive.url,
+                sha256=archive.sha256,
+                mirrors=sim.mirrors(),
+                credentials_file=str(creds),
+            )
+            spec_path.write_text(inputs.dump(spec_data), encoding="utf-8")
+            with self.clock.phase("kubeplay build") as note:
+                started = time.time()
+                text = run_logged(
+                    _kubeplay("build", str(spec_path), "-o", str(self.bundle)),
+                    self.logs / "build.log",
+                    "kubeplay build",
+                    self.out,
+                )
+                fetched = next((e.get("fetched") for e in _events(text, "built")), 0)
+                note.detail = f"files, images (amd64), Debian 12 repo; fetched {_bytes(fetched)}"
+        finally:
+            sim.stop()
+        self._wheels(started)
+        self._record_built()
+        with self.clock.phase("kubeplay pack") as note:
+            text = run_logged(
+                _kubeplay("pack", str(self.bundle), "-o", str(self.workdir / "packed")),
+                self.logs / "pack.log",
+                "kubeplay pack",
+                self.out,
+            )
+            packed = _events(text, "packed")[-1]
+            self.archive = Path(str(packed["archive"]))
+            self.report.built.archive = self.archive.name
+            self.report.built.archive_bytes = int(str(packed["size"]))
+            note.detail = f"{self.archive.name}, {_bytes(packed['size'])} of {_bytes(packed['content_size'])}"
+
+    def _wheels(self, build_started: float) -> None:
+        requirements = sorted((self.bundle / "wheels").glob("requirements-*.txt"))
+        if (self.bundle / "install.sh").is_file() and requirements and requirements[0].stat().st_mtime >= build_started:
+            return  # this build wrote them itself
+        # `kubeplay build` does not add install.sh and wheels/ yet: add them as the build will, then re-sum.
+        with self.clock.phase("wheels + install.sh") as note:
+            manifest = read_manifest(self.bundle)
+            with self.out.console.status("pip download: kubeplay, ansible-core, kubespray requirements (cp311)"):
+                files = add_install_files(
+                    self.bundle,
+                    kube_version=manifest.kube_version,
+                    arches=["amd64"],
+                    pythons=("3.11",),
+                    kubespray_dir=self.bundle / manifest.kubespray.path,
+                )
+                write_sha256sums(self.bundle)
+            count = len(files.wheels.wheels) if files.wheels else 0
+            note.detail = f"{count} wheels for cp311-x86_64, SHA256SUMS rewritten"
+
+    def _record_built(self) -> None:
+        manifest = read_manifest(self.bundle)
+        b: Built = self.report.built
+        b.kube_version = manifest.kube_version
+        b.files, b.files_bytes = manifest.totals.files, manifest.totals.files_size
+        b.images, b.blobs, b.blobs_bytes = manifest.totals.images, manifest.totals.blobs, manifest.totals.blobs_size
+        b.os_packages = sum(r.packages for r in manifest.os_repos)
+        b.os_bytes = sum(r.size for r in manifest.os_repos)
+        b.wheels = len(list((self.bundle / "wheels").glob("*.whl")))
+        b.bundle_bytes = _dir_size(self.bundle) - _dir_size(self.bundle / ".kubeplay-build")
+
+    # -- air-gapped side -------------------------------------------------------------------------------
+
+    def lab_up(self) -> Lab:
+        with self.clock.phase(f"lab up ({self.nodes} nodes)") as note:
+            state = record.default_state_root() / LAB_NAME
+            if record.state_path(state).exists():
+                self.out.warn(f"a lab {LAB_NAME!r} from an earlier demo is still up; bringing it down first")
+                Lab.load(LAB_NAME).down()
+            self.lab = Lab.up(self.nodes, name=LAB_NAME, spec=NODE_ROOTFS, nspawn_args=NSPAWN_ARGS)
+            t = self.lab.timings
+            note.detail = f"nspawn nodes booted; {', '.join(f'{k} {v:.0f}s' for k, v in t.items())}"
+        return self.lab
+
+    def install(self, lab: Lab) -> None:
+        assert self.archive is not None
+        deploy = lab.nodes[0]
+        with self.clock.phase("copy + unpack on node0") as note:
+            deploy.copy_in(self.archive, f"/root/{self.archive.name}")
+            stem = self.archive.name.removesuffix(".tar.zst")
+            unpack = f"mkdir -p {BUNDLE_PARENT} && tar --zstd -xf /root/{self.archive.name} -C {BUNDLE_PARENT}"
+            deploy.run(["sh", "-c", unpack], timeout=600, check=True)
+            self.bundle_in_node = f"{BUNDLE_PARENT}/{stem}"
+            config = self.workdir / "config.yaml"
+            config.write_text(inputs.dump(inputs.deploy_config(deploy, lab.nodes[1:])), encoding="utf-8")
+            deploy.copy_in(config, CONFIG_IN_NODE)
+            note.detail = f"{self.archive.name} -> node0:{self.bundle_in_node} (tar --zstd)"
+        with self.clock.phase("install.sh on node0") as note:
+            cmd = f"{self.bundle_in_node}/install.sh -c {CONFIG_IN_NODE} 2>&1"
+            run_logged(deploy.ssh_argv(cmd), self.logs / "install.log", "install.sh (verify, venv, install)", self.out)
+            note.detail = f"serving https://{inputs.DOMAIN} and http://{deploy.ip}:{inputs.HTTP_PORT} from node0"
+
+    def deploy(self, lab: Lab) -> None:
+        deploy = lab.nodes[0]
+        if not (self.bundle / "kubespray" / "playbooks" / "cluster.yml").is_file():
+            self.report.phases.append(
+                PhaseResult(
+                    "kubeplay deploy",
+                    0.0,
+                    "skipped",
+                    "../shared has no kubespray release; the example tree has no cluster.yml",
+                )
+            )
+            return
+        lab.give_ssh_access(deploy)
+        with self.clock.phase(f"kubeplay deploy (node0 -> node1..node{self.nodes - 1})") as note:
+            log = self.logs / "deploy.log"
+            cmd = f"kubeplay --json-events deploy -c {CONFIG_IN_NODE} --bundle {self.bundle_in_node} 2>&1"
+            code = stream_to_log(deploy.ssh_argv(cmd), log, "kubeplay deploy", self.out, SUBPROCESS_TIMEOUT)
+            outcome = parse_deploy_output(log.read_text(encoding="utf-8", errors="replace"), code)
+            for step, seconds in outcome.done.items():
+                self.report.phases.append(PhaseResult(f"  {step}", seconds, "ok", "", within="deploy"))
+            if outcome.stopped_at is None:
+                note.detail = f"{len(outcome.done)} steps, cluster.yml complete"
+                return
+            self.report.stopped_at = outcome.stopped_at
+            self.report.stop_reason = f"{explain_stop(outcome.message)} — {outcome.message}"
+            note.status = "stopped"
+            note.detail = f"{len(outcome.done)} steps done; stopped at {outcome.stopped_at}"
+            if outcome.stopped_at in CONTAINER_STEPS:
+                note.status = "failed"
+                self.report.stop_reason = f"a step a container must complete failed — {outcome.message}"
+                self.out.error(f"deploy failed at {outcome.stopped_at}: {outcome.message}", f"full log: {log}")
+
+    def check(self, lab: Lab, base_status: Path) -> None:
+        with self.clock.phase("checks on every node") as note:
+            site = probes.Site(
+                deploy=lab.nodes[0],
+                nodes=lab.nodes[1:],
+                subnet=lab.record.subnet,
+                bundle=self.bundle,
+                manifest=read_manifest(self.bundle),
+                base_dpkg_status=base_status,
+                domain=inputs.DOMAIN,
+                http_port=inputs.HTTP_PORT,
+            )
+            with self.out.console.status("gathering evidence on the nodes"):
+                self.report.checks = probes.run_checks(site)
+            failed = len(self.report.failed_checks())
+            note.detail = f"{len(self.report.checks) - failed}/{len(self.report.checks)} passed"
+            if failed:
+                note.status = "failed"
+
+    def _rootfs(self) -> Path:
+        started = time.monotonic()
+        base, built = rootfs.ensure_base_tree(NODE_ROOTFS, rootfs.default_cache_dir())
+        detail = "mmdebstrap, Debian 12" if built else "cached"
+        self.report.phases.append(
+            PhaseResult("lab rootfs (beside the build)", time.monotonic() - started, "ok", detail, within="parallel")
+        )
+        return base
+
+    def cleanup(self) -> None:
+        with self.clock.phase("cleanup") as note:
+            done = []
+            if self.lab is not None and self.lab.nodes:
+                if self.keep:
+                    self.report.kept.append(
+                        f"lab {LAB_NAME} (kubeplay lab ssh node0 --name {LAB_NAME}; lab down --name {LAB_NAME})"
+                    )
+                else:
+                    self.lab.down()
+                    done.append("lab down")
+            if self.archive is not None:
+                if self.keep:
+                    self.report.kept.append(str(self.archive))
+                else:
+                    shutil.rmtree(self.archive.parent, ignore_errors=True)
+                    done.append("archive removed")
+            note.detail = ", ".join([*done, "simulator stopped", f"build cache kept in {self.bundle}"])
+
+    def run(self) -> DemoReport:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The lab rootfs (mmdebstrap, cached) builds while the bundle builds: both mostly wait on the mirror.
+            rootfs_ready = pool.submit(self._rootfs)
+            try:
+                self.build()
+                base = rootfs_ready.result()
+                lab = self.lab_up()
+                self.install(lab)
+                self.deploy(lab)
+                self.check(lab, base / "var/lib/dpkg/status")
+            except (KubeplayError, subprocess.SubprocessError, OSError) as exc:
+                self.report.error = _describe(exc)
+            finally:
+                try:
+                    self.cleanup()
+                except KubeplayError as exc:
+                    self.report.error = (self.report.error + "; " if self.report.error else "") + _describe(exc)
+        self.report.wall_seconds = time.monotonic() - started
+        return self.report
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KubeplayError):
+        return exc.message + (f" ({exc.hint})" if exc.hint else "")
+    if isinstance(exc, subprocess.CalledProcessError):
+        return f"{exc.cmd!r} exited {exc.returncode}: {(exc.stderr or exc.stdout or '')[-600:]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _bytes(value: object) -> str:
+    return human_bytes(int(str(value or 0)))
+
+
+def run_demo(workdir: Path, *, nodes: int = 4, keep: bool = False, out: Output | None = None) -> DemoReport:
+    """Run the whole rehearsal in `workdir` (created; its build/ cache is reused) and print the report.
+
+    Returns the DemoReport (its `ok` says whether every check passed); also saved as workdir/report.json.
+    Needs root (lab nodes). Raises BadInput for fewer than 2 nodes.
+    """
+    if nodes < 2:
+        raise BadInput(f"the demo needs at least 2 nodes (a deploy node and a cluster node), not {nodes}")
+    output = out or get_output()
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = Demo(workdir, nodes, keep, output).run()
+    report.save(workdir / "report.json")
+    render_report(report, output.console)
+    return report
