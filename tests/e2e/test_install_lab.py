@@ -89,7 +89,9 @@ def build_bundle(root: Path, baseline: Path) -> Path:
         for t in report.targets
     ]
     write_manifest(bundle, manifest)
-    add_install_files(bundle, kube_version="1.35.0", arches=["amd64"], pythons=["3.11"])
+    add_install_files(
+        bundle, kube_version="1.35.0", arches=["amd64"], pythons=["3.11"], cache_dir=CACHE / "install-e2e-wheels"
+    )
     write_sha256sums(bundle, use_cache=False)
     archive = pack_bundle(bundle, root / "packed", "kubeplay-e2e").archive
     return extract_bundle(archive, root / "extracted").root
