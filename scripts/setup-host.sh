@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS="docker-registry skopeo mmdebstrap systemd-container nginx-light createrepo-c rpm dnf chrony pigz
 iproute2 openssh-client gnupg gpgv zstd curl ca-certificates debian-archive-keyring arch-test python3-venv
-python3-solv dpkg-dev"
+python3-solv dpkg-dev sshpass"
 
 missing=""
 for p in $PKGS; do

@@ -45,7 +45,8 @@ def test_real_kubespray_release_builds_and_serves(
     }
     (tmp_path / "bundle.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "bundle"
-    env = {**os.environ, "KUBEPLAY_CACHE_DIR": str(tmp_path / "cache")}
+    # The whole bundle, wheels for the deploy node included (wheels are cached across runs).
+    env = {**os.environ, "KUBEPLAY_CACHE_DIR": str(tmp_path / "cache"), "KUBEPLAY_WHEELS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "kubeplay", "--json-events", "build", str(tmp_path / "bundle.yaml"), "-o", str(out)],
         capture_output=True,
@@ -60,6 +61,9 @@ def test_real_kubespray_release_builds_and_serves(
     assert manifest.kubespray.sha256 == archive.sha256
     assert len(manifest.files) == len(first.files) and len(manifest.images) == len(pushed)
     assert (out / "kubespray" / "roles" / "kubespray_defaults").is_dir()
+    assert os.access(out / "install.sh", os.X_OK) and (out / "config-sample.yaml").is_file()
+    assert any(p.name.startswith("kubeplay-") and p.suffix == ".whl" for p in (out / "wheels").rglob("*.whl"))
+    assert any(p.name.startswith("ansible_core-2.18") for p in (out / "wheels").rglob("*.whl"))
     with bundle_registry(out, upstream, tmp_path / "serve") as registry:
         for record in manifest.images:
             ref = f"docker://{registry}/{record.repository}:{record.tag}"

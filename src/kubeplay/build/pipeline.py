@@ -10,7 +10,6 @@ bundle can never pass `kubeplay verify`. Build state (resume data, digest caches
 from __future__ import annotations
 
 import fcntl
-import importlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Any
 from kubeplay import __version__
 from kubeplay.build.images import ImageFetcher
 from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
+from kubeplay.bundle.install_files import add_install_files
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
@@ -48,6 +48,7 @@ from kubeplay.state import atomic_write, input_hash
 from kubeplay.store.registry import RegistryStorage
 
 Planner = Callable[[BundleSpec, KubesprayTree], Plan]
+FALSY = ("0", "false", "no", "off")
 
 
 @dataclass
@@ -58,6 +59,8 @@ class BuildOptions:
     progress: bool = True
     environ: Mapping[str, str] | None = None
     planner: Planner | None = None  # default: the catalog's make_plan, cached per tree and spec
+    # wheels/ for the deploy node (from PyPI); install.sh and config-sample.yaml are always written
+    wheels: bool = field(default_factory=lambda: os.environ.get("KUBEPLAY_WHEELS", "1").lower() not in FALSY)
 
 
 @dataclass
@@ -133,12 +136,15 @@ def prune_files(bundle_dir: Path, keep: set[str]) -> int:
 def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) -> list[OsRepoRecord]:
     if not spec.os:
         return []
-    module = importlib.import_module("kubeplay.osrepo")
-    build = getattr(module, "build_os_repos", None)
-    if build is None:
-        get_output().warn("this kubeplay cannot build OS repositories yet; `os:` is ignored")
-        return []
-    report: Any = build(spec, bundle_dir, downloader, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
+    try:
+        # imported here: libsolv and createrepo_c come with kubeplay[build] and only builds with `os:` use them
+        from kubeplay.osrepo import build_os_repos  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        raise BadInput(
+            f"bundle.yaml has `os:` targets, but this kubeplay lacks {exc.name} to build OS repositories",
+            hint="install the build extra: pip install 'kubeplay[build]' (and apt-get install python3-solv)",
+        ) from None
+    report = build_os_repos(spec, bundle_dir, downloader, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
     return [
         OsRepoRecord(
             family=t.family,
@@ -272,6 +278,15 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
                 blobs=blob_count,
                 blobs_size=blob_bytes,
             ),
+        )
+        # install.sh, config-sample.yaml and wheels/ go in before SHA256SUMS so they are covered by it.
+        add_install_files(
+            out,
+            kube_version=plan.kube_version,
+            arches=list(plan.arches),
+            registry_project=spec.registry_project,
+            kubespray_dir=out / "kubespray",
+            with_wheels=opts.wheels,
         )
         write_manifest(out, manifest)
         result.manifest = manifest

@@ -33,6 +33,20 @@ def build(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, envvar="KUBEPLAY_TIMEOUT", help="Seconds without data before a retry.")
     ] = 60.0,
+    wheels: Annotated[
+        bool,
+        typer.Option(
+            "--wheels/--no-wheels",
+            envvar="KUBEPLAY_WHEELS",
+            help="Put Python wheels for the deploy node (kubeplay, Ansible, kubespray's requirements) in wheels/.",
+        ),
+    ] = True,
+    pack: Annotated[
+        bool, typer.Option("--pack", help="Also pack the bundle into one .tar.zst beside it (see `kubeplay pack`).")
+    ] = False,
+    split_size: Annotated[
+        str | None, typer.Option("--split-size", help="With --pack: write parts of this size (e.g. 4GB).")
+    ] = None,
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
@@ -41,7 +55,7 @@ def build(
     out = get_output()
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
-    result = run_build(spec, target, BuildOptions(jobs=jobs, retries=retries, timeout=timeout))
+    result = run_build(spec, target, BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels))
     for failure in result.failures:
         where = f" ({failure.label})" if failure.label else ""
         out.error(f"{failure.url}{where}: {failure.reason}")
@@ -55,6 +69,10 @@ def build(
     totals = result.manifest.totals
     out.event("built", bundle=str(target), sha256sums=result.sums_sha256, fetched=result.bytes_fetched)
     out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
+    if pack:
+        from kubeplay.cli.pack import pack as pack_command  # noqa: PLC0415 - only with --pack
+
+        pack_command(bundle=target, output=None, split_size=split_size)
     out.summary(
         f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
         f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"

@@ -24,14 +24,14 @@ from kubeplay.osrepo.blobcache import Wanted, default_cache_dir, fetch_into_cach
 from kubeplay.osrepo.rpm_repo import write_rpm_repo
 from kubeplay.osrepo.rpm_target import RpmPlan, plan_rpm_target
 from kubeplay.osrepo.signing import KEYRING_NAME, BundleSigner
-from kubeplay.osrepo.targets import Target, default_packages, find_target
+from kubeplay.osrepo.targets import Family, Target, default_packages, find_target
 
 
 class OsRepoTargetReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     distro: str
     release: str
-    family: str
+    family: Family
     arches: list[str]
     path: str  # bundle-relative repo directory
     packages: int
