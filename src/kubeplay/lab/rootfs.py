@@ -63,7 +63,8 @@ class RootfsSpec:
 
     suite: str = "bookworm"
     arch: str = "amd64"
-    variant: str = "apt"
+    # "required": what a minimal Debian install has (Priority: required), the baseline the OS repo assumes
+    variant: str = "required"
     packages: tuple[str, ...] = BASE_PACKAGES
     extra_packages: tuple[str, ...] = field(default_factory=tuple)
 
@@ -212,11 +213,16 @@ def personalise(root: Path, ident: NodeIdentity) -> str:
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{ident.hostname}", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines += [f"{ip}\t{name}" for ip, name in ident.hosts]
     (etc / "hosts").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # No DNS in the air gap; the file exists so resolvers fail fast instead of reading the host's.
+    # An air-gapped site has its own DNS; the lab names the first node (the deploy node) as the resolver,
+    # as an operator would, so kubespray's "resolv.conf has a nameserver" check holds. Nothing answers on
+    # port 53 there: lookups of lab names come from /etc/hosts, anything else fails fast.
     resolv = etc / "resolv.conf"
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
-    resolv.write_text("# kubeplay lab node: no name servers in the air gap\n", encoding="utf-8")
+    nameserver = f"nameserver {ident.hosts[0][0]}\n" if ident.hosts else ""
+    resolv.write_text(
+        f"# kubeplay lab node: the deploy node stands in for the site's DNS\n{nameserver}", encoding="utf-8"
+    )
     ssh_dir = root / "root" / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
