@@ -97,9 +97,11 @@ KUBEPLAY_RPM = (
     "conntrack", "ipset", "ipvsadm", "socat", "ebtables", "ethtool", "chrony", "nfs-utils", "glusterfs-fuse",
     "cifs-utils", "lvm2", "fuse", "jq", "bash-completion",
 )  # fmt: skip
-# The deploy node serves files and repos with nginx, keeps time with chrony, runs kubeplay in a venv.
-DEPLOY_APT = ("nginx", "chrony", "python3-venv", "containerd")
-DEPLOY_RPM = ("nginx", "chrony", "python3")
+# The deploy node serves files and repos with nginx and images with the distribution registry (docker-registry;
+# EL has no such package in its base repos: rpm deploy nodes need it from elsewhere), keeps time with chrony,
+# runs kubeplay in a venv and reaches password-SSH nodes through sshpass. containerd is for the nodes.
+DEPLOY_APT = ("nginx", "chrony", "python3-venv", "containerd", "docker-registry", "sshpass", "curl", "ca-certificates")
+DEPLOY_RPM = ("nginx", "chrony", "python3", "sshpass", "curl", "ca-certificates")
 
 
 def supported_list() -> str:
