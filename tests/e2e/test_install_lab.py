@@ -285,6 +285,7 @@ def test_uninstall_then_kill_9_mid_install_then_rerun(installed: tuple[LabNode, 
     )
     assert "kubeplay" not in leftovers and "ETC" not in leftovers and "STATE" not in leftovers
     assert DOMAIN not in ok(node0, "cat /etc/hosts")
+    assert sh(node0, "test -e /etc/ssl/certs/kubeplay-rootCA.pem")[0] != 0, "CA no longer trusted"
     assert ok(node0, "cat /etc/hosts") == hosts_before
     assert sh(node0, "dpkg -s docker-registry")[0] != 0, "--purge-packages removed what install added"
     assert ok(node0, "systemctl is-active chrony || true").strip() != "failed"
