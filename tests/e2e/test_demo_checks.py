@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kubeplay.lab.demo import checks
-from kubeplay.lab.demo.deploy_outcome import explain_stop, parse_deploy_output
+from kubeplay.lab.demo.deploy_outcome import explain_stop, is_transient, parse_deploy_output
 from kubeplay.lab.demo.probes import run_probe
 from kubeplay.lab.nodes import Lab, unavailable_reason
 
@@ -164,10 +164,15 @@ def test_deploy_output_names_where_it_stopped_and_why() -> None:
     assert outcome.stopped_at == "container-engine"
     assert "Job for containerd.service failed" in outcome.message
     assert parse_deploy_output(text.replace("error:", "note:"), 0).completed
-    assert explain_stop("modprobe: FATAL: Module br_netfilter not found in directory /lib/modules/6.1").startswith(
-        "kernel modules"
+    modules = explain_stop("modprobe: FATAL: Module br_netfilter not found in directory /lib/modules/6.1")
+    assert modules is not None and modules.startswith("kernel modules")
+    reason = explain_stop('Failed to reload sysctl: sysctl: permission denied on key "net.ipv4.ip_forward"')
+    assert reason is not None and reason.startswith("kernel parameters")
+    assert explain_stop("No package matching 'socat' is available") is None  # a real failure, not a container limit
+    assert is_transient(
+        "Failed to activate service 'org.freedesktop.hostname1': timed out (service_start_timeout=25000ms)"
     )
-    assert explain_stop("sysctl: permission denied on key net.ipv4.ip_forward").startswith("kernel parameters")
+    assert not is_transient('sysctl: permission denied on key "net.ipv4.ip_forward"')
 
 
 # -- e2e: the node probe on a real lab node ----------------------------------------------------------------

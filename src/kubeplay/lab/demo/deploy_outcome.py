@@ -7,8 +7,12 @@ import json
 import re
 from dataclasses import dataclass, field
 
-# Steps a lab node (systemd-nspawn container) must complete; a stop in one of these is a failure.
-CONTAINER_STEPS = ("preflight", "node-prep", "os-bootstrap", "preinstall")
+# Steps a lab node (systemd-nspawn container) must complete; a stop in one of these is a failure. From
+# preinstall on, kubespray touches the kernel (sysctl, modules, swap): a stop there is expected when, and
+# only when, the failing task hits such a container limit (see explain_stop).
+CONTAINER_STEPS = ("preflight", "node-prep", "os-bootstrap")
+# Failures that say nothing about the bundle or kubespray and go away when the step runs again.
+TRANSIENT = r"Failed to activate service|timed out \(service_start_timeout|status=219/CGROUP|Timeout \(12s\) waiting for privilege"
 
 # (pattern in the failing task's message, why a container cannot do it) — first match wins.
 _REASONS: tuple[tuple[str, str], ...] = (
@@ -79,9 +83,15 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
     return outcome
 
 
-def explain_stop(message: str) -> str:
-    """Why a container stopped here, in one line, from the failing task's message."""
+def explain_stop(message: str) -> str | None:
+    """Why a container cannot do what the failing task asked, in one line; None if the message shows no
+    container limit (then the stop is a real failure)."""
     for pattern, reason in _REASONS:
         if re.search(pattern, message, re.I):
             return reason
-    return "a step this container could not complete (see the failing task above)"
+    return None
+
+
+def is_transient(message: str) -> bool:
+    """A failure a plain re-run (kubeplay deploy resumes at the failed step) is expected to get past."""
+    return re.search(TRANSIENT, message) is not None

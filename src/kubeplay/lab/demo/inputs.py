@@ -36,7 +36,16 @@ def deploy_config(deploy: LabNode, nodes: list[LabNode]) -> dict[str, Any]:
     names = [n.name for n in nodes]
     return {
         "compose": {"internal_ip": deploy.ip, "nginx_http_port": HTTP_PORT, "registry_domain": DOMAIN},
-        "kubespray": {"kube_network_plugin": "calico", "container_manager": "containerd"},
+        "kubespray": {
+            "kube_network_plugin": "calico",
+            "container_manager": "containerd",
+            # The air gap has no DNS server at all: kubespray then asserts a nameserver in the nodes'
+            # resolv.conf unless told not to use the hosts' nameservers.
+            "disable_host_nameservers": True,
+            # Lab nodes are already named as in the inventory; renaming would go through systemd-hostnamed,
+            # which a container on a cgroup-v1 host without systemd cannot always start.
+            "override_system_hostname": False,
+        },
         "inventory": {
             "all": {
                 "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": NODE_KEY},

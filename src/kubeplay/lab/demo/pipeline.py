@@ -30,7 +30,13 @@ from kubeplay.console import Output, get_output, human_bytes
 from kubeplay.errors import BadInput, KubeplayError, StepFailed
 from kubeplay.lab import record, rootfs
 from kubeplay.lab.demo import inputs, probes
-from kubeplay.lab.demo.deploy_outcome import CONTAINER_STEPS, explain_stop, parse_deploy_output
+from kubeplay.lab.demo.deploy_outcome import (
+    CONTAINER_STEPS,
+    DeployOutcome,
+    explain_stop,
+    is_transient,
+    parse_deploy_output,
+)
 from kubeplay.lab.demo.report import Built, DemoReport, PhaseResult, PhaseStatus, render_report
 from kubeplay.lab.nodes import Lab
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -297,23 +303,32 @@ class Demo:
             return
         lab.give_ssh_access(deploy)
         with self.clock.phase(f"kubeplay deploy (node0 -> node1..node{self.nodes - 1})") as note:
-            log = self.logs / "deploy.log"
             cmd = f"kubeplay --json-events deploy -c {CONFIG_IN_NODE} --bundle {self.bundle_in_node} 2>&1"
-            code = stream_to_log(deploy.ssh_argv(cmd), log, "kubeplay deploy", self.out, SUBPROCESS_TIMEOUT)
-            outcome = parse_deploy_output(log.read_text(encoding="utf-8", errors="replace"), code)
+            outcome = self._run_deploy(deploy.ssh_argv(cmd), self.logs / "deploy.log")
+            resumed = ""
+            if outcome.stopped_at is not None and is_transient(outcome.message):
+                resumed = f"; resumed once after: {outcome.message[:120]}"
+                self.out.warn(f"deploy stopped at {outcome.stopped_at} on a transient error; resuming once")
+                again = self._run_deploy(deploy.ssh_argv(cmd), self.logs / "deploy-resumed.log")
+                again.done = {**outcome.done, **again.done}
+                outcome = again
             for step, seconds in outcome.done.items():
                 self.report.phases.append(PhaseResult(f"  {step}", seconds, "ok", "", within="deploy"))
             if outcome.stopped_at is None:
-                note.detail = f"{len(outcome.done)} steps, cluster.yml complete"
+                note.detail = f"{len(outcome.done)} steps, cluster.yml complete{resumed}"
                 return
+            why = explain_stop(outcome.message)
             self.report.stopped_at = outcome.stopped_at
-            self.report.stop_reason = f"{explain_stop(outcome.message)} — {outcome.message}"
+            self.report.stop_reason = f"{why or 'no container limit explains it'} — {outcome.message}"
             note.status = "stopped"
-            note.detail = f"{len(outcome.done)} steps done; stopped at {outcome.stopped_at}"
-            if outcome.stopped_at in CONTAINER_STEPS:
+            note.detail = f"{len(outcome.done)} steps done; stopped at {outcome.stopped_at}{resumed}"
+            if outcome.stopped_at in CONTAINER_STEPS or why is None:
                 note.status = "failed"
-                self.report.stop_reason = f"a step a container must complete failed — {outcome.message}"
-                self.out.error(f"deploy failed at {outcome.stopped_at}: {outcome.message}", f"full log: {log}")
+                self.out.error(f"deploy failed at {outcome.stopped_at}: {outcome.message}", f"logs: {self.logs}")
+
+    def _run_deploy(self, argv: list[str], log: Path) -> DeployOutcome:
+        code = stream_to_log(argv, log, "kubeplay deploy", self.out, SUBPROCESS_TIMEOUT)
+        return parse_deploy_output(log.read_text(encoding="utf-8", errors="replace"), code)
 
     def check(self, lab: Lab, base_status: Path) -> None:
         with self.clock.phase("checks on every node") as note:
