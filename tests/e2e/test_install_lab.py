@@ -26,7 +26,6 @@ import pytest
 from kubeplay.bootstrap.registry import manifest_children, tagged_images
 from kubeplay.bundle.manifest import OsRepoRecord, read_manifest, write_manifest, write_sha256sums
 from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
-from kubeplay.lab.rootfs import RootfsSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import make_bundle
@@ -116,10 +115,6 @@ def ok(node: LabNode, script: str, timeout: float = 300) -> str:
     return out
 
 
-# Every CLI module is imported at start-up, and kubeplay.cli.baseline imports createrepo_c, which needs
-# the system's libglib2.0-0; a minimal Debian node lacks it, so `kubeplay` cannot start there at all.
-# Until the CLI imports lazily (reported), the lab nodes get libglib2.0-0 preinstalled.
-NODE_EXTRA_PACKAGES = ("libglib2.0-0",)
 # nspawn bind-mounts the host's /etc/localtime by default, so tzdata's postinst (chrony needs tzdata)
 # cannot replace it and dpkg fails; a real deploy node has its own /etc/localtime (reported to lab).
 NSPAWN_ARGS = ("--timezone=off",)
@@ -127,7 +122,7 @@ NSPAWN_ARGS = ("--timezone=off",)
 
 @pytest.fixture(scope="module")
 def lab(make_lab: Callable[..., Lab]) -> Lab:
-    return make_lab(LAB_NODES, spec=RootfsSpec(extra_packages=NODE_EXTRA_PACKAGES), nspawn_args=NSPAWN_ARGS)
+    return make_lab(LAB_NODES, nspawn_args=NSPAWN_ARGS)
 
 
 @pytest.fixture(scope="module")
