@@ -11,20 +11,18 @@ from kubeplay.lab.nodes import LabNode
 DOMAIN = "kube.registry.local"
 HTTP_PORT = 8080
 NODE_KEY = "/root/.ssh/id_ed25519"  # where Lab.give_ssh_access puts the lab key on the deploy node
-# `kubeplay install` serves the registry with the distribution registry (Debian: docker-registry), which
-# the osrepo default package list does not carry; the demo asks for it.
-DEPLOY_NODE_PACKAGES = ("docker-registry",)
 
 
 def bundle_spec(
     *, version: str, source: str, sha256: str, mirrors: dict[str, Any], credentials_file: str
 ) -> dict[str, Any]:
-    """bundle.yaml: kubespray from the simulated GitHub, amd64, Debian 12 packages, every host mirrored."""
+    """bundle.yaml: kubespray from the simulated GitHub, amd64, Debian 12 packages (osrepo's default list:
+    kubespray's system packages, containerd, and the deploy node's nginx, chrony, docker-registry), every
+    upstream host mirrored to the simulator."""
     return {
         "kubespray": {"version": version, "source": source, "sha256": sha256},
         "arches": ["amd64"],
         "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
-        "packages": {"apt": list(DEPLOY_NODE_PACKAGES)},
         "mirrors": mirrors,
         "credentials_file": credentials_file,
     }
@@ -39,9 +37,6 @@ def deploy_config(deploy: LabNode, nodes: list[LabNode]) -> dict[str, Any]:
         "kubespray": {
             "kube_network_plugin": "calico",
             "container_manager": "containerd",
-            # The air gap has no DNS server at all: kubespray then asserts a nameserver in the nodes'
-            # resolv.conf unless told not to use the hosts' nameservers.
-            "disable_host_nameservers": True,
             # Lab nodes are already named as in the inventory; renaming would go through systemd-hostnamed,
             # which a container on a cgroup-v1 host without systemd cannot always start.
             "override_system_hostname": False,

@@ -88,8 +88,14 @@ def repo_url(site: Site) -> str:
     return f"{site.http_base}/{path}"
 
 
-def node_checks(site: Site, node: LabNode, index: dict[tuple[str, str], str]) -> list[CheckResult]:
-    """Every check for one cluster node, from fresh evidence gathered on it."""
+def node_checks(
+    site: Site, node: LabNode, index: dict[tuple[str, str], str], prepared: bool = True
+) -> list[CheckResult]:
+    """Every check for one cluster node, from fresh evidence gathered on it.
+
+    Without node prep (`prepared` False: no kubespray release to deploy with) only what needs no prep is
+    checked: routes, files by URL, and those fetches in the access log.
+    """
     files = {f.path: f.sha256 for f in site.manifest.files}
     ev = run_probe(
         node,
@@ -99,8 +105,17 @@ def node_checks(site: Site, node: LabNode, index: dict[tuple[str, str], str]) ->
             "domain": site.domain,
             "files_base": site.http_base,
             "files": sorted(files),
+            "chrony_wait": 90 if prepared else 0,
         },
     )
+    log_text = (site.deploy.root / ACCESS_LOG).read_text(encoding="utf-8", errors="replace")
+    if not prepared:
+        fetched = checks.fetch_keys(checks.parse_access_log(log_text), node.ip)
+        return [
+            checks.check_files(node.name, files, ev["files"]),
+            checks.check_routes(node.name, site.subnet, ev["routes"], tuple(ev["outside_lookup"])),
+            checks.check_fetches(node.name, {"files": {"/" + p for p in files}}, fetched),
+        ]
     refs = image_refs(site)
     pulled = run_probe(
         node,
@@ -154,9 +169,9 @@ def deploy_node_checks(site: Site) -> list[CheckResult]:
     ]
 
 
-def run_checks(site: Site) -> list[CheckResult]:
+def run_checks(site: Site, prepared: bool = True) -> list[CheckResult]:
     """Every check on every cluster node (two nodes at a time), then the deploy node's own."""
     index = repo_index(site.bundle)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        per_node = list(pool.map(lambda n: node_checks(site, n, index), site.nodes))
+        per_node = list(pool.map(lambda n: node_checks(site, n, index, prepared), site.nodes))
     return [c for results in per_node for c in results] + deploy_node_checks(site)
