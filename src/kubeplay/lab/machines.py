@@ -37,6 +37,9 @@ def nspawn_argv(root: Path, machine: str, netns: str, extra: tuple[str, ...] = (
         "--keep-unit",
         "--console=passive",
         "--resolv-conf=off",
+        # nspawn would bind-mount the host's /etc/localtime, and tzdata's postinst (installed later from the
+        # bundle) fails writing through it; the node keeps its own.
+        "--timezone=off",
         "--link-journal=no",
         *extra,
     ]
