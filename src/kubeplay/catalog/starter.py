@@ -67,8 +67,13 @@ def render_bundle_yaml(
     network_plugins: Sequence[str] | None = None,
     container_managers: Sequence[str] | None = None,
     kube_version: str | None = None,
+    os_sources: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> str:
-    """A commented bundle.yaml; every value not given falls back to the release's own default."""
+    """A commented bundle.yaml; every value not given falls back to the release's own default.
+
+    `os_sources` (url, suites) are the build host's own apt sources for the default OS target, written
+    out so the user sees (and can change) which mirror the OS packages come from.
+    """
     version = facts.version or "v0.0.0"
     plugins = list(network_plugins or [facts.network_plugin or "calico"])
     managers = list(container_managers or [facts.container_manager or "containerd"])
@@ -111,6 +116,17 @@ def render_bundle_yaml(
         "  - distro: debian",
         '    release: "12"',
         f"    arches: {flow(arches)}",
+    ]
+    if os_sources:
+        lines.append(
+            "    # From this build host's own apt sources (same distro); point them at another mirror if needed."
+        )
+        lines.append("    sources:")
+        for url, suites in os_sources:
+            lines += [f"      - url: {quoted(url)}", f"        suites: {flow(suites)}"]
+    else:
+        lines.append("    # sources: [{url: <Debian archive root>, suites: [bookworm, bookworm-updates]}]")
+    lines += [
         "",
         "# Where to fetch what kubespray would fetch from an upstream host: host -> base URL.",
         "mirrors: {}",

@@ -14,7 +14,20 @@ from kubeplay.catalog.starter import ReleaseFacts, release_facts, render_bundle_
 from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
+from kubeplay.osrepo.host_sources import host_sources_for
 from kubeplay.state import atomic_write
+
+
+def host_debian12_sources() -> list[tuple[str, list[str]]]:
+    """The build host's apt sources for bookworm when the host is Debian 12 (the default OS target), else none."""
+    try:
+        os_release = Path("/etc/os-release").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    fields = dict(line.split("=", 1) for line in os_release.splitlines() if "=" in line)
+    if fields.get("ID", "").strip('"') != "debian" or fields.get("VERSION_ID", "").strip('"') != "12":
+        return []
+    return [(src.uri, list(src.suites)) for src in host_sources_for("bookworm")]
 
 
 def facts_for_source(source: str, sha256: str | None) -> tuple[ReleaseFacts, str | None]:
@@ -52,7 +65,7 @@ def check_against_release(
 
 def register(app: typer.Typer) -> None:
     @app.command("init")
-    def init_command(  # noqa: PLR0917 - one parameter per CLI option
+    def init_command(
         kubespray: Annotated[str, typer.Option("--kubespray", help="kubespray release: URL, .tar.gz or directory.")],
         output_path: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("bundle.yaml"),
         sha256: Annotated[
@@ -86,6 +99,7 @@ def register(app: typer.Typer) -> None:
             network_plugins=network_plugin or None,
             container_managers=container_manager or None,
             kube_version=kube_version.removeprefix("v") if kube_version else None,
+            os_sources=host_debian12_sources(),
         )
         atomic_write(output_path, text.encode("utf-8"))
         load_bundle_spec(output_path)  # what init writes must load; a failure here is a kubeplay bug
