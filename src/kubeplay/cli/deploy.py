@@ -111,14 +111,22 @@ def reset_command(
     keep_node_prep: Annotated[
         bool, typer.Option("--keep-node-prep", help="Leave the bundle repo, CA, hosts entry and chrony in place.")
     ] = False,
+    node_prep_only: Annotated[
+        bool,
+        typer.Option(
+            "--node-prep-only", help="Only undo node prep (skip reset.yml): for nodes kubespray never reached."
+        ),
+    ] = False,
     config: ConfigOpt = Path("config.yaml"),
     bundle: BundleOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     ca: CaOpt = None,
 ) -> None:
     """Tear the cluster down with kubespray's reset.yml (unattended) and undo node prep on every node."""
-    done = reset_cluster(_context(config, bundle, state_dir, ca), keep_node_prep=keep_node_prep)
-    get_output().summary(f"reset {len(done.hosts)} node(s); node prep {'kept' if keep_node_prep else 'undone'}")
+    ctx = _context(config, bundle, state_dir, ca)
+    done = reset_cluster(ctx, keep_node_prep=keep_node_prep, node_prep_only=node_prep_only)
+    what = "node prep undone" if node_prep_only else f"node prep {'kept' if keep_node_prep else 'undone'}"
+    get_output().summary(f"reset {len(done.hosts)} node(s); {what}")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 REDACTED = "********"
+FACT_PREFIX = "kubeplay fact:"
 _RESULT_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -63,16 +64,24 @@ def result_message(res: Any) -> str:
                 parts[0] = f"{parts[0]}: {text.strip()}"
                 break
     results = res.get("results")
-    if not parts and isinstance(results, list):
-        for item in results:
+    if isinstance(results, list) and (not parts or parts[0].startswith("One or more items failed")):
+        for item in results:  # a loop's own summary says nothing: the first failed item says why
             if isinstance(item, dict) and item.get("failed"):
-                parts.append(result_message(item))
+                why = result_message(item)
+                parts = [f"{parts[0]}; first: {_item_label(item)}{why}" if parts else why]
                 break
     message = parts[0] if parts else json.dumps(res, default=str)[:300]
     lines = [line for line in message.splitlines() if line.strip()]
     if len(lines) > 6:  # Ansible puts the cause first and the command's last words last
         lines = [*lines[:4], "...", *lines[-2:]]
     return " | ".join(lines)[:1500]
+
+
+def _item_label(item: dict[str, Any]) -> str:
+    value = item.get("item")
+    if isinstance(value, dict):
+        value = value.get("name", value.get("key", ""))
+    return f"{value}: " if isinstance(value, str | int) and str(value) else ""
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Failure:
     play: str
     message: str
     unreachable: bool
+    action: str = ""  # the module, e.g. ansible.posix.sysctl
 
 
 @dataclass
@@ -106,6 +116,8 @@ class RunDisplay:
     emit: Any = None  # Output.event for --json-events, or None
     hosts: dict[str, HostTally] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    # host -> {task: stdout} for tasks named "kubeplay fact: ..." (what preflight learns about each node)
+    facts: dict[str, dict[str, str]] = field(default_factory=dict)
     play: str = ""
     task: str = ""
     tasks_seen: int = 0
@@ -183,6 +195,9 @@ class RunDisplay:
         status = _RESULT_EVENTS[kind]
         ignored = bool(data.get("ignore_errors"))
         if status == "ok":
+            task = str(data.get("task") or self.task)
+            if task.startswith(FACT_PREFIX) and isinstance(res, dict):
+                self.facts.setdefault(host, {})[task] = str(res.get("stdout") or "")
             if isinstance(res, dict) and res.get("changed"):
                 tally.changed += 1
             else:
@@ -198,7 +213,8 @@ class RunDisplay:
         if status in ("failed", "unreachable") and not ignored:
             message = result_message(res)
             record["message"] = message
-            self.failures.append(Failure(host, record["task"], self.play, message, status == "unreachable"))
+            action = str(data.get("task_action") or "")
+            self.failures.append(Failure(host, record["task"], self.play, message, status == "unreachable", action))
             if not self.quiet and self._live is None:
                 self.console.print(f"  [red]{status}[/] {host}: {record['task']}: {message}", soft_wrap=True)
         return record

@@ -69,6 +69,11 @@ class Workspace:
         return self.root / "runs"
 
     @property
+    def fact_cache(self) -> Path:
+        # One cache for every run: kubespray's `--limit` runs (scale.yml) need the facts of the other hosts.
+        return self.root / "facts"
+
+    @property
     def ledger(self) -> Path:
         return self.root / "ledger.json"
 
@@ -88,6 +93,7 @@ class Playbook:
     extravars: dict[str, Any] = field(default_factory=dict)
     limit: str | None = None
     tags: str | None = None
+    skip_tags: str | None = None
     kubespray_dir: Path | None = None
     connect_timeout: int = 30
     attempts: int = 3
@@ -105,6 +111,7 @@ class RunResult:
     events: Path
     seconds: float
     hosts: dict[str, dict[str, int]]
+    facts: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _dump(data: Any) -> bytes:
@@ -236,6 +243,8 @@ def run_playbook(
                 envvars=ansible_env(ws, pb),
                 limit=pb.limit,
                 tags=pb.tags,
+                skip_tags=pb.skip_tags,
+                fact_cache=str(ws.fact_cache),
                 ident="artifacts",
                 event_handler=display.handle,
                 quiet=True,
@@ -259,6 +268,7 @@ def run_playbook(
         events=events_path,
         seconds=time.monotonic() - started,
         hosts=stats,
+        facts=display.facts,
     )
 
 

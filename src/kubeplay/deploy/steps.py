@@ -15,6 +15,7 @@ from pathlib import Path
 from kubeplay.console import Output
 from kubeplay.deploy.context import NODE_GROUPS, DeployContext
 from kubeplay.deploy.inventory import ClusterInventory
+from kubeplay.deploy.limits import DeployStopped, containers_from_facts, raise_for_step, save_node_facts
 from kubeplay.deploy.phases import Phase, kubespray_phases, write_phase_playbook
 from kubeplay.deploy.progress import Failure
 from kubeplay.deploy.runner import Playbook, RunResult, Workspace, raise_for_result, run_playbook, write_inventory
@@ -112,6 +113,7 @@ def check_access(
         timeout=600,
     )
     result = run_playbook(ws, inventory, pb, out)
+    save_node_facts(ws.root, containers_from_facts(result.facts), list(result.hosts))
     if result.failures:
         hosts = sorted({f.host for f in result.failures})
         lines = sorted({describe_failure(f) for f in result.failures})
@@ -142,7 +144,7 @@ def phase_playbook(ctx: DeployContext, phase: Phase, limit: str | None = None) -
 def run_step(ctx: DeployContext, step: Step, limit: str | None = None) -> RunResult:
     pb = phase_playbook(ctx, step.phase, limit) if step.phase else node_prep_playbook(ctx, limit)
     result = run_playbook(ctx.ws, ctx.inventory, pb, ctx.out)
-    raise_for_result(result, hint=f"run the same command again to resume at {step.name}")
+    raise_for_step(result, ctx.ws.root, hint=f"run the same command again to resume at {step.name}")
     return result
 
 
@@ -182,7 +184,18 @@ def deploy(
         ctx.out.event("step", step=name, status="started")
         started = time.monotonic()
         ledger.forget(name)
-        run_step(ctx, by_name[name])
+        try:
+            run_step(ctx, by_name[name])
+        except DeployStopped as stop:
+            r = stop.reason
+            ctx.out.event(
+                "step", step=name, status="stopped", host=r.host, task=r.task, container=r.container,
+                limit=r.limit, message=r.message, log=str(stop.log),
+            )  # fmt: skip
+            raise
+        except StepFailed:
+            ctx.out.event("step", step=name, status="failed")
+            raise
         seconds = time.monotonic() - started
         ledger.mark_done(name, digests[name])
         record_timing(ctx, name, seconds)
