@@ -9,27 +9,29 @@ makes the next run fast (files, images and Debian packages already verified are 
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from kubeplay.bundle.install_files import add_install_files
-from kubeplay.bundle.manifest import read_manifest, write_sha256sums
+from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.examples import example_tree_path, newest_release_archive
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import load_tree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output, get_output, human_bytes
-from kubeplay.errors import BadInput, KubeplayError, StepFailed
+from kubeplay.errors import BadInput, BundleError, KubeplayError
 from kubeplay.lab import record, rootfs
 from kubeplay.lab.demo import inputs, probes
+from kubeplay.lab.demo.commands import (
+    SUBPROCESS_TIMEOUT,
+    PhaseClock,
+    events,
+    kubeplay_argv,
+    run_logged,
+    stream_to_log,
+)
 from kubeplay.lab.demo.deploy_outcome import (
     CONTAINER_STEPS,
     DeployOutcome,
@@ -37,8 +39,8 @@ from kubeplay.lab.demo.deploy_outcome import (
     is_transient,
     parse_deploy_output,
 )
-from kubeplay.lab.demo.report import Built, DemoReport, PhaseResult, PhaseStatus, render_report
-from kubeplay.lab.nodes import Lab
+from kubeplay.lab.demo.report import Built, DemoReport, PhaseResult, render_report
+from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.upstream import UpstreamSimulator
 
 LAB_NAME = "demo"
@@ -49,97 +51,6 @@ NODE_ROOTFS = rootfs.RootfsSpec(variant="important", extra_packages=("zstd",))
 NSPAWN_ARGS = ("--timezone=off",)  # the node keeps its own /etc/localtime, as a real machine does
 BUNDLE_PARENT = "/opt/kubeplay"
 CONFIG_IN_NODE = "/root/config.yaml"
-SUBPROCESS_TIMEOUT = 1800
-
-
-@dataclass
-class PhaseNote:
-    detail: str = ""
-    status: PhaseStatus = "ok"
-
-
-class PhaseClock:
-    """Times phases into the report and announces them on the console."""
-
-    def __init__(self, report: DemoReport, out: Output) -> None:
-        self.report = report
-        self.out = out
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[PhaseNote]:
-        note = PhaseNote()
-        self.out.info(f"[bold]▶ {name}[/]")
-        started = time.monotonic()
-        try:
-            yield note
-        except BaseException as exc:
-            text = exc.message if isinstance(exc, KubeplayError) else f"{type(exc).__name__}: {exc}"
-            self.report.phases.append(PhaseResult(name, time.monotonic() - started, "failed", text.splitlines()[0]))
-            raise
-        seconds = time.monotonic() - started
-        self.report.phases.append(PhaseResult(name, seconds, note.status, note.detail))
-        self.out.info(f"  [dim]{name}: {note.detail} ({seconds:.1f}s)[/]")
-
-
-def run_logged(argv: list[str], log: Path, what: str, out: Output, timeout: float = SUBPROCESS_TIMEOUT) -> str:
-    """Run argv with stdout+stderr into `log`, showing its latest line; return the output.
-
-    Raises StepFailed naming `what`, the exit code and the last lines of the log when it fails.
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    code = stream_to_log(argv, log, what, out, timeout)
-    text = log.read_text(encoding="utf-8", errors="replace")
-    if code != 0:
-        tail = "\n".join(text.strip().splitlines()[-12:])
-        raise StepFailed(f"{what} failed (exit {code}):\n{tail}", hint=f"full output: {log}")
-    return text
-
-
-def stream_to_log(argv: list[str], log: Path, what: str, out: Output, timeout: float) -> int:
-    """Run argv with its output in `log`; a status line shows the last line written; return the exit code."""
-    deadline = time.monotonic() + timeout
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            with out.console.status(what) as status:
-                while proc.poll() is None:
-                    if time.monotonic() > deadline:
-                        proc.kill()
-                        proc.wait(timeout=30)
-                        raise StepFailed(f"{what} did not finish within {timeout:.0f}s", hint=f"output so far: {log}")
-                    time.sleep(1)
-                    if not out.quiet:
-                        status.update(f"{what}: [dim]{_last_line(log)[:110]}[/]")
-        except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
-            raise
-    return proc.returncode
-
-
-def _last_line(path: Path) -> str:
-    with path.open("rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 4096))
-        lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def _kubeplay(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kubeplay", "--json-events", *args]
-
-
-def _events(text: str, kind: str) -> list[dict[str, object]]:
-    found = []
-    for line in text.splitlines():
-        if line.startswith('{"event"'):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == kind:
-                found.append(event)
-    return found
 
 
 def _dir_size(path: Path) -> int:
@@ -202,50 +113,37 @@ class Demo:
             )
             spec_path.write_text(inputs.dump(spec_data), encoding="utf-8")
             with self.clock.phase("kubeplay build") as note:
-                started = time.time()
                 text = run_logged(
-                    _kubeplay("build", str(spec_path), "-o", str(self.bundle)),
+                    kubeplay_argv("build", str(spec_path), "-o", str(self.bundle)),
                     self.logs / "build.log",
                     "kubeplay build",
                     self.out,
                 )
-                fetched = next((e.get("fetched") for e in _events(text, "built")), 0)
+                fetched = next((e.get("fetched") for e in events(text, "built")), 0)
                 note.detail = f"files, images (amd64), Debian 12 repo; fetched {_bytes(fetched)}"
         finally:
             sim.stop()
-        self._wheels(started)
+        self._check_install_files()
         self._record_built()
         with self.clock.phase("kubeplay pack") as note:
             text = run_logged(
-                _kubeplay("pack", str(self.bundle), "-o", str(self.workdir / "packed")),
+                kubeplay_argv("pack", str(self.bundle), "-o", str(self.workdir / "packed")),
                 self.logs / "pack.log",
                 "kubeplay pack",
                 self.out,
             )
-            packed = _events(text, "packed")[-1]
+            packed = events(text, "packed")[-1]
             self.archive = Path(str(packed["archive"]))
             self.report.built.archive = self.archive.name
             self.report.built.archive_bytes = int(str(packed["size"]))
             note.detail = f"{self.archive.name}, {_bytes(packed['size'])} of {_bytes(packed['content_size'])}"
 
-    def _wheels(self, build_started: float) -> None:
-        requirements = sorted((self.bundle / "wheels").glob("requirements-*.txt"))
-        if (self.bundle / "install.sh").is_file() and requirements and requirements[0].stat().st_mtime >= build_started:
-            return  # this build wrote them itself
-        # `kubeplay build` does not add install.sh and wheels/ yet: add them as the build will, then re-sum.
-        with self.clock.phase("wheels + install.sh") as note:
-            manifest = read_manifest(self.bundle)
-            with self.out.console.status("pip download: kubeplay, ansible-core, kubespray requirements (cp311)"):
-                files = add_install_files(
-                    self.bundle,
-                    kube_version=manifest.kube_version,
-                    arches=["amd64"],
-                    pythons=("3.11",),
-                    kubespray_dir=self.bundle / manifest.kubespray.path,
-                )
-                write_sha256sums(self.bundle)
-            count = len(files.wheels.wheels) if files.wheels else 0
-            note.detail = f"{count} wheels for cp311-x86_64, SHA256SUMS rewritten"
+    def _check_install_files(self) -> None:
+        if not (self.bundle / "install.sh").is_file() or not list((self.bundle / "wheels").glob("requirements-*.txt")):
+            raise BundleError(
+                f"{self.bundle}: kubeplay build wrote no install.sh or wheels/",
+                hint="the deploy node needs both; check KUBEPLAY_WHEELS is not 0 and see logs/build.log",
+            )
 
     def _record_built(self) -> None:
         manifest = read_manifest(self.bundle)
@@ -419,10 +317,14 @@ def run_demo(workdir: Path, *, nodes: int = 4, keep: bool = False, out: Output |
     """Run the whole rehearsal in `workdir` (created; its build/ cache is reused) and print the report.
 
     Returns the DemoReport (its `ok` says whether every check passed); also saved as workdir/report.json.
-    Needs root (lab nodes). Raises BadInput for fewer than 2 nodes.
+    Raises BadInput, before doing anything, for fewer than 2 nodes or a machine that cannot run lab nodes
+    (not root, systemd-nspawn or mmdebstrap missing).
     """
     if nodes < 2:
         raise BadInput(f"the demo needs at least 2 nodes (a deploy node and a cluster node), not {nodes}")
+    reason = unavailable_reason()
+    if reason:
+        raise BadInput(f"the demo cannot run lab nodes here: {reason}", hint="run it as root on Debian 12 (make demo)")
     output = out or get_output()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
