@@ -225,11 +225,9 @@ def test_probe_on_a_lab_node_gives_evidence_the_checks_judge(make_lab: Callable[
     assert not checks.check_chrony(node.name, bridge, ev["chrony_tracking"], ev["chrony_sources"]).passed
 
     # Now make the node leak: a foreign apt source and a default route (route lookups only; nothing is sent).
-    node.run(
-        "echo 'deb http://mirror.invalid/debian bookworm main' > /etc/apt/sources.list.d/extra.list && "
-        f"ip route add default via {bridge}",
-        check=True,
-    )
+    node.run("echo 'deb http://mirror.invalid/debian bookworm main' > /etc/apt/sources.list.d/extra.list", check=True)
+    netns = lab.record.nodes[0].netns  # the node may not change its own routes; the host can, in its namespace
+    subprocess.run(["ip", "-n", netns, "route", "add", "default", "via", bridge], check=True, timeout=30)
     ev = run_probe(node, {**cfg, "files": []}, timeout=120)
     routes = checks.check_routes(node.name, lab.record.subnet, ev["routes"], tuple(ev["outside_lookup"]))
     assert not routes.passed and f"default via {bridge}" in routes.detail
