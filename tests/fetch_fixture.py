@@ -1,12 +1,15 @@
 """A tiny plain-HTTP server on loopback for the downloader's unit tests: Range, cuts, 503s, wrong bytes.
 
 Paths: /ok/<name>, /cut/<k>/<name> (first request cut after k bytes), /fail/<n>/<name> (first n answer
-503), /corrupt/<name>, /norange/<name> (ignores Range). Unknown names: 404. Counts requests per path.
+503), /corrupt/<name>, /norange/<name> (ignores Range), /chunked/<name> (Transfer-Encoding: chunked, no
+Content-Length), /stall/<k>/<name> (first request stops sending after k bytes and holds the connection
+open for STALL seconds). Unknown names: 404. Counts requests per path and connections accepted.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +22,10 @@ class FileServer:
         self.hits: Counter[str] = Counter()
         self.ranges: list[str] = []
         self.url = ""
+        self.connections = 0
+
+
+STALL = 3.0
 
 
 def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
@@ -27,6 +34,10 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: object) -> None:
             return
+
+        def setup(self) -> None:
+            state.connections += 1
+            super().setup()
 
         def do_GET(self) -> None:
             state.hits[self.path] += 1
@@ -51,17 +62,31 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
                     self._send(416, b"")
                     return
             body = data[start:]
+            if kind == "chunked":
+                self._send_chunked(body)
+                return
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if kind == "cut" and count == 1:
+            if kind in ("cut", "stall") and count == 1:
                 self.wfile.write(body[: int(parts[1])])
                 self.wfile.flush()
+                if kind == "stall":
+                    time.sleep(STALL)
                 self.close_connection = True
                 return
             self.wfile.write(body)
+
+        def _send_chunked(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 100_000):
+                piece = body[i : i + 100_000]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
 
         def _send(self, code: int, body: bytes) -> None:
             self.send_response(code)

@@ -8,6 +8,7 @@ promising the same free bytes twice.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import threading
 from dataclasses import dataclass
@@ -17,20 +18,17 @@ import httpx
 
 from kubeplay.console import human_bytes
 from kubeplay.errors import DigestMismatch
+from kubeplay.fetch.body import BodyCopy, Stopped
 from kubeplay.fetch.clients import Session
 from kubeplay.fetch.items import DownloadItem, FileFacts, part_path
 from kubeplay.fetch.progress import TransferProgress
 from kubeplay.fetch.retry import FinalError, TransientError
 from kubeplay.fetch.verified import VerifiedCache, hash_file
 
+__all__ = ["FREE_SPACE_MARGIN", "DiskSpace", "ItemState", "Stopped", "Transfer", "existing_dir"]
+
 CHUNK = 1 << 20
 FREE_SPACE_MARGIN = 64 << 20
-
-
-class Stopped(Exception):
-    """The run is being interrupted; the .part stays for the next run."""
-
-    pass
 
 
 def existing_dir(path: Path) -> Path:
@@ -128,13 +126,13 @@ class Transfer:
                 start = _content_range_start(response.headers.get("content-range", ""))
                 if start != offset:
                     raise TransientError("server answered a different byte range than asked")
-                mode = "ab"
+                append = True
             elif response.status_code == 200:
                 if offset and self.state.sized:
                     self.bar.add_total(offset)  # the server ignored Range: those bytes come again
                 offset = 0
                 hashers = {a: hashlib.new(a) for a in self._algos()}
-                mode = "wb"
+                append = False
             else:
                 response.raise_for_status()
                 raise TransientError(f"unexpected HTTP {response.status_code}")
@@ -146,18 +144,13 @@ class Transfer:
                     self.state.sized = True
                     self.bar.add_total(remaining)
                 self.space.reserve(self.part, remaining)
+            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o644)
+            body = BodyCopy(fd, hashers.values(), advance=self.bar.advance, stop=self.stop)
             try:
-                with self.part.open(mode) as out:
-                    for chunk in response.iter_raw():  # no chunk_size: a buffered chunk would be lost on a cut
-                        if self.stop.is_set():
-                            raise Stopped()
-                        out.write(chunk)
-                        for h in hashers.values():
-                            h.update(chunk)
-                        n = len(chunk)
-                        self.received += n
-                        self.bar.advance(n)
+                body.run(response, remaining, self.client.timeout.read)
             finally:
+                self.received = body.received
+                os.close(fd)
                 if remaining is not None:
                     self.space.release(remaining)
             if remaining is not None and self.received < remaining:
