@@ -156,13 +156,15 @@ def test_deploy_output_names_where_it_stopped_and_why() -> None:
             '{"event": "step", "step": "container-engine", "status": "started"}',
             "error: container-engine: task 'containerd | Ensure containerd is started and enabled' failed on node1:",
             "Unable to start service containerd: Job for containerd.service failed",
+            "  stopped at container-engine: node1 is a systemd-nspawn container: cgroups: no delegated controllers",
             "hint: run the same command again to resume at container-engine; full log: /var/lib/kubeplay/deploy/x.log",
         ]
     )
     outcome = parse_deploy_output(text, 1)
     assert outcome.done == {"node-prep": 41.5}
     assert outcome.stopped_at == "container-engine"
-    assert "Job for containerd.service failed" in outcome.message
+    assert "Job for containerd.service failed" in outcome.message and "stopped at" not in outcome.message
+    assert outcome.explained == "node1 is a systemd-nspawn container: cgroups: no delegated controllers"
     assert parse_deploy_output(text.replace("error:", "note:"), 0).completed
     modules = explain_stop("modprobe: FATAL: Module br_netfilter not found in directory /lib/modules/6.1")
     assert modules is not None and modules.startswith("kernel modules")

@@ -35,6 +35,9 @@ _REASONS: tuple[tuple[str, str], ...] = (
 )
 
 
+_EXPLAINED = re.compile(r"^\s*stopped at (\S+): (.*\bcontainer\b.*)$")
+
+
 @dataclass
 class DeployOutcome:
     """Steps done (name -> seconds), the step that stopped (if any) and the error text."""
@@ -43,6 +46,7 @@ class DeployOutcome:
     started: list[str] = field(default_factory=list)
     stopped_at: str | None = None
     message: str = ""
+    explained: str = ""  # kubeplay deploy's own reason when it found the node to be a container
 
     @property
     def completed(self) -> bool:
@@ -71,7 +75,10 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
             # The error may wrap over several lines; it runs until the hint or the end.
             block = [stripped.removeprefix("error:").strip()]
             for follow in lines[i + 1 :]:
-                if follow.startswith(("hint:", "{")):
+                said = _EXPLAINED.match(follow)
+                if said:
+                    outcome.explained = said.group(2).strip()
+                if said or follow.startswith(("hint:", "{")):
                     break
                 block.append(follow.strip())
             errors.append(" ".join(b for b in block if b))

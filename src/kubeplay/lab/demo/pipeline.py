@@ -48,7 +48,6 @@ LAB_NAME = "demo"
 # which kubespray's preinstall pings with but its system_packages installs only once network facts exist,
 # i.e. never on a first run), plus zstd to unpack the archive on the deploy node.
 NODE_ROOTFS = rootfs.RootfsSpec(variant="important", extra_packages=("zstd",))
-NSPAWN_ARGS = ("--timezone=off",)  # the node keeps its own /etc/localtime, as a real machine does
 BUNDLE_PARENT = "/opt/kubeplay"
 CONFIG_IN_NODE = "/root/config.yaml"
 
@@ -164,7 +163,7 @@ class Demo:
             if record.state_path(state).exists():
                 self.out.warn(f"a lab {LAB_NAME!r} from an earlier demo is still up; bringing it down first")
                 Lab.load(LAB_NAME).down()
-            self.lab = Lab.up(self.nodes, name=LAB_NAME, spec=NODE_ROOTFS, nspawn_args=NSPAWN_ARGS)
+            self.lab = Lab.up(self.nodes, name=LAB_NAME, spec=NODE_ROOTFS)
             t = self.lab.timings
             note.detail = f"nspawn nodes booted; {', '.join(f'{k} {v:.0f}s' for k, v in t.items())}"
         return self.lab
@@ -216,7 +215,7 @@ class Demo:
             if outcome.stopped_at is None:
                 note.detail = f"{len(outcome.done)} steps, cluster.yml complete{resumed}"
                 return
-            why = explain_stop(outcome.message)
+            why = outcome.explained or explain_stop(outcome.message)
             self.report.stopped_at = outcome.stopped_at
             self.report.stop_reason = f"{why or 'no container limit explains it'} — {outcome.message}"
             note.status = "stopped"
