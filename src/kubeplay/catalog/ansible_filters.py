@@ -132,7 +132,7 @@ def items2dict(value: Any, key_name: str = "key", value_name: str = "value") -> 
         raise FilterError(f"items2dict: every element needs {key_name!r} and {value_name!r}: {exc}") from None
 
 
-def regex_replace(  # noqa: PLR0917 - Ansible's positional signature
+def regex_replace(
     value: Any = "",
     pattern: str = "",
     replacement: str = "",
