@@ -92,6 +92,12 @@ class Demo:
                 sim.start()
                 tree = load_tree(source)
                 version = tree.version or "v0.0.0"
+                if not self.real_kubespray:
+                    # The simulator names the release after its top directory, as GitHub's archives do.
+                    named = self.workdir / "example" / f"kubespray-{version.removeprefix('v')}"
+                    shutil.rmtree(named.parent, ignore_errors=True)
+                    shutil.copytree(source, named)
+                    source = named
                 spec = BundleSpec.model_validate({"kubespray": {"version": version, "source": str(source)}})
                 plan = make_plan(spec.model_copy(update={"arches": ["amd64"]}), tree)
                 archive = sim.add_kubespray(source, plan_files=plan.files, arches=["amd64"])
