@@ -194,10 +194,10 @@ def test_demo_falls_back_to_the_example_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("KUBEPLAY_SHARED", str(tmp_path / "no-shared"))
-    code, _, err = run(["demo"], monkeypatch, capsys)
+    code, _, err = run(["demo", "--plan-only"], monkeypatch, capsys)
     assert code == 0, err
     assert "built-in example tree" in err
-    assert 'kube_image_repo: "10.0.0.2:5443/library/registry.k8s.io"' in err
+    assert 'kube_image_repo: "192.0.2.10:5443/library/registry.k8s.io"' in err
     assert "demo planned 19 files" in err
 
 

@@ -87,7 +87,7 @@ def offline_vars(
 ) -> dict[str, str]:
     """The offline variables of a plan (or a tree, or a mapping of them), with concrete values filled in.
 
-    `files_repo` (e.g. "https://10.0.0.2:8443/files") and `registry_host` (e.g. "10.0.0.2:5443") replace
+    `files_repo` (e.g. "https://192.0.2.10:8443/files") and `registry_host` (e.g. "192.0.2.10:5443") replace
     the placeholders and are added as variables themselves; a None keeps that placeholder for kubespray to
     resolve from the inventory. `project` is used only when `source` is a tree.
     """

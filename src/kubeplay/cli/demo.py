@@ -1,6 +1,9 @@
-"""`kubeplay demo`: plan a two-arch bundle from the newest kubespray at hand (interim demo until build lands)."""
+"""`kubeplay demo`: the air-gapped rehearsal end to end on lab nodes; `--plan-only` prints just the plan."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,32 +14,61 @@ from kubeplay.catalog.source import load_tree
 from kubeplay.cli.plan import PlanIncomplete, print_plan, totals
 from kubeplay.config.bundle import BundleSpec, KubesprayRef
 from kubeplay.console import get_output
+from kubeplay.errors import StepFailed
 
-DEMO_FILES_REPO = "http://10.0.0.2:8080/files"
-DEMO_REGISTRY = "10.0.0.2:5443"
+# Documentation addresses (RFC 5737): printed as an example, never contacted.
+DEMO_FILES_REPO = "http://192.0.2.10:8080/files"
+DEMO_REGISTRY = "192.0.2.10:5443"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo")
-    def demo_command() -> None:
-        """Plan a two-arch (amd64, arm64) bundle: a real kubespray release from ../shared, else the built-in example."""
-        output = get_output()
-        archive = newest_release_archive()
-        if archive is not None:
-            tree = load_tree(archive)
-            origin = f"{archive.name} (real release)"
-        else:
-            tree = load_tree(example_tree_path())
-            origin = "kubeplay's built-in example tree (../shared has no kubespray release)"
-        output.info(f"kubeplay demo: planning an offline bundle for amd64 and arm64 from {origin}")
-        ref = KubesprayRef(version=tree.version or "v0.0.0", source=str(archive or tree.root), sha256=tree.sha256)
-        plan = make_plan(BundleSpec(kubespray=ref, arches=["amd64", "arm64"]), tree)
-        print_plan(plan, output)
-        concrete = offline_vars(plan, files_repo=DEMO_FILES_REPO, registry_host=DEMO_REGISTRY)
-        output.console.print(f"\n[bold]the same, for a deploy node serving files at {DEMO_FILES_REPO}:[/]")
-        for name in ("files_repo", "registry_host", "kube_image_repo", "github_url"):
-            if name in concrete:
-                output.console.print(f'{name}: "{concrete[name]}"', markup=False, highlight=False)
-        if plan.problems:
-            raise PlanIncomplete(f"{len(plan.problems)} template(s) did not render")
-        output.summary(f"demo planned {totals(plan)} from {tree.label}")
+    def demo_command(
+        workdir: Annotated[
+            Path,
+            typer.Option("--workdir", envvar="KUBEPLAY_DEMO_DIR", help="Work directory; its build cache is reused."),
+        ] = Path("demo-out"),
+        nodes: Annotated[int, typer.Option("--nodes", min=2, max=8, help="Lab nodes; node0 is the deploy node.")] = 4,
+        keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up and the archive in place.")] = False,
+        plan_only: Annotated[
+            bool, typer.Option("--plan-only", help="Only plan a two-arch bundle and print it (no root needed).")
+        ] = False,
+    ) -> None:
+        """Rehearse the air gap here: simulated upstream, build, pack, lab nodes, install, kubespray deploy, checks."""
+        if plan_only:
+            plan_demo()
+            return
+        # imported here: the rehearsal pulls in the simulator, the build pipeline and the lab
+        from kubeplay.lab.demo import run_demo  # noqa: PLC0415
+
+        report = run_demo(workdir, nodes=nodes, keep=keep)
+        if not report.ok:
+            failed = len(report.failed_checks())
+            raise StepFailed(
+                f"demo: {failed} check(s) failed" + (f"; {report.error}" if report.error else ""),
+                hint=f"report: {workdir}/report.json, logs: {workdir}/logs",
+            )
+
+
+def plan_demo() -> None:
+    """Plan a two-arch (amd64, arm64) bundle: a real kubespray release from ../shared, else the built-in example."""
+    output = get_output()
+    archive = newest_release_archive()
+    if archive is not None:
+        tree = load_tree(archive)
+        origin = f"{archive.name} (real release)"
+    else:
+        tree = load_tree(example_tree_path())
+        origin = "kubeplay's built-in example tree (../shared has no kubespray release)"
+    output.info(f"kubeplay demo: planning an offline bundle for amd64 and arm64 from {origin}")
+    ref = KubesprayRef(version=tree.version or "v0.0.0", source=str(archive or tree.root), sha256=tree.sha256)
+    plan = make_plan(BundleSpec(kubespray=ref, arches=["amd64", "arm64"]), tree)
+    print_plan(plan, output)
+    concrete = offline_vars(plan, files_repo=DEMO_FILES_REPO, registry_host=DEMO_REGISTRY)
+    output.console.print(f"\n[bold]the same, for a deploy node serving files at {DEMO_FILES_REPO}:[/]")
+    for name in ("files_repo", "registry_host", "kube_image_repo", "github_url"):
+        if name in concrete:
+            output.console.print(f'{name}: "{concrete[name]}"', markup=False, highlight=False)
+    if plan.problems:
+        raise PlanIncomplete(f"{len(plan.problems)} template(s) did not render")
+    output.summary(f"demo planned {totals(plan)} from {tree.label}")
