@@ -25,13 +25,22 @@ import yaml
 
 from kubeplay.bootstrap.certs import make_ca
 from kubeplay.bootstrap.chrony import render_chrony_conf
+from kubeplay.lab import machines, record
 from kubeplay.lab.nodes import Lab
+from kubeplay.lab.rootfs import RootfsSpec
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
 CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
 DOMAIN = "kube.registry.local"
 HTTP_PORT = 8080
+# Debian's minimal install has every Priority: required package (tzdata among them), and the bundle's repo
+# leaves those out as the baseline.
+NODE_ROOTFS = RootfsSpec(variant="required")
+# What lets a lab node get furthest into kubespray without touching the host: CAP_NET_ADMIN, and (through
+# nspawn's environment) /proc/sys/net writable. Both reach only the node's own network namespace.
+NSPAWN_ARGS = ("--capability=CAP_NET_ADMIN",)
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
 
 
 class Unavailable(Exception):
@@ -172,16 +181,82 @@ http {{
             _stop(proc)
 
 
-def write_config(side: DeploySide, lab: Lab, nodes: list[str], path: Path, extra: dict[str, Any] | None = None) -> Path:
-    """config.yaml in the original kubeplay's shape, for these lab nodes (first is control plane and etcd)."""
+@contextmanager
+def nspawn_environment() -> Iterator[None]:
+    """NSPAWN_ENV set for the systemd-nspawn processes started inside the block (the lab passes its env on)."""
+    saved = {k: os.environ.get(k) for k in NSPAWN_ENV}
+    os.environ.update(NSPAWN_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def up_lab(nodes: int, **kwargs: Any) -> Lab:
+    """Lab.up with the deploy tests' rootfs and nspawn options."""
+    with nspawn_environment():
+        return Lab.up(nodes, spec=NODE_ROOTFS, nspawn_args=NSPAWN_ARGS, **kwargs)
+
+
+def _process(lab: Lab, name: str) -> record.Resource:
+    machine = lab.node(name).machine
+    return next(r for r in lab.record.resources if r.kind == "process" and r.name == machine)
+
+
+def stop_node(lab: Lab, name: str) -> None:
+    """Shut node `name` down (its systemd-nspawn process, by PID), as a power-off would; its disk stays."""
+    res = _process(lab, name)
+    still = machines.stop([(res.pid or 0, res.start_time or 0)], lab._popens)  # reaps our child
+    if still:
+        raise RuntimeError(f"{name}: systemd-nspawn (PID {res.pid}) did not stop")
+
+
+def start_node(lab: Lab, name: str, timeout: float = 120) -> None:
+    """Boot node `name` again from its disk, with the same options; return once sshd answers."""
+    rec = next(n for n in lab.record.nodes if n.name == name)
+    res = _process(lab, name)
+    argv = machines.nspawn_argv(Path(rec.root), rec.machine, rec.netns, NSPAWN_ARGS)
+    with nspawn_environment():
+        started = machines.start(argv, Path(rec.log))
+    lab._popens[started.pid] = started.popen  # lab.down() stops and reaps it
+    res.pid, res.start_time = started.pid, started.start_time
+    record.save(lab.record)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if lab.node(name).run("true", timeout=15).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not accept ssh within {timeout}s after restart; see {rec.log}")
+
+
+def write_config(
+    side: DeploySide,
+    lab: Lab,
+    nodes: list[str],
+    path: Path,
+    extra: dict[str, Any] | None = None,
+    host_vars: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """config.yaml in the original kubeplay's shape, for these lab nodes (first is control plane and etcd).
+
+    The lab key is the default login; `host_vars` override it per node (a password, another key).
+    """
     by_name = {n.name: n for n in lab.nodes}
-    hosts = {n: {"ansible_host": by_name[n].ip} for n in nodes}
+    hosts = {n: {"ansible_host": by_name[n].ip, **(host_vars or {}).get(n, {})} for n in nodes}
+    key = {"ansible_ssh_private_key_file": lab.record.key}
+    for n in nodes:
+        if "ansible_ssh_pass" not in hosts[n]:
+            hosts[n] = {**key, **hosts[n]}
     config = {
         "compose": {"internal_ip": side.ip, "nginx_http_port": HTTP_PORT, "registry_domain": DOMAIN},
         "kubespray": {"kube_network_plugin": "calico", **(extra or {})},
         "inventory": {
             "all": {
-                "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": lab.record.key},
+                "vars": {"ansible_user": "root"},
                 "hosts": hosts,
                 "children": {
                     "kube_control_plane": {"hosts": {nodes[0]: None}},

@@ -41,6 +41,11 @@ from kubeplay.errors import StepFailed
         ("Mount bpffs", "mount: /sys/fs/bpf: permission denied", "a privileged"),
         ("Install packages", "No package matching 'socat' is available", None),
         ("Download file", "Request failed: HTTP Error 404: Not Found", None),
+        (
+            "Gather OS information",
+            "MODULE FAILURE: No start of json char found | ansible_setup_payload.zip not found",
+            None,
+        ),
     ],
 )
 def test_container_limit_names_the_kernel_facility(task: str, message: str, expected: str | None) -> None:

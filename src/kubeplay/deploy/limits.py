@@ -25,7 +25,7 @@ CONTAINER_FACT = "kubeplay fact: container"
 # (pattern in the failing task's name or message, what a container cannot do), first match wins.
 CONTAINER_LIMITS: tuple[tuple[str, str], ...] = (
     (
-        r"modprobe|kernel module|/lib/modules|modules\.dep|module .* not found",
+        r"modprobe|kernel module|/lib/modules|modules\.dep|\bmodule \S+ not found",
         "kernel modules: a container shares its host's kernel and may not load modules into it",
     ),
     (

@@ -92,9 +92,22 @@ def describe_failure(f: Failure) -> str:
 
 
 def run_preflight(ctx: DeployContext, limit: str | None = None) -> RunResult:
-    """Connect to every target once; raise StepFailed naming each unreachable or refused host."""
+    """Connect to every target once (StepFailed naming each unreachable or refused host), then finish any
+    package install a node was interrupted in (node-repair.yml)."""
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
-    return check_access(ctx.ws, ctx.inventory, ctx.kubespray_dir, ctx.out, limit)
+    result = check_access(ctx.ws, ctx.inventory, ctx.kubespray_dir, ctx.out, limit)
+    repair = Playbook(
+        "node-repair",
+        PLAYBOOKS / "node-repair.yml",
+        ctx.kubespray_dir,
+        extravars={"kubeplay_targets": NODE_GROUPS},
+        limit=limit,
+        kubespray_dir=ctx.kubespray_dir,
+    )
+    repaired = run_playbook(ctx.ws, ctx.inventory, repair, ctx.out)
+    raise_for_step(repaired, ctx.ws.root, hint="finish the package install on that node by hand, then run again")
+    result.seconds += repaired.seconds
+    return result
 
 
 def check_access(
