@@ -24,8 +24,16 @@ from typing import IO
 
 import zstandard
 
+from kubeplay.bundle.compression import (
+    DECOMPRESS_ERRORS,
+    Compression,
+    decompressing_reader,
+    detect_compression,
+    gzip_tar_size,
+    strip_archive_suffix,
+)
 from kubeplay.bundle.integrity import IntegrityReport, check_bundle_digests
-from kubeplay.bundle.parts import ARCHIVE_SUFFIX, ArchiveSource, open_archive_source
+from kubeplay.bundle.parts import ArchiveSource, open_archive_source
 from kubeplay.bundle.staging import PENDING, StagedMember, StagingWriter, refuse
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
@@ -117,10 +125,32 @@ class ScanResult:
     entries: int
 
 
-def frame_content_size(source: ArchiveSource) -> int | None:
-    """The uncompressed size recorded in the zstd frame header, or None when the writer did not record it."""
+def source_compression(source: ArchiveSource) -> Compression:
+    """The archive's format from its first bytes (not its name); raise BadInput for anything else."""
     with source.files[0].open("rb") as fh:
-        head = fh.read(18)  # the largest zstd frame header
+        head = fh.read(4)
+    found = detect_compression(head)
+    if found is None:
+        raise BadInput(
+            f"{source.files[0]}: neither a zstd nor a gzip archive (starts with {head.hex() or 'nothing'})",
+            hint="pass a bundle directory, a .tar.zst or .tar.gz from `kubeplay pack`, or its .parts.json",
+        )
+    return found
+
+
+def frame_content_size(source: ArchiveSource) -> int | None:
+    """The exact tar size the archive header records, or None when the writer did not record it.
+
+    zstd: the frame's content size. gzip: kubeplay's header field, when it agrees with the ISIZE
+    trailer (size mod 2^32) at the end of the last part; archives from other gzip tools have none.
+    """
+    compression = source_compression(source)
+    with source.files[0].open("rb") as fh:
+        head = fh.read(64)  # the largest zstd frame header is 18 bytes; kubeplay's gzip header 24
+    if compression is Compression.GZIP:
+        with source.files[-1].open("rb") as fh:
+            fh.seek(max(0, source.files[-1].stat().st_size - 4))
+            return gzip_tar_size(head, fh.read(4))
     try:
         size = zstandard.frame_content_size(head)
     except zstandard.ZstdError as exc:
@@ -151,9 +181,10 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
     symlinks: dict[str, str] = {}
     entries = 0
     current = "(archive header)"
+    compression = source_compression(source)
     raw = source.open()
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        reader = decompressing_reader(compression, raw)
         with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
             for info in tar:
                 current = info.name
@@ -193,9 +224,9 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
             pass
         while raw.read(CHUNK):
             pass
-    except zstandard.ZstdError as exc:
+    except DECOMPRESS_ERRORS as exc:
         raise BundleError(
-            f"{source.label}: corrupt compressed data at member {current!r}: {exc}",
+            f"{source.label}: corrupt {compression} data at member {current!r}: {exc}",
             hint="the archive was changed or damaged in transit; copy it again from the build machine",
         ) from exc
     except tarfile.TarError as exc:
@@ -218,7 +249,11 @@ class ExtractResult:
 
 
 def check_free_space(source: ArchiveSource, dest: Path) -> int:
-    """Return the bytes extraction needs; raise BundleError when `dest`'s file system has less free."""
+    """Return the bytes extraction needs; raise BundleError when `dest`'s file system has less free.
+
+    The size comes from the archive header (exact); an archive without one (a gzip not written by
+    kubeplay, whose ISIZE is only mod 2^32) is read once to add up its members' sizes (exact, slower).
+    """
     needed = frame_content_size(source)
     if needed is None:
         sizes: list[int] = []
@@ -239,7 +274,7 @@ def check_free_space(source: ArchiveSource, dest: Path) -> int:
 
 
 def bundle_dir_name(source: ArchiveSource) -> str:
-    return source.archive_name.removesuffix(ARCHIVE_SUFFIX)
+    return strip_archive_suffix(source.archive_name)
 
 
 def extract_bundle(

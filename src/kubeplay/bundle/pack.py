@@ -1,9 +1,10 @@
-"""Stream a bundle directory into `kubeplay-<kube_version>-<arches>.tar.zst`, optionally split into parts.
+"""Stream a bundle directory into `kubeplay-<kube_version>-<arches>.tar.zst` (or `.tar.gz`), optionally split.
 
-No temporary copy is made: tar headers and file bytes go straight into a multi-threaded zstd frame and
-from there into the output file (or the current part), so the disk needed is the bundle plus the archive.
-Members are written in a fixed order (manifest files first, then depth-first by name) with normalised
-owners and modes, and the frame records the exact tar size so extraction can check free space first.
+No temporary copy is made: tar headers and file bytes go straight into the compressor (a multi-threaded
+zstd frame, or gzip through pigz or zlib) and from there into the output file (or the current part), so
+the disk needed is the bundle plus the archive. Members are written in a fixed order (manifest files
+first, then depth-first by name) with normalised owners and modes, and the zstd frame or kubeplay's gzip
+header records the exact tar size so extraction can check free space first.
 Every file is hashed while it streams, so packing also proves the bundle matches its SHA256SUMS.
 """
 
@@ -16,10 +17,11 @@ import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 import zstandard
 
+from kubeplay.bundle.compression import SUFFIXES, ByteWriter, Compression, check_level, compressing_writer
 from kubeplay.bundle.integrity import compare_digests
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
@@ -29,14 +31,13 @@ from kubeplay.bundle.manifest import (
     read_manifest,
     read_sha256sums,
 )
-from kubeplay.bundle.parts import ARCHIVE_SUFFIX, PartEntry, PartsManifest, parts_manifest_name, sha256sum_line
+from kubeplay.bundle.parts import PartEntry, PartsManifest, load_parts_manifest, parts_manifest_name, sha256sum_line
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import atomic_write
 
 # Read first when streaming: a reader (verify, extract) meets the digests before the files they cover.
 LEADING_FILES = ("kubeplay.json", "SHA256SUMS")
 CHUNK = 1 << 20
-DEFAULT_LEVEL = 3
 
 
 def archive_stem(kube_version: str, arches: list[str]) -> str:
@@ -72,6 +73,7 @@ class PackResult:
     compressed_size: int
     content_size: int
     files: int
+    compression: Compression = Compression.ZSTD
     file_digests: dict[str, str] = field(default_factory=dict)
 
 
@@ -217,7 +219,7 @@ class _ArchiveSink:
             tmp.unlink(missing_ok=True)
 
 
-def _stream_member(member: PackMember, writer: zstandard.ZstdCompressionWriter, buf: bytearray) -> str | None:
+def _stream_member(member: PackMember, writer: ByteWriter, buf: bytearray) -> str | None:
     """Write one member's header and bytes; return the sha256 of a regular file's content."""
     writer.write(member.header)
     if not member.info.isreg():
@@ -245,7 +247,21 @@ def _stream_member(member: PackMember, writer: zstandard.ZstdCompressionWriter, 
 
 
 def _parts_sums_path(out_dir: Path, archive_name: str) -> Path:
-    return out_dir / (archive_name.removesuffix(ARCHIVE_SUFFIX) + ".parts.sha256")
+    return out_dir / parts_manifest_name(archive_name).replace(".parts.json", ".parts.sha256")
+
+
+def _remove_parts_manifest_of(out_dir: Path, archive_name: str) -> None:
+    """Drop a parts manifest left from splitting this archive before; one for the other format stays."""
+    path = out_dir / parts_manifest_name(archive_name)
+    if not path.is_file():
+        return
+    try:
+        own = load_parts_manifest(path).archive == archive_name
+    except BundleError:
+        own = True  # unreadable: it describes nothing that could still be joined
+    if own:
+        path.unlink()
+        _parts_sums_path(out_dir, archive_name).unlink(missing_ok=True)
 
 
 def _remove_stale_parts(out_dir: Path, archive_name: str, keep: set[str]) -> None:
@@ -260,12 +276,13 @@ def pack_bundle(
     stem: str,
     *,
     split_size: int | None = None,
-    level: int = DEFAULT_LEVEL,
+    compression: Compression = Compression.ZSTD,
+    level: int | None = None,
     threads: int = -1,
     check_digests: Callable[[Mapping[str, str], Mapping[str, str]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PackResult:
-    """Pack `bundle_dir` as `<out_dir>/<stem>.tar.zst` (or parts); return what was written.
+    """Pack `bundle_dir` as `<out_dir>/<stem>.tar.zst` or `.tar.gz` (or parts); return what was written.
 
     `check_digests`, when given, is called with every file's sha256 and every symlink's target before
     the output is renamed into place; it raises to abandon the archive (see `pack_checked_bundle`).
@@ -278,20 +295,18 @@ def pack_bundle(
         raise BadInput(
             f"{out_dir}: inside the bundle directory", hint="write the archive next to the bundle, not in it"
         )
+    level = check_level(compression, level)
     out_dir.mkdir(parents=True, exist_ok=True)
-    archive_name = stem + ARCHIVE_SUFFIX
+    archive_name = stem + SUFFIXES[compression]
     members = plan_members(bundle_dir, stem)
     content_size = tar_stream_size(members)
     sink = _ArchiveSink(out_dir, archive_name, split_size)
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True, write_content_size=True)
     digests: dict[str, str] = {}
     by_arcname: dict[str, str] = {}
     symlinks: dict[str, str] = {}
     buf = bytearray(CHUNK)
     try:
-        with compressor.stream_writer(
-            cast(BinaryIO, sink), size=content_size, write_size=CHUNK, closefd=False
-        ) as writer:
+        with compressing_writer(compression, sink, content_size, level, threads) as writer:
             written = 0
             for member in members:
                 digest = _stream_member(member, writer, buf)
@@ -332,8 +347,7 @@ def pack_bundle(
         atomic_write(_parts_sums_path(out_dir, archive_name), lines.encode())
         archive.unlink(missing_ok=True)  # an older unsplit archive of the same name would contradict the parts
     else:
-        (out_dir / parts_manifest_name(archive_name)).unlink(missing_ok=True)
-        _parts_sums_path(out_dir, archive_name).unlink(missing_ok=True)
+        _remove_parts_manifest_of(out_dir, archive_name)
     _remove_stale_parts(out_dir, archive_name, {p.name for p in finals})
     sha256_file = out_dir / (archive_name + ".sha256")
     atomic_write(sha256_file, sha256sum_line(sha256, archive_name).encode())
@@ -346,6 +360,7 @@ def pack_bundle(
         compressed_size=sink.size,
         content_size=content_size,
         files=len(digests),
+        compression=compression,
         file_digests=digests,
     )
 
@@ -355,12 +370,13 @@ def pack_checked_bundle(
     out_dir: Path,
     *,
     split_size: int | None = None,
-    level: int = DEFAULT_LEVEL,
+    compression: Compression = Compression.ZSTD,
+    level: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PackResult:
     """Pack a built bundle under its canonical name, refusing it when a file fails SHA256SUMS or kubeplay.json.
 
-    The name comes from kubeplay.json (`kubeplay-<kube_version>-<arches>.tar.zst`). Every file is hashed
+    The name comes from kubeplay.json (`kubeplay-<kube_version>-<arches>.tar.zst` or `.tar.gz`). Every file is hashed
     while it streams, so this costs no extra read; on a mismatch no archive is left behind and BundleError
     lists the files by path.
     """
@@ -385,5 +401,29 @@ def pack_checked_bundle(
 
     stem = archive_stem(manifest.kube_version, manifest.arches)
     return pack_bundle(
-        bundle_dir, out_dir, stem, split_size=split_size, level=level, check_digests=check, on_progress=on_progress
+        bundle_dir,
+        out_dir,
+        stem,
+        split_size=split_size,
+        compression=compression,
+        level=level,
+        check_digests=check,
+        on_progress=on_progress,
     )
+
+
+def unpack_commands(result: PackResult) -> list[str]:
+    """One-line shell commands that check and unpack `result` with plain tools, run where the files are.
+
+    gzip needs only coreutils and tar; zstd also needs the `zstd` binary (not on a minimal Debian).
+    """
+    name = result.archive.name
+    if result.parts:
+        sums = _parts_sums_path(result.archive.parent, name).name
+        cat = f"cat {name}.part* | "
+        gzip_unpack, zstd_unpack = f"{cat}tar -xzf -", f"{cat}zstd -dc | tar -xf -"
+    else:
+        sums = result.sha256_file.name
+        gzip_unpack, zstd_unpack = f"tar -xzf {name}", f"zstd -dc {name} | tar -xf -"
+    unpack = gzip_unpack if result.compression is Compression.GZIP else zstd_unpack
+    return [f"sha256sum -c {sums} && {unpack}"]

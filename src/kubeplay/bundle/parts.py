@@ -1,4 +1,4 @@
-"""Where a packed bundle's bytes come from: one `.tar.zst`, or numbered parts plus a parts manifest.
+"""Where a packed bundle's bytes come from: one `.tar.zst`/`.tar.gz`, or numbered parts plus a parts manifest.
 
 `open_archive_source(path)` accepts the archive, its `.parts.json`, or any `.partNNN` file and returns
 an `ArchiveSource` whose `open()` yields the compressed bytes in order while checking each part's size
@@ -18,9 +18,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubeplay.bundle.compression import strip_archive_suffix
 from kubeplay.errors import BadInput, BundleError
 
-ARCHIVE_SUFFIX = ".tar.zst"
+ARCHIVE_SUFFIX = ".tar.zst"  # the default format's; `compression.SUFFIXES` has both
 PARTS_MANIFEST_SUFFIX = ".parts.json"
 _PART_RE = re.compile(r"^(?P<archive>.+)\.part(?P<index>\d{3,})$")
 _SIZE_RE = re.compile(r"^\s*(?P<num>\d+)\s*(?P<unit>[KMGT]?)(?P<dec>i?B?)\s*$", re.IGNORECASE)
@@ -28,8 +29,8 @@ READ_CHUNK = 1 << 20
 
 
 def parts_manifest_name(archive_name: str) -> str:
-    """`kubeplay-X.parts.json` for `kubeplay-X.tar.zst`: outside the `kubeplay-X.tar.zst.part*` glob used to join parts."""
-    return archive_name.removesuffix(ARCHIVE_SUFFIX) + PARTS_MANIFEST_SUFFIX
+    """`kubeplay-X.parts.json` for `kubeplay-X.tar.zst` or `.tar.gz`: outside the `….part*` glob that joins parts."""
+    return strip_archive_suffix(archive_name) + PARTS_MANIFEST_SUFFIX
 
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -195,8 +196,13 @@ def load_parts_manifest(path: Path) -> PartsManifest:
         raise BundleError(f"{path}: not a valid parts manifest: {exc}") from exc
 
 
-def _from_parts_manifest(path: Path) -> ArchiveSource:
+def _from_parts_manifest(path: Path, archive_name: str | None = None) -> ArchiveSource:
     manifest = load_parts_manifest(path)
+    if archive_name is not None and manifest.archive != archive_name:
+        raise BadInput(
+            f"{path.name} lists the parts of {manifest.archive}, not of {archive_name}",
+            hint=f"pass {path.name} itself, or copy the parts of {archive_name} and their manifest",
+        )
     files = [path.parent / p.name for p in manifest.parts]
     for entry, file in zip(manifest.parts, files, strict=True):
         if Path(entry.name).name != entry.name:
@@ -239,7 +245,7 @@ def open_archive_source(path: Path) -> ArchiveSource:
             digest_source=sidecar.name if sidecar.is_file() else None,
         )
     if manifest.is_file():
-        return _from_parts_manifest(manifest)
+        return _from_parts_manifest(manifest, name)
     if path.with_name(name + ".part000").is_file():
         raise BadInput(
             f"{path}: found parts but not {manifest.name}",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay.bundle.compression import Compression
 from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import FetchError
@@ -47,6 +48,15 @@ def build(
     split_size: Annotated[
         str | None, typer.Option("--split-size", help="With --pack: write parts of this size (e.g. 4GB).")
     ] = None,
+    compression: Annotated[
+        Compression,
+        typer.Option(
+            "--compression",
+            envvar="KUBEPLAY_PACK_COMPRESSION",
+            case_sensitive=False,
+            help="With --pack: zstd, or gzip for plain `tar xzf` (see `kubeplay pack`).",
+        ),
+    ] = Compression.ZSTD,
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
@@ -72,7 +82,7 @@ def build(
     if pack:
         from kubeplay.cli.pack import pack as pack_command  # noqa: PLC0415 - only with --pack
 
-        pack_command(bundle=target, output=None, split_size=split_size)
+        pack_command(bundle=target, output=None, split_size=split_size, compression=compression)
     out.summary(
         f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
         f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"

@@ -10,14 +10,19 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from kubeplay.bundle.compression import Compression
 from kubeplay.bundle.extract import extract_bundle
-from kubeplay.bundle.pack import DEFAULT_LEVEL, pack_checked_bundle
+from kubeplay.bundle.pack import pack_checked_bundle, unpack_commands
 from kubeplay.bundle.parts import parse_size
 from kubeplay.console import get_output, human_bytes
 
 SPLIT_HELP = (
     "Write numbered parts of at most this size plus a parts manifest: K/M/G/T are powers of 1024, "
     "KB/MB/GB/TB powers of 1000. FAT32 holds files up to 4 GiB minus one byte: use 4GB there, not 4G."
+)
+COMPRESSION_HELP = (
+    "zstd: smaller and faster, but the air-gapped side needs the `zstd` binary (or kubeplay) to unpack it. "
+    "gzip: .tar.gz that plain `tar xzf` unpacks anywhere (uses pigz when installed)."
 )
 
 
@@ -52,22 +57,46 @@ def pack(
     split_size: Annotated[
         str | None, typer.Option("--split-size", envvar="KUBEPLAY_SPLIT_SIZE", help=SPLIT_HELP)
     ] = None,
+    compression: Annotated[
+        Compression,
+        typer.Option("--compression", envvar="KUBEPLAY_PACK_COMPRESSION", case_sensitive=False, help=COMPRESSION_HELP),
+    ] = Compression.ZSTD,
     level: Annotated[
-        int, typer.Option("--level", min=1, max=19, envvar="KUBEPLAY_ZSTD_LEVEL", help="zstd level (speed vs size).")
-    ] = DEFAULT_LEVEL,
+        int | None,
+        typer.Option(
+            "--level",
+            min=1,
+            max=19,
+            envvar=["KUBEPLAY_PACK_LEVEL", "KUBEPLAY_ZSTD_LEVEL"],
+            help="Compression level, speed vs size: zstd 1-19 (default 3), gzip 1-9 (default 6).",
+        ),
+    ] = None,
 ) -> None:
-    """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst, checking every file on the way."""
+    """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst (or .tar.gz), checking every file."""
     out = get_output()
     split = parse_size(split_size) if split_size else None
     target = output if output is not None else bundle.resolve().parent
     with byte_progress("packing") as progress:
-        result = pack_checked_bundle(bundle, target, split_size=split, level=level, on_progress=progress)
+        result = pack_checked_bundle(
+            bundle, target, split_size=split, compression=compression, level=level, on_progress=progress
+        )
     written = result.parts if result.parts else [result.archive]
     for path in written:
         out.event("written", path=str(path), size=path.stat().st_size)
     if result.parts_manifest is not None:
         out.info(f"{len(result.parts)} parts; parts manifest {result.parts_manifest}")
     out.info(f"sha256 {result.sha256}  ({result.sha256_file.name})")
+    commands = unpack_commands(result)
+    if not out.quiet:
+        where = "the parts" if result.parts else result.archive.name
+        out.info(
+            f"on the air-gapped side, in the directory holding {where} and the .sha256 files, check and unpack with plain tools:"
+        )
+        for command in commands:
+            # one physical line, no markup: the operator copies it as it is
+            out.console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
+        if result.compression is Compression.ZSTD:
+            out.info("  (needs the zstd binary, missing on a minimal Debian; `--compression gzip` needs only tar)")
     out.event(
         "packed",
         archive=str(result.archive),
@@ -76,6 +105,8 @@ def pack(
         content_size=result.content_size,
         files=result.files,
         parts=[str(p) for p in result.parts],
+        compression=str(result.compression),
+        unpack=commands,
     )
     ratio = result.compressed_size / result.content_size if result.content_size else 1.0
     out.summary(
@@ -85,7 +116,9 @@ def pack(
 
 
 def extract(
-    archive: Annotated[Path, typer.Argument(help="A .tar.zst, its .parts.json, or one of its .partNNN files.")],
+    archive: Annotated[
+        Path, typer.Argument(help="A .tar.zst or .tar.gz (told by content), its .parts.json, or a .partNNN file.")
+    ],
     dest: Annotated[
         Path, typer.Option("--dest", "-C", envvar="KUBEPLAY_EXTRACT_DEST", help="Directory to extract into.")
     ] = Path("."),

@@ -15,7 +15,10 @@ from kubeplay.errors import BundleError
 
 def verify(
     bundle: Annotated[
-        Path, typer.Argument(help="A bundle directory, a .tar.zst, its .parts.json, or one of its .partNNN files.")
+        Path,
+        typer.Argument(
+            help="A bundle directory, a .tar.zst or .tar.gz, its .parts.json, or one of its .partNNN files."
+        ),
     ],
     sums_sha256: Annotated[
         str | None,
