@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -142,6 +143,15 @@ def write_tar_zst(path: Path, build: Callable[[tarfile.TarFile], None]) -> Path:
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         build(tar)
     path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue()))
+    return path
+
+
+def write_tar_gz(path: Path, build: Callable[[tarfile.TarFile], None]) -> Path:
+    """Write a .tar.gz (as `tar czf` would, no kubeplay header field) whose members `build` adds by hand."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        build(tar)
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
     return path
 
 

@@ -26,6 +26,7 @@ from tests.bundle_fixture import (
     flip_byte,
     make_bundle,
     tree_digests,
+    write_tar_gz,
     write_tar_zst,
 )
 
@@ -143,10 +144,12 @@ def _snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+@pytest.mark.parametrize("suffix", [".tar.zst", ".tar.gz"])
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_member_is_refused_by_name_and_nothing_escapes(tmp_path: Path, case: str) -> None:
+def test_hostile_member_is_refused_by_name_and_nothing_escapes(tmp_path: Path, case: str, suffix: str) -> None:
     build, member, reason = HOSTILE[case]
-    archive = write_tar_zst(tmp_path / f"{TOP}.tar.zst", build)
+    write = write_tar_gz if suffix == ".tar.gz" else write_tar_zst
+    archive = write(tmp_path / f"{TOP}{suffix}", build)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim").write_text("original")
