@@ -328,3 +328,26 @@ def test_cli_zstd_default_prints_the_zstd_command_and_its_need(bundle: Path, tmp
     assert packed.returncode == 0, packed.stderr
     assert f"sha256sum -c {STEM}.tar.zst.sha256 && zstd -dc {STEM}.tar.zst | tar -xf -" in packed.stderr
     assert "--compression gzip" in packed.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("echo 'pigz: write error' >&2; exit 3", "pigz: write error"),
+        ("cat >/dev/null; printf 'not gzip at all'", "unexpected gzip header"),
+    ],
+    ids=["pigz-fails", "pigz-garbage"],
+)
+def test_failing_pigz_leaves_no_archive_and_says_why(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, message: str
+) -> None:
+    fake = tmp_path / "bin" / "pigz"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("KUBEPLAY_PIGZ", "1")
+    out = tmp_path / "out"
+    with pytest.raises(BundleError, match=message):
+        pack_checked_bundle(bundle, out, compression=GZ)
+    assert list(out.iterdir()) == []

@@ -145,6 +145,7 @@ class _PigzWriter:
         self.sink = sink
         self.tar_size = tar_size
         self.error: BaseException | None = None
+        self.wrote = False
         self.proc = subprocess.Popen(
             [pigz, "-n", "-c", f"-{level}", "-p", str(threads)],
             stdin=subprocess.PIPE,
@@ -158,10 +159,13 @@ class _PigzWriter:
         stdout = cast(IO[bytes], self.proc.stdout)
         try:
             head = stdout.read(10)
+            if not head:
+                return  # pigz exited without output: its exit status and message tell why
             if len(head) < 10 or head[:4] != GZIP_MAGIC + bytes((_DEFLATE, 0)):
                 raise BundleError(
                     f"pigz wrote an unexpected gzip header {head.hex()}", hint="use pigz 2.x or uninstall it"
                 )
+            self.wrote = True
             self.sink.write(gzip_header(self.tar_size, head[8]))  # pigz's XFL byte, kubeplay's extra field
             while chunk := stdout.read(CHUNK):
                 self.sink.write(chunk)
@@ -181,20 +185,26 @@ class _PigzWriter:
             cast(IO[bytes], self.proc.stdin).write(data)
         except BrokenPipeError:
             self.proc.wait(timeout=PIGZ_TIMEOUT)
-            if self.error is not None:
-                raise self.error from None
-            raise self._failure(f"exited with status {self.proc.returncode}") from None
+            self.thread.join(timeout=PIGZ_TIMEOUT)
+            self._raise_failure()
+            raise self._failure("stopped reading its input") from None
         return len(data)
+
+    def _raise_failure(self) -> None:
+        """Raise what went wrong once pigz has exited: its exit status first, then the output thread's error."""
+        if self.proc.returncode:
+            raise self._failure(f"exited with status {self.proc.returncode}")
+        if self.error is not None:
+            raise self.error
+        if not self.wrote:
+            raise self._failure("wrote nothing")
 
     def close(self) -> None:
         with suppress(BrokenPipeError):
             cast(IO[bytes], self.proc.stdin).close()
         self.thread.join(timeout=PIGZ_TIMEOUT)
-        code = self.proc.wait(timeout=PIGZ_TIMEOUT)
-        if self.error is not None:
-            raise self.error
-        if code != 0:
-            raise self._failure(f"exited with status {code}")
+        self.proc.wait(timeout=PIGZ_TIMEOUT)
+        self._raise_failure()
 
     def abort(self) -> None:
         if self.proc.poll() is None:
