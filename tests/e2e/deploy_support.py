@@ -215,6 +215,16 @@ def stop_node(lab: Lab, name: str) -> None:
         raise RuntimeError(f"{name}: systemd-nspawn (PID {res.pid}) did not stop")
 
 
+def power_off_node(lab: Lab, name: str) -> None:
+    """Cut node `name`'s power: SIGKILL its init (PID 1 of the container's PID namespace, so every process
+    in it dies at once, mid-write), then reap its systemd-nspawn. Its disk stays as the kill left it."""
+    res = _process(lab, name)
+    children = Path(f"/proc/{res.pid}/task/{res.pid}/children").read_text(encoding="ascii").split()
+    for child in children:  # the container's systemd: nspawn's only child
+        os.kill(int(child), signal.SIGKILL)
+    stop_node(lab, name)
+
+
 def start_node(lab: Lab, name: str, timeout: float = 120) -> None:
     """Boot node `name` again from its disk, with the same options; return once sshd answers."""
     rec = next(n for n in lab.record.nodes if n.name == name)
