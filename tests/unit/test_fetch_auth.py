@@ -81,3 +81,43 @@ def test_basic_challenge_without_credentials_says_so() -> None:
 def test_credentials_hide_the_password_in_repr() -> None:
     creds = Credentials("user", SECRET)
     assert SECRET not in repr(creds) and SECRET not in str(creds)
+
+
+def test_a_stalled_token_service_times_out_like_any_request() -> None:
+    # The token request is made inside the auth flow; it must carry the client's timeouts, or a token
+    # service that accepts and never answers would hold the build forever.
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/token"):
+                release.wait(10)  # stalls until the test is over
+                return
+            self.send_response(401)
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="s"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v2/a/b/manifests/1"
+        started = time.monotonic()
+        with httpx.Client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+            client.get(url, auth=ChallengeAuth(None))
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

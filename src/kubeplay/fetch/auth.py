@@ -117,7 +117,7 @@ class ChallengeAuth(httpx.Auth):
         scope = challenge.params.get("scope") or repository_scope(request.url) or ""
         token = None if request.headers.get("Authorization") else self._cached(challenge, scope)
         if token is None:
-            token_response = yield self._token_request(challenge, scope)
+            token_response = yield self._token_request(challenge, scope, request)
             token_response.read()
             token = self._store_token(challenge, scope, token_response)
         request.headers["Authorization"] = f"Bearer {token}"
@@ -126,7 +126,7 @@ class ChallengeAuth(httpx.Auth):
     def _who(self) -> str:
         return self.label or "the registry"
 
-    def _token_request(self, challenge: Challenge, scope: str) -> httpx.Request:
+    def _token_request(self, challenge: Challenge, scope: str, original: httpx.Request) -> httpx.Request:
         params = {"service": challenge.params.get("service", "")}
         if scope:
             params["scope"] = scope
@@ -136,7 +136,11 @@ class ChallengeAuth(httpx.Auth):
         headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
         with self._lock:
             self.token_requests += 1
-        return httpx.Request("GET", realm, params=params, headers=headers)
+        # A request made here gets no timeouts from the client (only client.build_request adds them): without
+        # the original's, a stalled token service would hold this thread forever.
+        timeout = original.extensions.get("timeout")
+        extensions = {"timeout": timeout} if timeout is not None else None
+        return httpx.Request("GET", realm, params=params, headers=headers, extensions=extensions)
 
     def _store_token(self, challenge: Challenge, scope: str, response: httpx.Response) -> str:
         if response.status_code in (401, 403):
