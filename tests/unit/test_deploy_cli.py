@@ -90,3 +90,14 @@ def test_unreachable_node_is_named_with_the_ssh_error_and_the_secret_is_not(tmp_
     logs = tmp_path / "state" / "logs"
     assert logs.is_dir()
     assert all(SECRET not in p.read_text() for p in logs.iterdir())
+
+
+def test_reset_refuses_keep_node_prep_with_node_prep_only(tmp_path: Path) -> None:
+    ca = tmp_path / "rootCA.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    argv = [str(KUBEPLAY), "reset", "--keep-node-prep", "--node-prep-only", "-c", str(config(tmp_path))]
+    argv += ["--bundle", str(bundle(tmp_path)), "--ca", str(ca), "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert "--keep-node-prep and --node-prep-only together would do nothing" in proc.stderr
+    assert not (tmp_path / "state" / "logs").exists()  # no playbook ran

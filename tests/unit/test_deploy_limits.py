@@ -143,3 +143,33 @@ def test_preflight_records_whether_each_node_is_a_container(tmp_path: Path) -> N
     check_access(ws, inv, tmp_path, Output(console=Console(file=io.StringIO())))
     expected = {} if answer in ("", "none") else {"here": answer}
     assert load_node_facts(ws.root) == expected
+
+
+@pytest.mark.slow
+def test_deploy_stops_at_a_container_limit_with_an_event(tmp_path: Path) -> None:
+    """deploy() on a kubespray-shaped tree whose preinstall fails like a container's sysctl does."""
+    import yaml
+    from tests.unit.test_deploy_steps import fake_kubespray, make_context
+
+    from kubeplay.deploy.steps import NODE_PREP, deploy
+    from kubeplay.state import Ledger, input_hash
+
+    ks = fake_kubespray(tmp_path)
+    failing = {
+        "name": "Enable ip forwarding",
+        "ansible.builtin.shell": "echo 'sysctl: permission denied on key \"net.ipv4.ip_forward\"' >&2; exit 255",
+    }
+    (ks / "roles" / "kubernetes" / "preinstall" / "tasks" / "main.yml").write_text(yaml.safe_dump([failing]))
+    ctx = make_context(tmp_path, ks)
+    events: list[dict[str, object]] = []
+    ctx.out.json_events = True
+    ctx.out.event = lambda kind, **data: events.append({"event": kind, **data})  # type: ignore[method-assign]
+    Ledger(ctx.ws.ledger).mark_done(NODE_PREP, input_hash({"step": NODE_PREP, "inputs": ctx.inputs_digest}))
+    save_node_facts(ctx.ws.root, {"node1": "systemd-nspawn"}, ["node1"])
+    with pytest.raises(DeployStopped) as info:
+        deploy(ctx, preflight=False)
+    assert info.value.reason.step == "preinstall" and info.value.reason.limit is not None
+    assert "stopped at preinstall: node1 is a systemd-nspawn container: kernel parameters" in info.value.message
+    stopped = [e for e in events if e.get("status") == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["step"] == "preinstall" and stopped[0]["task"] == "Enable ip forwarding"
+    assert stopped[0]["log"] == str(info.value.log)
