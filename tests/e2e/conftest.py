@@ -22,7 +22,7 @@ Labs live where `kubeplay lab status` sees them (unique names t<pid>x<n>); the r
 from __future__ import annotations
 
 import itertools
-import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,8 +35,11 @@ _counter = itertools.count()
 
 
 def unique_lab_name() -> str:
-    """A lab name no other test session on this machine uses at the same time (pid-based, 12 chars max)."""
-    return f"t{os.getpid() % 100000}x{next(_counter)}"
+    """A lab name no other test session on this machine uses at the same time (random, 12 chars max).
+
+    Not pid-based: pids above 100000 collide modulo any short width, and a killed run's state may linger.
+    """
+    return f"t{secrets.token_hex(4)}x{next(_counter) % 10}"
 
 
 @pytest.fixture(scope="session")
