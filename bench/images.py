@@ -5,10 +5,12 @@ About 30 simulated multi-arch images (amd64 + arm64) share a few base layers; ea
   - `skopeo copy --multi-arch all docker://… dir:…` run image by image (what kubeplay's original CI and
     kubespray's offline scripts do);
   - one `skopeo sync --all` over the same images.
-Prints wall times, ratios (peer / kubeplay), bundle image bytes against the unique blob bytes, and
-kubeplay's peak RSS. Never asserted anywhere.
+All three run in alternating order for several rounds (the machine's load drifts within a run); prints
+median wall times, ratios (peer / kubeplay), bundle image bytes against the unique blob bytes, and
+kubeplay's peak RSS. kubeplay runs with --no-wheels (wheels/ come from PyPI and are no image work).
+Never asserted anywhere.
 
-    .venv/bin/python bench/images.py [--images 30] [--layer-mib 4] [--jobs 8]
+    .venv/bin/python bench/images.py [--images 30] [--own-mib 3] [--base-mib 8] [--jobs 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import argparse
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -136,6 +141,7 @@ def main() -> None:
     parser.add_argument("--base-mib", type=int, default=8, help="size of a shared base layer per arch")
     parser.add_argument("--bases", type=int, default=3, help="number of base layers the images share")
     parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kubeplay-bench-images-") as tmp_name:
@@ -155,45 +161,9 @@ def main() -> None:
             plan_file = tmp / "plan.json"
             plan_file.write_text(plan_json(plan))
 
-            # kubeplay, in its own process (peak RSS is that process's)
-            out = tmp / "bundle"
-            argv = [
-                sys.executable,
-                "-c",
-                DRIVER,
-                str(plan_file),
-                "--quiet",
-                "build",
-                str(spec),
-                "-o",
-                str(out),
-                "--jobs",
-                str(args.jobs),
-            ]
-            t_kp, rss_kp, res = run_child(argv)
-            if res.returncode != 0:
-                sys.exit(f"kubeplay build failed:\n{res.stderr}")
-            blobs = out / "registry/docker/registry/v2/blobs"
-            bundle_image_bytes = dir_bytes(blobs)
-
             creds = ["--src-creds", f"{sim.username}:{sim.password}", "--src-cert-dir", str(sim.cert_dir)]
             host = sim.registry_url.removeprefix("https://")
-            started = time.monotonic()
-            for i, ref in enumerate(refs):
-                dest = tmp / "skopeo-copy" / f"app{i:02d}"
-                dest.mkdir(parents=True)
-                done = subprocess.run(
-                    ["skopeo", "copy", "--multi-arch", "all", *creds, f"docker://{host}/{ref}", f"dir:{dest}"],
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                    check=False,
-                )
-                if done.returncode != 0:
-                    sys.exit(f"skopeo copy failed: {done.stderr}")
-            t_copy = time.monotonic() - started
-            copy_bytes = dir_bytes(tmp / "skopeo-copy")
-
+            sync_yaml = tmp / "sync.yaml"
             sync_src = {
                 host: {
                     "cert-dir": str(sim.cert_dir),
@@ -201,44 +171,97 @@ def main() -> None:
                     "images": {r.rsplit(":", 1)[0]: [r.rsplit(":", 1)[1]] for r in refs},
                 }
             }
-            sync_yaml = tmp / "sync.yaml"
             sync_yaml.write_text(yaml.safe_dump(sync_src))
             sync_yaml.chmod(0o600)
-            (tmp / "skopeo-sync").mkdir()
-            started = time.monotonic()
-            done = subprocess.run(
-                ["skopeo", "sync", "--all", "--src", "yaml", "--dest", "dir", str(sync_yaml), str(tmp / "skopeo-sync")],
-                capture_output=True,
-                text=True,
-                timeout=3600,
-                check=False,
-            )
-            t_sync = time.monotonic() - started
-            if done.returncode != 0:
-                sys.exit(f"skopeo sync failed: {done.stderr}")
-            sync_bytes = dir_bytes(tmp / "skopeo-sync")
+            rss: list[int] = []
+            peers: dict[str, Callable[[Path], float]] = {
+                "kubeplay": lambda out: run_kubeplay(plan_file, spec, out, args.jobs, rss),
+                "skopeo_copy_each": lambda out: run_skopeo_copy(refs, host, creds, out),
+                "skopeo_sync": lambda out: run_skopeo_sync(sync_yaml, out),
+            }
+            times: dict[str, list[float]] = {name: [] for name in peers}
+            sizes: dict[str, int] = {}
+            for rnd in range(args.rounds):
+                # alternate the order: the machine's load drifts, and no peer should always get the quieter part
+                for name in list(peers) if rnd % 2 == 0 else list(peers)[::-1]:
+                    out = tmp / f"{name}-{rnd}"
+                    times[name].append(peers[name](out))
+                    sizes[name] = dir_bytes(out / "registry/docker/registry/v2/blobs" if name == "kubeplay" else out)
+                    shutil.rmtree(out)
 
     mib = 1024 * 1024
+    t_kp, t_copy, t_sync = (statistics.median(times[k]) for k in ("kubeplay", "skopeo_copy_each", "skopeo_sync"))
+    bundle_image_bytes = sizes["kubeplay"]
     result = {
         "images": len(refs),
+        "rounds": args.rounds,
         "unique_blob_mib": round(unique_bytes / mib, 1),
-        "kubeplay_s": round(t_kp, 2),
-        "skopeo_copy_each_s": round(t_copy, 2),
-        "skopeo_sync_s": round(t_sync, 2),
+        "kubeplay_s": [round(t, 2) for t in times["kubeplay"]],
+        "skopeo_copy_each_s": [round(t, 2) for t in times["skopeo_copy_each"]],
+        "skopeo_sync_s": [round(t, 2) for t in times["skopeo_sync"]],
         "ratio_copy_each_vs_kubeplay": round(t_copy / t_kp, 2),
         "ratio_sync_vs_kubeplay": round(t_sync / t_kp, 2),
+        "ratio_copy_each_per_round": [
+            round(c / k, 2) for k, c in zip(times["kubeplay"], times["skopeo_copy_each"], strict=True)
+        ],
         "bundle_image_mib": round(bundle_image_bytes / mib, 1),
         "bundle_vs_unique": round(bundle_image_bytes / unique_bytes, 3),
-        "skopeo_copy_each_mib": round(copy_bytes / mib, 1),
-        "skopeo_sync_mib": round(sync_bytes / mib, 1),
-        "kubeplay_peak_rss_mib": round(rss_kp / 1024, 1),
+        "skopeo_copy_each_mib": round(sizes["skopeo_copy_each"] / mib, 1),
+        "skopeo_sync_mib": round(sizes["skopeo_sync"] / mib, 1),
+        "kubeplay_peak_rss_mib": round(max(rss) / 1024, 1),
     }
     print(json.dumps(result, indent=2))
     print(
         f"kubeplay {t_kp:.1f}s | skopeo copy image by image {t_copy:.1f}s ({t_copy / t_kp:.1f}x slower) | "
         f"skopeo sync {t_sync:.1f}s ({t_sync / t_kp:.1f}x) | bundle {bundle_image_bytes / mib:.0f} MiB for "
-        f"{unique_bytes / mib:.0f} MiB unique (x{bundle_image_bytes / unique_bytes:.2f}) | peak RSS {rss_kp / 1024:.0f} MiB"
+        f"{unique_bytes / mib:.0f} MiB unique (x{bundle_image_bytes / unique_bytes:.2f}) | "
+        f"peak RSS {max(rss) / 1024:.0f} MiB (medians of {args.rounds} alternating rounds)"
     )
+
+
+def run_kubeplay(plan_file: Path, spec: Path, out: Path, jobs: int, rss: list[int]) -> float:
+    """Seconds for `kubeplay build` in its own process (its peak RSS is appended to `rss`)."""
+    argv = [sys.executable, "-c", DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(out)]
+    argv += ["--jobs", str(jobs), "--no-wheels"]  # wheels/ come from PyPI: not image work, and no peer does it
+    elapsed, rss_kib, res = run_child(argv)
+    if res.returncode != 0:
+        sys.exit(f"kubeplay build failed:\n{res.stderr}")
+    rss.append(rss_kib)
+    return elapsed
+
+
+def run_skopeo_copy(refs: list[str], host: str, creds: list[str], out: Path) -> float:
+    """Seconds for `skopeo copy --multi-arch all docker://… dir:…`, one process per image."""
+    started = time.monotonic()
+    for i, ref in enumerate(refs):
+        dest = out / f"app{i:02d}"
+        dest.mkdir(parents=True)
+        done = subprocess.run(
+            ["skopeo", "copy", "--multi-arch", "all", *creds, f"docker://{host}/{ref}", f"dir:{dest}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if done.returncode != 0:
+            sys.exit(f"skopeo copy failed: {done.stderr}")
+    return time.monotonic() - started
+
+
+def run_skopeo_sync(sync_yaml: Path, out: Path) -> float:
+    """Seconds for one `skopeo sync --all` over every image."""
+    out.mkdir()
+    started = time.monotonic()
+    done = subprocess.run(
+        ["skopeo", "sync", "--all", "--src", "yaml", "--dest", "dir", str(sync_yaml), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.exit(f"skopeo sync failed: {done.stderr}")
+    return time.monotonic() - started
 
 
 if __name__ == "__main__":

@@ -5,16 +5,18 @@
 2. The others are resolved in parallel: the tag's manifest or index, one platform manifest per arch
    (byte-exact), and for a single-platform image its config (to learn its arch).
 3. Every blob not yet in the store is downloaded once, in parallel, however many images share it.
-4. Each image whose blobs all arrived is linked into its repository and tagged — last, so a kill
-   leaves no tag pointing at something missing.
+4. Each image is linked into its repository and tagged as soon as all its blobs are verified in place
+   (on a thread pool, while other blobs still download) — the tag last, so a kill leaves no tag
+   pointing at something missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,69 @@ class ImagesResult:
     bytes_fetched: int
     skipped: int
     resolved: int
+
+
+class StoreWriter:
+    """Writes each image into the store (`write`) on a thread pool as soon as all its blobs are in place.
+
+    `expect(image)` before its blobs are added to the download batch; `blob_done` is the batch's on_done.
+    `stored(image)` waits for the image's write (or, should it not have started, writes it now).
+    """
+
+    def __init__(self, write: Callable[[ResolvedImage], StoredImage], jobs: int) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._done: set[str] = set()
+        self._failed: set[str] = set()
+        self._waiting: dict[str, list[ResolvedImage]] = {}  # blob digest -> images waiting for it
+        self._pending: dict[int, set[str]] = {}  # id(image) -> its blobs not yet in place
+        self._writes: dict[int, Future[StoredImage]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="kubeplay-store")
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def expect(self, image: ResolvedImage) -> None:
+        with self._lock:
+            if self._failed.intersection(image.blobs):
+                return
+            pending = set(image.blobs) - self._done
+            if pending:
+                self._pending[id(image)] = pending
+                for digest in pending:
+                    self._waiting.setdefault(digest, []).append(image)
+                return
+        self._submit(image)
+
+    def blob_done(self, item: DownloadItem, ok: bool) -> None:
+        digest = f"sha256:{item.checksum.hex}" if item.checksum else ""
+        ready: list[ResolvedImage] = []
+        with self._lock:
+            (self._done if ok else self._failed).add(digest)
+            for image in self._waiting.pop(digest, []):
+                pending = self._pending.get(id(image))
+                if pending is None:
+                    continue
+                pending.discard(digest)
+                if not ok or not pending:
+                    del self._pending[id(image)]
+                    if ok:
+                        ready.append(image)
+        for image in ready:
+            self._submit(image)
+
+    def _submit(self, image: ResolvedImage) -> None:
+        future = self._pool.submit(self._write, image)
+        with self._lock:
+            self._writes[id(image)] = future
+
+    def stored(self, image: ResolvedImage) -> StoredImage:
+        with self._lock:
+            future = self._writes.get(id(image))
+        return future.result() if future is not None else self._write(image)
 
 
 def image_key(artifact: ImageArtifact, arches: Sequence[str]) -> str:
@@ -138,10 +203,13 @@ class ImageFetcher:
             return result
         items: dict[str, DownloadItem] = {}
         resolved: list[ResolvedImage] = []
-        # Blobs of an image start downloading as soon as it is resolved, while others still resolve.
-        with self.downloader.batch("image blobs") as batch:
+        # Blobs of an image start downloading as soon as it is resolved, while others still resolve; an
+        # image is written into the store as soon as its last blob is verified, while others download.
+        # (the batch is left first: downloads still running when something fails may hand the writer an image)
+        with StoreWriter(self._write, self.downloader.jobs) as writer, self.downloader.batch("image blobs") as batch:
             for image in self._resolve_each(todo, arches, result):
                 resolved.append(image)
+                writer.expect(image)
                 new: list[DownloadItem] = []
                 for digest, size in image.blobs.items():
                     if digest not in items:
@@ -150,21 +218,21 @@ class ImageFetcher:
                         label = f"{image.artifact.variable} ({image.artifact.upstream})"
                         items[digest] = DownloadItem(url, self.storage.blob_path(digest), checksum, size, label)
                         new.append(items[digest])
-                batch.add(new)
+                batch.add(new, on_done=writer.blob_done)
             report = batch.finish()
-        result.resolved = len(resolved)
-        result.bytes_fetched = report.bytes_fetched
-        failed_by_url = {f.url: f for f in report.failed}
-        for image in resolved:
-            bad = [(d, failed_by_url[u]) for d in image.blobs if (u := redact(items[d].url)) in failed_by_url]
-            if bad:
-                more = f" (and {len(bad) - 1} more blobs)" if len(bad) > 1 else ""
-                reason = f"blob {bad[0][0]}: {bad[0][1].reason}{more}"
-                result.failed.append(DownloadFailure(image.artifact.upstream, image.artifact.variable, reason))
-                continue
-            stored = self._write(image)
-            self.state[image_key(image.artifact, arches)] = stored
-            self._keep(result, image.artifact, stored)
+            result.resolved = len(resolved)
+            result.bytes_fetched = report.bytes_fetched
+            failed_by_url = {f.url: f for f in report.failed}
+            for image in resolved:
+                bad = [(d, failed_by_url[u]) for d in image.blobs if (u := redact(items[d].url)) in failed_by_url]
+                if bad:
+                    more = f" (and {len(bad) - 1} more blobs)" if len(bad) > 1 else ""
+                    reason = f"blob {bad[0][0]}: {bad[0][1].reason}{more}"
+                    result.failed.append(DownloadFailure(image.artifact.upstream, image.artifact.variable, reason))
+                    continue
+                stored = writer.stored(image)
+                self.state[image_key(image.artifact, arches)] = stored
+                self._keep(result, image.artifact, stored)
         self._save_state()
         return result
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -183,8 +183,13 @@ class DownloadBatch:
             self._bar.__exit__()
         self.d.cache.save()
 
-    def add(self, items: Sequence[DownloadItem]) -> None:
-        """Skip items already present and verified; start the others. Raise FetchError if they cannot fit."""
+    def add(self, items: Sequence[DownloadItem], on_done: Callable[[DownloadItem, bool], None] | None = None) -> None:
+        """Skip items already present and verified; start the others. Raise FetchError if they cannot fit.
+
+        `on_done(item, ok)` is called once for every item accepted here (not for a dest added before): at
+        once for an item already present, else on its worker thread as soon as it is verified in place or
+        has failed, always before finish() returns.
+        """
         todo: list[DownloadItem] = []
         for item in items:
             if item.dest in self._seen:
@@ -194,6 +199,8 @@ class DownloadBatch:
             if facts is not None:
                 self.report.skipped.append(item)
                 self.report.facts[item.dest] = facts
+                if on_done is not None:
+                    on_done(item, True)
             else:
                 todo.append(item)
         if not todo:
@@ -208,7 +215,20 @@ class DownloadBatch:
                 part = part_path(item.dest)
                 self._bar.add_total(max(item.size - (part.stat().st_size if part.is_file() else 0), 0))
             self._bar.add_item()
-            self._futures[self._pool.submit(self.d._fetch_one, item, self._bar)] = item
+            self._futures[self._pool.submit(self._fetch, item, self._bar, on_done)] = item
+
+    def _fetch(
+        self, item: DownloadItem, bar: TransferProgress, on_done: Callable[[DownloadItem, bool], None] | None
+    ) -> tuple[FileFacts, int]:
+        # on_done runs inside the task, so it has returned by the time finish() sees the future done
+        ok = False
+        try:
+            found = self.d._fetch_one(item, bar)
+            ok = True
+            return found
+        finally:
+            if on_done is not None:
+                on_done(item, ok)
 
     def finish(self) -> DownloadReport:
         """Wait for every item added so far; return the report."""
