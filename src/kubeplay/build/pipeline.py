@@ -22,8 +22,8 @@ from typing import Any
 
 from kubeplay import __version__
 from kubeplay.build.images import ImageFetcher
+from kubeplay.build.install_step import add_install_files_kept
 from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
-from kubeplay.bundle.install_files import add_install_files
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
@@ -280,12 +280,14 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
             ),
         )
         # install.sh, config-sample.yaml and wheels/ go in before SHA256SUMS so they are covered by it.
-        add_install_files(
+        add_install_files_kept(
             out,
+            state,
+            downloader.cache,
             kube_version=plan.kube_version,
             arches=list(plan.arches),
             registry_project=spec.registry_project,
-            kubespray_dir=out / "kubespray",
+            kubespray_identity=identity,
             with_wheels=opts.wheels,
         )
         write_manifest(out, manifest)
