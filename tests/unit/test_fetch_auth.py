@@ -53,7 +53,28 @@ def test_bearer_token_is_fetched_once_per_scope_and_sent_up_front() -> None:
             assert client.get("https://reg.example.test/v2/app/blobs/sha256:1").status_code == 200
         assert client.get("https://reg.example.test/v2/other/manifests/v1").status_code == 200
     assert registry.token_calls == ["repository:app:pull", "repository:other:pull"]
-    assert registry.unauthenticated == 2  # one challenge per repository, then tokens up front
+    assert registry.unauthenticated == 1  # one challenge per host; each new repository's token is fetched first
+
+
+def test_a_token_fetched_ahead_for_the_wrong_scope_falls_back_to_the_challenge() -> None:
+    # A registry whose scopes are not named like the path (here: a prefix): the token fetched ahead is
+    # refused, the 401's own scope is fetched, and the pull still works.
+    tokens: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example.test":
+            tokens.append(request.url.params["scope"])
+            return httpx.Response(200, json={"token": f"tok-{request.url.params['scope']}"})
+        scope = f"repository:proxy/{request.url.path.split('/')[2]}:pull"
+        if request.headers.get("authorization") != f"Bearer tok-{scope}":
+            challenge = f'Bearer realm="{REALM}",service="reg",scope="{scope}"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(200, content=b"ok")
+
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=ChallengeAuth(None)) as client:
+        assert client.get("https://reg.example.test/v2/app/manifests/v1").status_code == 200
+        assert client.get("https://reg.example.test/v2/other/manifests/v1").status_code == 200
+    assert tokens == ["repository:proxy/app:pull", "repository:other:pull", "repository:proxy/other:pull"]
 
 
 def test_wrong_password_raises_without_showing_it() -> None:

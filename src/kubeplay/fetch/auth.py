@@ -5,7 +5,8 @@ realm=…,service=…,scope=…` (Docker Hub, quay, ghcr, Harbor, the lab token 
 getting a token from the realm — with the credentials when there are some, anonymously otherwise —
 and retrying with it. Tokens are cached per (realm, service, scope) until shortly before they expire,
 and the scheme a host asked for is remembered, so later requests carry the token up front and a pull of
-many blobs costs one token request per repository, not one 401 per blob.
+many blobs costs one token request per repository, not one 401 per blob; the token of a repository not
+seen yet on a Bearer host is fetched before its first request, so only a host's first request costs a 401.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Generator
+from contextlib import suppress
 from dataclasses import dataclass
 
 import httpx
@@ -92,8 +94,26 @@ class ChallengeAuth(httpx.Auth):
         token = self._cached(known, scope) if scope else None
         return f"Bearer {token}" if token else None
 
+    def _ahead(self, request: httpx.Request) -> tuple[Challenge, str] | None:
+        """The host's Bearer challenge and this request's scope, when a token can be fetched before asking."""
+        with self._lock:
+            known = self._hosts.get(self._origin(request.url))
+        scope = repository_scope(request.url)
+        if known is None or known.scheme != "bearer" or "realm" not in known.params or not scope:
+            return None
+        return known, scope
+
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         header = self._upfront(request)
+        ahead = None if header else self._ahead(request)
+        if ahead is not None:
+            # A repository not seen yet on a host known to want Bearer tokens: get its token first (as docker
+            # does) instead of paying a 401 round trip per repository. Any trouble: the challenge path below.
+            token_response = yield self._token_request(*ahead, request)
+            token_response.read()
+            if token_response.status_code == 200:
+                with suppress(AuthFailed):
+                    header = f"Bearer {self._store_token(*ahead, token_response)}"
         if header:
             request.headers["Authorization"] = header
         response = yield request
