@@ -95,7 +95,7 @@ def add_install_files_kept(
 ) -> bool:
     """add_install_files, skipping the wheels/ resolution when unchanged; return whether wheels/ was kept."""
     record = state_dir / RECORD
-    key = wheels_inputs(kubespray_identity, arches)
+    key = wheels_inputs(kubespray_identity, arches) if with_wheels else ""
     keep = with_wheels and wheels_unchanged(bundle_dir, record, key, cache)
     add_install_files(
         bundle_dir,

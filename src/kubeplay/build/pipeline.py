@@ -257,7 +257,8 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
                     checksum=str(f.checksum) if f.checksum else None,
                 )
             )
-        blob_count, blob_bytes = storage.store_size()
+        blob_sizes = storage.blob_sizes()
+        blob_count, blob_bytes = len(blob_sizes), sum(blob_sizes.values())
         manifest = BundleManifest(
             kubeplay_version=__version__,
             created_at=utc_now(),
@@ -294,6 +295,6 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
         result.manifest = manifest
         # Every blob was verified before it got its content-addressed name; files were verified on download.
         verified = {r.path: r.sha256 for r in records}
-        verified.update({f"registry/{rel}": hexd for rel, hexd in storage.blob_files()})
+        verified.update({f"registry/{storage.blob_file(hexd)}": hexd for hexd in blob_sizes})
         result.sums_sha256 = write_sha256sums(out, known=verified)
     return result

@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,18 +146,41 @@ class RegistryStorage:
                 yield Path(dirpath).relative_to(top).as_posix()
             dirnames[:] = [d for d in dirnames if not d.startswith("_")]
 
+    def blob_sizes(self) -> dict[str, int]:
+        """{hex digest: size} of every blob data file, in one scandir pass (no pathlib glob, no second stat)."""
+        found: dict[str, int] = {}
+        for hexd, names, path in self._blob_dirs():
+            if "data" in names:
+                with suppress(FileNotFoundError):
+                    found[hexd] = os.stat(os.path.join(path, "data")).st_size
+        return found
+
+    def blob_file(self, hexd: str) -> str:
+        """The data file of blob `hexd`, relative to the storage root."""
+        return f"{V2.as_posix()}/blobs/sha256/{hexd[:2]}/{hexd}/data"
+
     def blob_files(self) -> Iterator[tuple[str, str]]:
         """(path relative to the storage root, hex digest) of every blob data file."""
-        for data in (self.v2 / "blobs").glob("sha256/*/*/data"):
-            yield data.relative_to(self.root).as_posix(), data.parent.name
+        for hexd in self.blob_sizes():
+            yield self.blob_file(hexd), hexd
 
     def store_size(self) -> tuple[int, int]:
         """(number of blobs, bytes) in the blob store."""
-        count = size = 0
-        for data in (self.v2 / "blobs").glob("sha256/*/*/data"):
-            count += 1
-            size += data.stat().st_size
-        return count, size
+        sizes = self.blob_sizes()
+        return len(sizes), sum(sizes.values())
+
+    def _blob_dirs(self) -> Iterator[tuple[str, list[str], str]]:
+        """(hex, names inside, path) of every directory blobs/sha256/<2>/<hex>."""
+        top = os.path.join(self.v2, "blobs", "sha256")
+        try:
+            firsts = [e.path for e in os.scandir(top) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return
+        for first in firsts:
+            with os.scandir(first) as entries:
+                blob_dirs = [(e.name, e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            for hexd, path in blob_dirs:
+                yield hexd, os.listdir(path), path
 
     # pruning what a new plan no longer asks for
     def prune(self, keep: dict[str, RepositoryContent]) -> int:
@@ -169,12 +193,15 @@ class RegistryStorage:
             self._prune_repo(name, content)
         referenced = set().union(*(c.manifests | c.blobs for c in keep.values())) if keep else set()
         freed = 0
-        for data in list((self.v2 / "blobs").glob("sha256/*/*/data*")):
-            digest = "sha256:" + data.parent.name
-            if data.name != "data" or digest not in referenced:
+        for hexd, names, path in list(self._blob_dirs()):
+            keep_data = f"sha256:{hexd}" in referenced
+            stale = [n for n in names if n.startswith("data") and not (keep_data and n == "data")]
+            for name in stale:  # unreferenced blobs, and .part files of downloads never finished
+                data = Path(path) / name
                 freed += data.stat().st_size
                 data.unlink()
-                _remove_empty(data.parent, self.v2 / "blobs")
+            if stale:
+                _remove_empty(Path(path), self.v2 / "blobs")
         return freed
 
     def _prune_repo(self, name: str, content: RepositoryContent) -> None:
