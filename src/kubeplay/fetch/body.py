@@ -50,7 +50,6 @@ class BodyCopy:
         self.advance = advance
         self.stop = stop
         self.received = 0
-        self.fast = False  # whether the body was read from the socket directly
         self._buf = bytearray(BLOCK)
         self._view = memoryview(self._buf)
         self._filled = 0
@@ -60,7 +59,6 @@ class BodyCopy:
         try:
             sock = _direct_socket(response) if remaining is not None and remaining >= FAST_MIN else None
             if sock is not None and remaining is not None:
-                self.fast = True
                 self._from_socket(response, sock, remaining, read_timeout)
             else:
                 self._from_chunks(response.iter_raw())
