@@ -33,29 +33,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.build_fixture import image_artifact, kubespray_archive, make_plan, plan_json, write_spec  # noqa: E402
+from tests.build_fixture import (  # noqa: E402
+    PEAK_RSS_DRIVER,
+    image_artifact,
+    kubespray_archive,
+    make_plan,
+    plan_json,
+    write_spec,
+)
 
 from kubeplay.lab.upstream import UpstreamSimulator  # noqa: E402
 from kubeplay.lab.upstream.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, Blob, make_layer  # noqa: E402
 from kubeplay.lab.upstream.push import RegistryPusher  # noqa: E402
-
-DRIVER = """
-import atexit, os, sys
-import kubeplay.build.pipeline as pipeline
-
-def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
-    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
-    if os.environ.get("KUBEPLAY_PEAK_RSS_FILE"):
-        open(os.environ["KUBEPLAY_PEAK_RSS_FILE"], "w").write(hwm)
-
-atexit.register(_peak)
-from kubeplay.catalog.model import Plan
-plan = Plan.model_validate_json(open(sys.argv[1]).read())
-pipeline.cached_plan = lambda spec, tree, identity, state: plan
-sys.argv = ["kubeplay", *sys.argv[2:]]
-from kubeplay.cli.app import main
-main()
-"""
 
 
 def run_child(
@@ -221,7 +210,7 @@ def main() -> None:
 
 def run_kubeplay(plan_file: Path, spec: Path, out: Path, jobs: int, rss: list[int]) -> float:
     """Seconds for `kubeplay build` in its own process (its peak RSS is appended to `rss`)."""
-    argv = [sys.executable, "-c", DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(out)]
+    argv = [sys.executable, "-c", PEAK_RSS_DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(out)]
     argv += ["--jobs", str(jobs), "--no-wheels"]  # wheels/ come from PyPI: not image work, and no peer does it
     elapsed, rss_kib, res = run_child(argv)
     if res.returncode != 0:

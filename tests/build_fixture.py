@@ -167,3 +167,24 @@ def sha256sum_check(bundle: Path) -> subprocess.CompletedProcess[str]:
 
 def plan_json(plan: Plan) -> str:
     return json.dumps(plan.model_dump(mode="json"))
+
+
+# Runs `kubeplay` on a prepared plan (argv[1]) and records its own peak RSS (VmHWM) in
+# $KUBEPLAY_PEAK_RSS_FILE; shared by the large-layer test and bench/images.py.
+PEAK_RSS_DRIVER = """
+import atexit, os, sys
+import kubeplay.build.pipeline as pipeline
+
+def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
+    if os.environ.get("KUBEPLAY_PEAK_RSS_FILE"):
+        open(os.environ["KUBEPLAY_PEAK_RSS_FILE"], "w").write(hwm)
+
+atexit.register(_peak)
+from kubeplay.catalog.model import Plan
+plan = Plan.model_validate_json(open(sys.argv[1]).read())
+pipeline.cached_plan = lambda spec, tree, identity, state: plan
+sys.argv = ["kubeplay", *sys.argv[2:]]
+from kubeplay.cli.app import main
+main()
+"""

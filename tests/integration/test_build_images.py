@@ -20,6 +20,7 @@ from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import (
+    PEAK_RSS_DRIVER,
     bundle_registry,
     file_artifact,
     image_artifact,
@@ -158,25 +159,6 @@ def test_strict_platform_policy_fails_the_image_and_names_it(upstream: UpstreamS
     assert not (tmp_path / "bundle" / "SHA256SUMS").exists()
 
 
-DRIVER = """
-import atexit, os, sys
-import kubeplay.build.pipeline as pipeline
-
-def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
-    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
-    if os.environ.get("KUBEPLAY_PEAK_RSS_FILE"):
-        open(os.environ["KUBEPLAY_PEAK_RSS_FILE"], "w").write(hwm)
-
-atexit.register(_peak)
-from kubeplay.catalog.model import Plan
-plan = Plan.model_validate_json(open(sys.argv[1]).read())
-pipeline.cached_plan = lambda spec, tree, identity, state: plan
-sys.argv = ["kubeplay", *sys.argv[2:]]
-from kubeplay.cli.app import main
-main()
-"""
-
-
 @pytest.mark.slow
 def test_a_large_layer_streams_to_disk(upstream: UpstreamSimulator, tmp_path: Path) -> None:
     layer_mib = 160
@@ -185,7 +167,17 @@ def test_a_large_layer_streams_to_disk(upstream: UpstreamSimulator, tmp_path: Pa
     spec = write_spec(tmp_path, upstream, str(archive), sha, platform_policy="warn")
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan_json(make_plan([], [image_artifact("quay.io/kp-big/fat:v1", name="fat")])))
-    argv = [sys.executable, "-c", DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(tmp_path / "b")]
+    argv = [
+        sys.executable,
+        "-c",
+        PEAK_RSS_DRIVER,
+        str(plan_file),
+        "--quiet",
+        "build",
+        str(spec),
+        "-o",
+        str(tmp_path / "b"),
+    ]
     peak_file = tmp_path / "peak-kib"
     env = {**os.environ, "KUBEPLAY_PEAK_RSS_FILE": str(peak_file)}
     run = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, check=False)
