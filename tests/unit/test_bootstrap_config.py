@@ -136,6 +136,29 @@ def test_errors_name_each_field_path(tmp_path: Path) -> None:
     assert "inventory.all.hosts.node1.ansible_host: expected an IP address or host name" in msg
 
 
+def test_an_ini_inventory_is_accepted_and_its_addresses_reach_chrony(tmp_path: Path) -> None:
+    ini = (
+        "[all]\nnode1 ansible_host=10.9.0.11 ip=10.9.0.11\nnode2 ansible_host='192.0.2.7'\nnode3\n"
+        "[kube_control_plane]\nnode1\n[etcd]\nnode1\n[kube_node]\nnode2\nnode3\n"
+    )
+    path = write(
+        tmp_path,
+        "compose: {internal_ip: 10.9.0.5}\ninventory: |\n" + "".join(f"  {line}\n" for line in ini.splitlines()),
+    )
+    cfg = load_install_config(path)
+    assert cfg.inventory == ini
+    assert cfg.inventory_addresses() == ["10.9.0.11", "192.0.2.7"]
+    eff = resolve(cfg, path, detected_ip=None, prefixlen=24)
+    assert eff.ntp_allow == ["10.9.0.0/24", "192.0.2.7/32"]
+
+
+def test_an_inventory_of_the_wrong_type_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "inventory: [node1, node2]\n")
+    with pytest.raises(ConfigError) as info:
+        load_install_config(path)
+    assert "inventory: Input should be a valid dictionary" in str(info.value)
+
+
 def test_ports_must_differ(tmp_path: Path) -> None:
     path = write(tmp_path, "compose: {nginx_http_port: 5000}\n")
     with pytest.raises(ConfigError) as info:

@@ -1,7 +1,7 @@
 """config.yaml: the install side, key-compatible with the original kubeplay's config-sample.yaml.
 
 Sections: `compose` (the deploy node's own services), `kubespray` (kubespray variables, passed through),
-`inventory` (an Ansible YAML inventory) and `default` (derived values; `internal_ip` placeholders).
+`inventory` (an Ansible YAML inventory, or an INI inventory as a string) and `default` (derived values; `internal_ip` placeholders).
 `resolve()` turns the placeholders into an EffectiveConfig; the user's file is never written.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from kubeplay.config.loader import load_model
 from kubeplay.errors import ConfigError
@@ -174,6 +174,18 @@ class Inventory(Strict):
         return self
 
 
+def _inventory_form(v: Any) -> str:
+    return "<ini>" if isinstance(v, str) else "<yaml>"
+
+
+# YAML mapping -> Inventory; a string is an INI inventory (parsed and checked by kubeplay.deploy.inventory).
+# The tags are dropped from error paths by config.loader.field_path.
+InventoryField = Annotated[
+    Annotated[Inventory, Tag("<yaml>")] | Annotated[str, Tag("<ini>")], Discriminator(_inventory_form)
+]
+_INI_HOST = re.compile(r"(?:^|\s)ansible_host=['\"]?([^\s'\"]+)", re.MULTILINE)
+
+
 class Defaults(Strict):
     """The original's `default:` section. 'internal_ip' placeholders are resolved at install time."""
 
@@ -220,13 +232,19 @@ class InstallConfig(Strict):
 
     compose: Compose = Field(default_factory=Compose)
     kubespray: KubesprayVars = Field(default_factory=KubesprayVars)
-    inventory: Inventory = Field(default_factory=Inventory)
+    inventory: InventoryField = Field(default_factory=Inventory)
     default: Defaults = Field(default_factory=Defaults)
 
     @field_validator("compose", "kubespray", "inventory", "default", mode="before")
     @classmethod
     def _null_section(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    def inventory_addresses(self) -> list[str]:
+        """The address Ansible would use for each inventory host (a host name where no ansible_host is set)."""
+        if isinstance(self.inventory, str):
+            return _INI_HOST.findall(self.inventory)
+        return list(self.inventory.host_addresses().values())
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> InstallConfig:
@@ -322,7 +340,7 @@ def resolve(cfg: InstallConfig, source: Path, detected_ip: str | None, prefixlen
         generate_domain_crt=d.generate_domain_crt,
         image_repository=d.image_repository,
         ntp_servers=ntp,
-        ntp_allow=cluster_subnets(ip, prefixlen, list(cfg.inventory.host_addresses().values())),
+        ntp_allow=cluster_subnets(ip, prefixlen, cfg.inventory_addresses()),
         offline_resources_url=url,
         config=resolved,
     )

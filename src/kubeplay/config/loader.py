@@ -36,6 +36,8 @@ def read_yaml(path: Path) -> Any:
 def field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and part.startswith("<") and part.endswith(">"):
+            continue  # a tagged union's branch name (e.g. the inventory's <yaml>/<ini> form), not a field
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 

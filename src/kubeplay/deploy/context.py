@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from kubeplay.bootstrap.bundleinfo import BundleFacts, read_bundle
 from kubeplay.bootstrap.hostinfo import address_prefixlen, detect_primary_address
 from kubeplay.bootstrap.osrepo import apt_suites, find_key, key_is_armored
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.config.install import EffectiveConfig, InstallConfig, load_install_config, resolve
-from kubeplay.config.loader import read_yaml, validation_message
+from kubeplay.config.loader import read_yaml
 from kubeplay.console import Output, get_output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, load_inventory
 from kubeplay.deploy.offline_vars import DeployEndpoint, offline_vars
@@ -60,11 +58,6 @@ def load_config(path: Path) -> tuple[InstallConfig, ClusterInventory]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     inventory = load_inventory(raw.get("inventory"), path.resolve().parent, source=str(path))
-    if isinstance(raw.get("inventory"), str):  # INI inventory: the install model knows only the YAML form
-        try:
-            return InstallConfig.model_validate({**raw, "inventory": {}}), inventory
-        except ValidationError as exc:
-            raise ConfigError(validation_message(path, exc)) from None
     return load_install_config(path), inventory
 
 
