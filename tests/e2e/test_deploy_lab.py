@@ -8,7 +8,9 @@ route anywhere else, so every package comes from that repo. In order:
 2. deploy to node0+node1 with node1 powered off mid-way through os-bootstrap (while dpkg runs there):
    stopped there, named; node1 back, the re-run finishes the interrupted dpkg, resumes at os-bootstrap and goes on until the first kubespray task a systemd-nspawn
    container cannot do (kernel parameters in preinstall), which the stop names with host, task and log;
-3. day 2: add-node node2 (inventory from config.yaml, node prep, scale.yml --limit) to the same stop;
+3. dpkg left as a cut mid-unpack leaves it (a half-installed library, its unpacked dependant): preflight's
+   node repair reinstalls it from the bundle repo and finishes configuration;
+4. day 2: add-node node2 (inventory from config.yaml, node prep, scale.yml --limit) to the same stop;
    remove-node node2 (no control plane: reset only, node prep undone); reset (kubespray's reset.yml stops
    on the same kernel limit) and reset --node-prep-only: every node's own apt sources back, CA and hosts gone.
 """
@@ -31,7 +33,7 @@ from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context
 from kubeplay.deploy.day2 import add_nodes, remove_nodes, reset_cluster
 from kubeplay.deploy.limits import DeployStopped
-from kubeplay.deploy.steps import NODE_PREP, deploy
+from kubeplay.deploy.steps import NODE_PREP, deploy, run_preflight
 from kubeplay.errors import KubeplayError, StepFailed
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.record import default_state_root
@@ -261,7 +263,8 @@ def test_deploy_resumes_after_a_node_dies_then_stops_where_a_container_must(
     with pytest.raises(DeployStopped) as info:
         deploy(ctx)  # the same command again
     started = [e["step"] for e in out.events if e.get("event") == "step" and e.get("status") == "started"]
-    assert started == ["os-bootstrap", STOP_STEP]  # node-prep was done: resumed at the step that failed
+    # node-prep was done: resumed at the step that failed
+    assert started == ["os-bootstrap", STOP_STEP], f"{info.value.message}\n{info.value.hint}"
     assert_container_stop(info.value, STOP_STEP, set(names))
     if interrupted:  # the interrupted package install was finished before kubespray ran again
         assert any(
@@ -285,6 +288,37 @@ def test_deploy_resumes_after_a_node_dies_then_stops_where_a_container_must(
     assert clients <= {n.ip for n in lab.nodes} | {side.ip}  # the nodes, and the deploy side's own probe
 
 
+# dpkg's state after a cut mid-unpack, as dpkg leaves it: the package being unpacked is half-installed
+# (reinstall required) and a package apt unpacked before it, which depends on it, is unpacked but cannot be
+# configured. `dpkg --configure -a` alone fails there ("dependency problems - leaving unconfigured").
+CUT_MID_UNPACK = r"""
+import re
+path = "/var/lib/dpkg/status"
+text = open(path).read()
+for name, status in (("libnetfilter-conntrack3", "install reinstreq half-installed"), ("conntrack", "install ok unpacked")):
+    text, n = re.subn(r"(?m)^(Package: " + re.escape(name) + r"\n(?:(?!Package: ).*\n)*?)Status: .*$", r"\g<1>Status: " + status, text)
+    assert n == 1, name
+open(path, "w").write(text)
+"""
+
+
+def test_preflight_reinstalls_a_package_cut_mid_unpack(
+    lab: Lab, side: DeploySide, bundle: Path, state: Path, tmp_path: Path
+) -> None:
+    ctx, out, _ = make_context(side, lab, bundle, ["node0", "node1"], tmp_path / "work", state)
+    # conntrack and its library came from the bundle repo in os-bootstrap; cut node1's install of the library.
+    assert "/repos/apt/" in sh(lab, "node1", "apt-cache policy libnetfilter-conntrack3")
+    lab.node("node1").run(["python3", "-"], input=CUT_MID_UNPACK, check=True)
+    assert "reinstalled" in sh(lab, "node1", "dpkg --audit")
+    run_preflight(ctx, limit="node1")
+    repair = [e for e in out.events if e.get("run") == "node-repair" and e.get("host") == "node1"]
+    assert any(e.get("status") == "changed" for e in repair), repair
+    assert sh(lab, "node1", "dpkg --audit") == ""
+    query = "dpkg-query -W -f='${Package}=${db:Status-Abbrev}\\n' conntrack libnetfilter-conntrack3"
+    status = [line.rstrip() for line in sh(lab, "node1", query).splitlines()]
+    assert status == ["conntrack=ii", "libnetfilter-conntrack3=ii"], status
+
+
 def test_add_node_remove_node_and_reset(lab: Lab, side: DeploySide, bundle: Path, state: Path, tmp_path: Path) -> None:
     # The operator adds node2 to config.yaml's inventory; add-node rebuilds the inventory from it.
     ctx, _, screen = make_context(side, lab, bundle, ["node0", "node1", "node2"], tmp_path / "work", state)
@@ -293,7 +327,7 @@ def test_add_node_remove_node_and_reset(lab: Lab, side: DeploySide, bundle: Path
     with pytest.raises(DeployStopped) as info:
         add_nodes(ctx, ["node2"])
     assert "node2" in (state / "inventory" / "hosts.yaml").read_text()
-    assert info.value.reason.step == "scale"
+    assert info.value.reason.step == "scale", f"{info.value.message}\n{info.value.hint}"
     assert_container_stop(info.value, "scale", {"node2"})  # scale.yml --limit node2 reached preinstall
     assert_prepped(lab, side, "node2")
 
