@@ -1,4 +1,4 @@
-"""`kubeplay lab up|down|status|ssh|cp`: air-gapped rehearsal nodes (systemd-nspawn, network namespaces)."""
+"""`kubeplay lab up|down|status|ssh|cp|power-off|power-on|cache prune`: air-gapped rehearsal nodes (systemd-nspawn, network namespaces)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kubeplay.console import get_output
+from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BadInput
-from kubeplay.lab import machines, network, record
-from kubeplay.lab.nodes import DEFAULT_SUBNET, Lab
+from kubeplay.lab import cache, machines, network, record, rootfs
+from kubeplay.lab.nodes import BOOT_TIMEOUT, DEFAULT_SUBNET, Lab
 
 lab_app = typer.Typer(help="Air-gapped lab nodes: Debian in systemd-nspawn, a private subnet, no route out.")
 
@@ -25,6 +25,11 @@ DirOpt = Annotated[
     Path | None,
     typer.Option("--state-dir", envvar="KUBEPLAY_LAB_DIR", help="Where labs live (default /var/lib/kubeplay/lab)."),
 ]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Rootfs cache (default $KUBEPLAY_CACHE/lab or /var/cache/kubeplay/lab)."),
+]
+NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. node1.")]
 
 
 def _load(name: str | None, state_dir: Path | None) -> Lab:
@@ -51,16 +56,28 @@ def up(
             "--nspawn-arg", help="Extra systemd-nspawn option for every node (repeatable), e.g. --capability=all."
         ),
     ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="Rootfs cache (default $KUBEPLAY_CACHE/lab or /var/cache/kubeplay/lab)."),
+    nspawn_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nspawn-env",
+            help="KEY=VALUE for systemd-nspawn's environment (repeatable; kept for power-on), "
+            "e.g. SYSTEMD_NSPAWN_API_VFS_WRITABLE=network.",
+        ),
     ] = None,
+    cache_dir: CacheOpt = None,
 ) -> None:
     """Boot N air-gapped nodes reachable by `kubeplay lab ssh`; nothing else can be reached from them."""
     out = get_output()
+    env = machines.parse_env(nspawn_env or [])
     out.info(f"lab {name}: {nodes} node(s) on {subnet} (building the rootfs on first use takes ~20 s)")
     lab = Lab.up(
-        nodes, name=name, subnet=subnet, state_root=state_dir, cache_dir=cache_dir, nspawn_args=tuple(nspawn_arg or ())
+        nodes,
+        name=name,
+        subnet=subnet,
+        state_root=state_dir,
+        cache_dir=cache_dir,
+        nspawn_args=tuple(nspawn_arg or ()),
+        nspawn_env=env,
     )
     for node in lab.nodes:
         out.info(f"  {node.name}  {node.ip}")
@@ -136,6 +153,62 @@ def cp(
         raise BadInput(f"destination {dest!r} is not NODE:/path", hint="e.g. node0:/root/bundle.tar.zst")
     written = _load(name, state_dir).node(node_name).copy_in(src, path)
     get_output().summary(f"copied {src} to {node_name}:{path} ({written})")
+
+
+@lab_app.command("power-off")
+def power_off(
+    node: NodeArg,
+    cut: Annotated[
+        bool, typer.Option("--cut", help="Kill every process in the node at once, mid-write, like a power cut.")
+    ] = False,
+    name: NameOpt = None,
+    state_dir: DirOpt = None,
+) -> None:
+    """Switch a node off (a clean halt, or with --cut a power cut); its disk stays for `lab power-on`."""
+    lab = _load(name, state_dir)
+    lab.power_off(node, cut=cut)
+    get_output().summary(f"lab {lab.name}: {node} powered off ({'power cut' if cut else 'clean halt'})")
+
+
+@lab_app.command("power-on")
+def power_on(
+    node: NodeArg,
+    name: NameOpt = None,
+    state_dir: DirOpt = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for sshd.")] = BOOT_TIMEOUT,
+) -> None:
+    """Boot a powered-off node again from its disk, with the lab's nspawn options; wait until sshd answers."""
+    lab = _load(name, state_dir)
+    lab.power_on(node, timeout=timeout)
+    get_output().summary(f"lab {lab.name}: {node} powered on, ssh answers ({lab.node(node).ip})")
+
+
+cache_app = typer.Typer(help="The rootfs cache that `lab up` copies nodes from.")
+lab_app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache_dir: CacheOpt = None,
+    state_dir: DirOpt = None,
+    all_unused: Annotated[
+        bool, typer.Option("--all", help="Also remove the most recently used entry if no lab that is up uses it.")
+    ] = False,
+) -> None:
+    """Remove rootfs cache entries no lab that is up was made from (keeping the most recently used one)."""
+    out = get_output()
+    root = state_dir or record.default_state_root()
+    _, unknown = cache.keys_in_use(root)
+    if unknown:
+        out.warn(f"lab(s) {', '.join(unknown)} recorded no rootfs key (made by an older kubeplay); not protected")
+    directory = cache_dir or rootfs.default_cache_dir()
+    result = cache.prune(directory, root, keep_latest=not all_unused)
+    for entry in result.removed:
+        out.info(f"  removed rootfs-{entry.key} ({human_bytes(entry.size)})")
+        out.event("lab_cache_removed", key=entry.key, bytes=entry.size)
+    for key, why in result.kept.items():
+        out.info(f"  kept rootfs-{key}: {why}")
+    out.summary(f"cache {directory}: removed {len(result.removed)} entry(ies), freed {human_bytes(result.freed)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeplay.errors import KubeplayError
+from kubeplay.errors import BadInput, KubeplayError
 
 STOP_TIMEOUT = 30.0
 KILL_TIMEOUT = 10.0
@@ -54,12 +56,45 @@ class Started:
     popen: subprocess.Popen[bytes]
 
 
-def start(argv: list[str], log: Path) -> Started:
-    """Start nspawn in its own session, output to `log`; return its PID and start time."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings as a dict (a later KEY wins); BadInput naming the first malformed one."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME.fullmatch(key):
+            raise BadInput(
+                f"--nspawn-env {pair!r} is not KEY=VALUE",
+                hint="e.g. --nspawn-env SYSTEMD_NSPAWN_API_VFS_WRITABLE=network (KEY: letters, digits, '_')",
+            )
+        env[key] = value
+    return env
+
+
+def check_env(env: Mapping[str, str]) -> None:
+    """BadInput if a key of `env` is not a plain environment variable name (values are never shown)."""
+    bad = [key for key in env if not _ENV_NAME.fullmatch(key)]
+    if bad:
+        raise BadInput(f"nspawn environment names {', '.join(map(repr, bad))} are not valid variable names")
+
+
+def start(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> Started:
+    """Start nspawn in its own session, output to `log`, with `env` added to this process's environment.
+
+    Returns its PID and start time.
+    """
+    child_env = {**os.environ, **env} if env else None
     with log.open("ab") as out:
         try:
             popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=child_env,
             )
         except FileNotFoundError as exc:
             raise MachineError("systemd-nspawn is not installed", hint="apt-get install systemd-container") from exc
@@ -104,6 +139,31 @@ def stop(pids: list[tuple[int, int]], popens: dict[int, subprocess.Popen[bytes]]
     for pid, _ in remaining:
         _signal(pid, signal.SIGKILL)
     return [pid for pid, _ in _wait_gone(remaining, popens, KILL_TIMEOUT)]
+
+
+def cut_power(pid: int, start_time: int, popens: dict[int, subprocess.Popen[bytes]]) -> list[int]:
+    """SIGKILL the container's init (nspawn `pid`'s only child), so every process in it dies mid-write.
+
+    Then waits for nspawn to exit (stopping it if it lingers); returns the PIDs still running (empty on success).
+    """
+    inits = children(pid)
+    if not is_running(pid, start_time):  # checked after the read: those are our nspawn's children
+        return []
+    for child in inits:
+        _signal(child, signal.SIGKILL)
+    # nspawn exits by itself once its container's init is gone; stop() covers one that does not.
+    if not _wait_gone([(pid, start_time)], popens, KILL_TIMEOUT):
+        return []
+    return stop([(pid, start_time)], popens)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (from /proc/<pid>/task/<pid>/children); empty if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [int(word) for word in text.split()]
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

@@ -14,21 +14,20 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from kubeplay.errors import BadInput, KubeplayError
-from kubeplay.lab import machines, network, record, rootfs, ssh, teardown
+from kubeplay.lab import boot, machines, network, record, rootfs, ssh, teardown
+from kubeplay.lab.boot import BOOT_TIMEOUT, LabError
 from kubeplay.lab.record import LabRecord, NodeRecord, Resource
 
+__all__ = ["BOOT_TIMEOUT", "DEFAULT_SUBNET", "Lab", "LabError", "LabNode", "unavailable_reason"]
+
 DEFAULT_SUBNET = "10.213.0.0/24"
-BOOT_TIMEOUT = 120.0
-
-
-class LabError(KubeplayError):
-    """The lab could not be brought up or torn down completely."""
 
 
 @dataclass
@@ -157,15 +156,21 @@ class Lab:
         cache_dir: Path | None = None,
         spec: rootfs.RootfsSpec | None = None,
         nspawn_args: tuple[str, ...] = (),
+        nspawn_env: Mapping[str, str] | None = None,
         boot_timeout: float = BOOT_TIMEOUT,
     ) -> Lab:
         """Build (or reuse) the rootfs, create network and nodes, boot them, wait for sshd.
 
-        Returns the running Lab. On any failure everything created so far is removed and the error re-raised.
+        `nspawn_args` are extra systemd-nspawn options and `nspawn_env` extra environment variables for
+        systemd-nspawn (e.g. SYSTEMD_NSPAWN_API_VFS_WRITABLE=network); both are recorded so `power_on`
+        boots a node again the same way. Returns the running Lab. On any failure everything created so far
+        is removed and the error re-raised.
         """
         subnet = subnet or os.environ.get("KUBEPLAY_LAB_SUBNET", DEFAULT_SUBNET)
         if not network.valid_name(name):
             raise BadInput(f"lab name {name!r} is invalid", hint="1-12 characters: lowercase letters, digits, '-'")
+        machines.check_env(nspawn_env or {})
+        spec = spec or rootfs.RootfsSpec()
         plan = network.plan_addresses(subnet, nodes)
         _check_prerequisites()
         network.check_subnet_free(plan.subnet)
@@ -185,6 +190,9 @@ class Lab:
             key=str(lab_dir / "id_ed25519"),
             known_hosts=str(lab_dir / "known_hosts"),
             created=time.time(),
+            nspawn_args=list(nspawn_args),
+            nspawn_env=dict(nspawn_env or {}),
+            rootfs_key=spec.key(),
         )
         for i, ip in enumerate(plan.node_ips):
             node = f"node{i}"
@@ -205,13 +213,14 @@ class Lab:
                 f"network namespace(s) {', '.join(taken)} already exist; lab {name!r} seems to be up elsewhere",
                 hint="pick another --name, or bring that lab down with its own --state-dir",
             )
-        timings: dict[str, float] = {}
+        lab = cls(record=rec)
         t0 = time.monotonic()
-        base, built = rootfs.ensure_base_tree(spec or rootfs.RootfsSpec(), cache_dir or rootfs.default_cache_dir())
-        timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
-        lab = cls(record=rec, timings=timings)
         try:
-            lab._create(base, plan, nspawn_args, boot_timeout)
+            # The cache entry stays locked (shared) until the node roots are copied: prune skips it meanwhile.
+            with rootfs.base_tree(spec, cache_dir or rootfs.default_cache_dir()) as (base, built):
+                lab.timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
+                lab._create(base, plan)
+            lab._boot(rec.nodes, boot_timeout)
         except BaseException:
             lab.down()
             raise
@@ -237,7 +246,7 @@ class Lab:
         network.create_netns(name)
         self._finish(res)
 
-    def _create(self, base: Path, plan: network.AddressPlan, nspawn_args: tuple[str, ...], boot_timeout: float) -> None:
+    def _create(self, base: Path, plan: network.AddressPlan) -> None:
         rec = self.record
         lab_dir = Path(rec.dir)
         lab_dir.mkdir(parents=True, mode=0o700)
@@ -273,47 +282,46 @@ class Lab:
         Path(rec.known_hosts).write_text(ssh.known_hosts_lines(known), encoding="utf-8")
         self.timings["rootfs_copy"] = time.monotonic() - t0
         self.nodes = [_node_from(n, rec) for n in rec.nodes]
+
+    def _boot(self, nodes: list[NodeRecord], boot_timeout: float) -> None:
         t0 = time.monotonic()
-        for node in rec.nodes:
+        for node in nodes:
             res = self._begin(Resource(kind="process", name=node.machine))
-            argv = machines.nspawn_argv(Path(node.root), node.machine, node.netns, nspawn_args)
-            started = machines.start(argv, Path(node.log))
-            self._popens[started.pid] = started.popen
-            res.pid, res.start_time = started.pid, started.start_time
+            boot.start_machine(self.record, node, res, self._popens)
             self._finish(res)
-        self._wait_ready(boot_timeout)
+        boot.wait_ready(self.record, nodes, boot_timeout)
         self.timings["boot"] = time.monotonic() - t0
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        waiting = {n.name: n for n in self.record.nodes}
-        procs = {r.name: r for r in self.record.resources if r.kind == "process"}
-        while waiting:
-            for name, node in list(waiting.items()):
-                proc = procs[node.machine]
-                if proc.pid is None or not machines.is_running(proc.pid, proc.start_time or 0):
-                    raise LabError(
-                        f"lab node {name} stopped while booting; last lines of {node.log}:\n{machines.log_tail(Path(node.log))}"
-                    )
-                probe = subprocess.run(
-                    self.node(name).ssh_argv("true"), capture_output=True, text=True, timeout=15, check=False
-                )
-                if probe.returncode == 0:
-                    del waiting[name]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"lab nodes {', '.join(waiting)} did not accept ssh within {timeout:.0f}s",
-                    hint=f"see {', '.join(n.log for n in waiting.values())}",
-                )
-            time.sleep(0.2)
+    def _reload(self) -> None:
+        # The state file is the truth: another process may have powered a node off or on since we read it.
+        if record.state_path(Path(self.record.dir)).is_file():
+            self.record = record.load(Path(self.record.dir))
+
+    def power_off(self, name: str, cut: bool = False) -> None:
+        """Stop node `name`; its disk (root directory) stays as it was, for `power_on`.
+
+        cut=False halts it cleanly (SIGTERM to systemd-nspawn, SIGKILL after a deadline); cut=True SIGKILLs
+        the container's init so every process in it dies at once, mid-write, as in a power cut.
+        Raises BadInput if there is no such node or it is not running, LabError if it would not stop.
+        """
+        self._reload()
+        boot.power_off(self.record, name, self._popens, cut=cut)
+
+    def power_on(self, name: str, timeout: float = BOOT_TIMEOUT) -> None:
+        """Boot node `name` again from its disk with the lab's recorded nspawn options and environment.
+
+        Records its new PID in the state file (so `down` from any process stops it) and returns once sshd
+        answers. Raises BadInput if there is no such node or it is running, LabError if it does not come up.
+        """
+        self._reload()
+        boot.power_on(self.record, name, self._popens, timeout)
 
     def down(self) -> list[str]:
         """Remove everything this lab recorded, newest first; return what was removed.
 
         Raises LabError listing what could not be removed (the state file then keeps those entries).
         """
+        self._reload()
         rec = self.record
         removed: list[str] = []
         failed: list[str] = []

@@ -65,6 +65,15 @@ class LabRecord(BaseModel):
     nodes: list[NodeRecord] = []
     resources: list[Resource] = []
     created: float = 0.0
+    # How the nodes were booted, so `power_on` (from any process) boots a node again the same way.
+    # Defaults keep state files written before these fields loadable.
+    nspawn_args: list[str] = []
+    nspawn_env: dict[str, str] = {}  # added to systemd-nspawn's environment (names only are ever printed)
+    rootfs_key: str | None = None  # the rootfs cache entry the nodes were copied from (`lab cache prune` keeps it)
+
+    def process(self, machine: str) -> Resource | None:
+        """The recorded systemd-nspawn process of `machine`, or None if none was started."""
+        return next((r for r in self.resources if r.kind == "process" and r.name == machine), None)
 
 
 def default_state_root() -> Path:

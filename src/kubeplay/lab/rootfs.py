@@ -1,7 +1,7 @@
 """Lab node root filesystems: one Debian tree built with mmdebstrap, cached, copied per node.
 
-The cache holds `rootfs-<key>.tar` (what mmdebstrap produced) and `rootfs-<key>/` (it, extracted once);
-the key is a hash of everything that shapes the tree (suite, arch, variant, packages), never the mirror.
+The cache holds `rootfs-<key>/` (what mmdebstrap produced as `rootfs-<key>.tar`, extracted once, the tar
+then deleted) and `rootfs-<key>.lock` (its flock; its mtime says when a lab last used it); the key is a hash of everything that shapes the tree (suite, arch, variant, packages), never the mirror.
 Each node gets `cp -a` of the extracted tree (about a second) on the same filesystem as its state, so
 containerd and friends later see a plain directory, not an overlay they cannot nest.
 
@@ -126,16 +126,45 @@ def debian_mirror(suite: str) -> str:
     )
 
 
+class CacheBusy(RootfsError):
+    """A cache entry's lock is held by someone else (a `lab up` building or copying it)."""
+
+
+def entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:
+    """(extracted tree, tarball, lock file) of the cache entry `key`."""
+    return cache_dir / f"rootfs-{key}", cache_dir / f"rootfs-{key}.tar", cache_dir / f"rootfs-{key}.lock"
+
+
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # Concurrent `lab up` runs (parallel test sessions) share one cache; one builds, the others wait.
+def entry_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold flock on the lock file `path` (shared: readers copying the tree; exclusive: build or prune).
+
+    Concurrent `lab up` runs (parallel test sessions) share one cache: one builds, the others wait.
+    Raises CacheBusy when `wait` is False and someone else holds it. `lab cache prune` deletes lock files,
+    so a lock taken on a file that was unlinked meanwhile is retaken on the one now at `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    while True:
+        fh = path.open("a")
         try:
-            yield
-        finally:
+            try:
+                fcntl.flock(fh, mode)
+            except BlockingIOError as exc:
+                raise CacheBusy(f"{path} is locked by another kubeplay process") from exc
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                return
             fcntl.flock(fh, fcntl.LOCK_UN)
+        finally:
+            fh.close()
 
 
 def _mmdebstrap_argv(spec: RootfsSpec, mirror: str, target: Path) -> list[str]:
@@ -160,11 +189,14 @@ def _mmdebstrap_argv(spec: RootfsSpec, mirror: str, target: Path) -> list[str]:
 
 
 def ensure_base_tree(spec: RootfsSpec, cache_dir: Path) -> tuple[Path, bool]:
-    """Return (extracted base tree, whether it was built now); build and cache it if missing."""
+    """Return (extracted base tree, whether it was built now); build and cache it if missing.
+
+    The tarball mmdebstrap writes is only an intermediate: it is deleted once extracted (nothing else reads
+    it), so an entry costs one tree on disk, not two.
+    """
     key = spec.key()
-    tree = cache_dir / f"rootfs-{key}"
-    tarball = cache_dir / f"rootfs-{key}.tar"
-    with _locked(cache_dir / f"rootfs-{key}.lock"):
+    tree, tarball, lock = entry_paths(cache_dir, key)
+    with entry_lock(lock):
         if tree.is_dir():
             return tree, False
         built = False
@@ -183,7 +215,28 @@ def ensure_base_tree(spec: RootfsSpec, cache_dir: Path) -> tuple[Path, bool]:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        tarball.unlink()
         return tree, built
+
+
+@contextmanager
+def base_tree(spec: RootfsSpec, cache_dir: Path) -> Iterator[tuple[Path, bool]]:
+    """The base tree (built if missing) as (tree, built now), held under a shared lock inside the block.
+
+    Copy node roots from it inside the block: `lab cache prune` takes the entry's lock exclusively and
+    skips a busy entry, so it never removes a tree while it is being copied. Marks the entry as just used.
+    """
+    tree, _, lock = entry_paths(cache_dir, spec.key())
+    built = False
+    for _ in range(3):
+        with entry_lock(lock, shared=True):
+            if tree.is_dir():
+                os.utime(lock)  # "last used", for `lab cache prune`
+                yield tree, built
+                return
+        # Missing (or pruned between the build and this shared lock): build it under the exclusive lock.
+        built = ensure_base_tree(spec, cache_dir)[1] or built
+    raise RootfsError(f"rootfs cache entry {tree} disappeared three times while lab up wanted it")
 
 
 def copy_tree(base: Path, dest: Path) -> None:
