@@ -204,6 +204,24 @@ def test_cilium_crio_kubeadm_etcd_on_arm64_equals_ansible(cache_dir: Path, tmp_p
     assert not {"calico_node", "containerd", "runc"} & names
 
 
+def test_images_enabled_roles_use_outside_downloads_are_bundled(cache_dir: Path) -> None:
+    """v2.31's local-path-provisioner runs its helper pods from busybox, which downloads: never lists."""
+    tree = tree_of("v2.31.0", cache_dir)
+    default = {i.name: i for i in make_plan(spec("v2.31.0"), tree).images}
+    assert "local_path_provisioner_helper" not in default and "external_oracle_cloud_controller" not in default
+    local_path = make_plan(spec("v2.31.0", kubespray_vars={"local_path_provisioner_enabled": True}), tree)
+    images = {i.name: i for i in local_path.images}
+    assert images["local_path_provisioner"].upstream.startswith("docker.io/rancher/local-path-provisioner:")
+    assert images["local_path_provisioner_helper"].upstream == "busybox:latest"
+    assert local_path.offline_vars["local_path_provisioner_helper_image_repo"] == (
+        "{{ registry_host }}/library/docker.io/library/busybox"
+    )
+    oci = make_plan(
+        spec("v2.31.0", kubespray_vars={"cloud_provider": "external", "external_cloud_provider": "oci"}), tree
+    )
+    assert {i.name for i in oci.images} - set(default) == {"external_oracle_cloud_controller"}
+
+
 def test_union_of_configurations_is_each_configuration_deduplicated(cache_dir: Path) -> None:
     tree = tree_of("v2.31.0", cache_dir)
     both = make_plan(spec("v2.31.0", kube_network_plugin=["calico", "cilium"], container_manager=["containerd"]), tree)

@@ -192,3 +192,46 @@ def test_old_layout_gives_the_same_plan(tmp_path: Path) -> None:
 def test_plan_round_trips_through_json() -> None:
     plan = make_plan(spec(arches=["amd64", "arm64"]), TREE, all_entries=True)
     assert Plan.model_validate_json(plan.model_dump_json()) == plan
+
+
+def add_role(root: Path, role: str, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / "roles" / role / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_images_of_enabled_roles_outside_downloads_are_planned(tmp_path: Path) -> None:
+    """A role that puts an image straight into a manifest (not in downloads:) gets it bundled when it runs."""
+    root = tmp_path / "kubespray-2.31.0"
+    shutil.copytree(TREE.root, root)
+    add_role(root, "apps", {"meta/main.yml": (
+        "dependencies:\n"
+        "  - role: apps/helper\n    when: helper_enabled\n"
+        "  - role: apps/cloud\n    when:\n      - cloud == 'x'\n"
+        "      - inventory_hostname == groups['kube_control_plane'][0]\n"
+    )})  # fmt: skip
+    add_role(root, "apps/helper", {
+        "defaults/main.yml": "helper_enabled: false\nhelper_image_repo: busybox\nhelper_image_tag: '1.36'\n",
+        "templates/cm.yml.j2": "image: {{ helper_image_repo }}:{{ helper_image_tag }}\n",
+    })  # fmt: skip
+    add_role(root, "apps/cloud", {
+        "defaults/main.yml": "cloud: ''\ncloud_ccm_image_repo: ghcr.io/x\ncloud_ccm_image_tag: v1\n",
+        "templates/ccm.yml.j2": "image: {{ cloud_ccm_image_repo }}/ccm:{{ cloud_ccm_image_tag }}\n",
+    })  # fmt: skip
+    tree = load_tree(root)
+    default = make_plan(spec(), tree)
+    assert default.problems == ()
+    assert {i.upstream for i in default.images} == {i.upstream for i in make_plan(spec(), TREE).images}
+    assert "helper_image_repo" not in default.offline_vars
+
+    helper = make_plan(spec(kubespray_vars={"helper_enabled": True}), tree)
+    assert images_by(helper)["busybox:1.36"].bundle_repository == "library/docker.io/library/busybox"
+    assert "ghcr.io/x/ccm:v1" not in images_by(helper)
+    # kubespray must look for it in the bundle registry too, where the bundle stores it.
+    assert helper.offline_vars["helper_image_repo"] == "{{ registry_host }}/library/docker.io/library/busybox"
+
+    # A condition about the host (the first control plane node) holds for some host: it counts as true.
+    cloud = make_plan(spec(kubespray_vars={"cloud": "x"}), tree)
+    assert "ghcr.io/x/ccm:v1" in images_by(cloud)
+    assert "busybox:1.36" not in images_by(cloud)

@@ -23,6 +23,7 @@ from kubeplay.catalog.collect import PlanBuilder
 from kubeplay.catalog.dependencies import ARCH_FACTS, DependencyGraph
 from kubeplay.catalog.entries import EntryRenderer, RenderedEntries, RenderedImage
 from kubeplay.catalog.extras import image_pairs, other_role_defaults, render_extra_images
+from kubeplay.catalog.gates import RoleGates, gated_images, role_images, role_inclusions
 from kubeplay.catalog.model import Plan, RenderProblem
 from kubeplay.catalog.offline import derive_offline_vars
 from kubeplay.catalog.rolevars import RoleVariables, load_role_variables
@@ -193,18 +194,31 @@ def make_plan(
     volatile = {*facts_for("amd64"), "kube_network_plugin", "container_manager", *(v for v, _ in variants)}
     shared = SharedValues(graph.closure, raw, volatile)
 
-    def scope_for(arch: str, plugin: str, manager: str, more: Mapping[str, Any]) -> VariableScope:
+    def layers_for(arch: str, plugin: str, manager: str) -> list[Mapping[str, Any]]:
         user = {**user_vars, "kube_version": kube_version, "kube_network_plugin": plugin, "container_manager": manager}
-        layers = [variables.defaults, user, facts_for(arch), variables.vars, extra, more]
-        return VariableScope(ENGINE, layers, shared)
+        return [variables.defaults, user, facts_for(arch), variables.vars, extra]
+
+    def scope_for(arch: str, plugin: str, manager: str, more: Mapping[str, Any]) -> VariableScope:
+        return VariableScope(ENGINE, [*layers_for(arch, plugin, manager), more], shared)
+
+    def wider_scope(arch: str, plugin: str, manager: str) -> VariableScope:
+        """Every role's defaults under the download role's variables; not shared (its raw values differ)."""
+        return VariableScope(ENGINE, [extras_layer, *layers_for(arch, plugin, manager)])
 
     entry_reads = {
         name: graph.closure_of_value([entry.get(f) for f in ARTIFACT_FIELDS])
         for name, entry in downloads.items()
         if isinstance(entry, Mapping)
     }
-    extras_layer: dict[str, Any] = other_role_defaults(tree) if all_entries else {}
+    # Images enabled roles use outside `downloads:` (gates.py); --all takes every pattern instead.
+    download_repos = set().union(
+        *(graph.closure_of_value(e.get("repo")) for e in downloads.values() if isinstance(e, Mapping))
+    )
+    outside = [] if all_entries else [i for i in role_images(tree) if i.repo_variable not in download_repos]
+    inclusions = role_inclusions(tree) if outside else {}
+    extras_layer: dict[str, Any] = other_role_defaults(tree) if all_entries or outside else {}
     pairs = image_pairs(tree, {**extras_layer, **raw}) if all_entries else []
+    gated_vars: set[str] = set()
     combos = list(product(spec.kube_network_plugin, spec.container_manager))
     for arch in arch_list:
         for index, (plugin, manager) in enumerate(combos):
@@ -214,21 +228,18 @@ def make_plan(
             rendered = render_downloads(scope, downloads, downloads, all_entries, arch)
             kubeadm_images(scope, kube_version, all_entries, rendered)
             builder.add(rendered, arch)
+            if outside:
+                wider = wider_scope(arch, plugin, manager)
+                gated = gated_images(outside, RoleGates(inclusions, wider), wider)
+                gated_vars.update(image.variable for image in gated.images)
+                builder.add(gated, arch)
         if all_entries:
             for variable, value in variants:
                 affected = [name for name, reads in entry_reads.items() if variable in reads]
                 if affected:
                     scope = scope_for(arch, combos[0][0], combos[0][1], {variable: value})
                     builder.add(render_downloads(scope, downloads, affected, True, f"{arch} {variable}={value}"), arch)
-            plugin, manager = combos[0]
-            user = {
-                **user_vars,
-                "kube_version": kube_version,
-                "kube_network_plugin": plugin,
-                "container_manager": manager,
-            }
-            layers = [extras_layer, variables.defaults, user, facts_for(arch), variables.vars, extra]
-            builder.add(render_extra_images(VariableScope(ENGINE, layers), pairs), arch)
+            builder.add(render_extra_images(wider_scope(arch, *combos[0]), pairs), arch)
 
     return Plan(
         kubespray_version=tree.version or "unknown",
@@ -236,7 +247,12 @@ def make_plan(
         arches=tuple(arch_list),
         files=tuple(builder.files.values()),
         images=tuple(builder.image_artifacts()),
-        offline_vars=derive_offline_vars({**extras_layer, **raw}, graph, spec.registry_project),
+        offline_vars={
+            **derive_offline_vars({**extras_layer, **raw} if all_entries else raw, graph, spec.registry_project),
+            **derive_offline_vars(
+                {v: extras_layer[v] for v in sorted(gated_vars) if v in extras_layer}, graph, spec.registry_project
+            ),
+        },
         problems=tuple(builder.problems),
     )
 
