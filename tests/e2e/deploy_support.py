@@ -25,7 +25,6 @@ import yaml
 
 from kubeplay.bootstrap.certs import make_ca
 from kubeplay.bootstrap.chrony import render_chrony_conf
-from kubeplay.lab import machines, record
 from kubeplay.lab.nodes import Lab
 from kubeplay.lab.rootfs import RootfsSpec
 
@@ -181,66 +180,24 @@ http {{
             _stop(proc)
 
 
-@contextmanager
-def nspawn_environment() -> Iterator[None]:
-    """NSPAWN_ENV set for the systemd-nspawn processes started inside the block (the lab passes its env on)."""
-    saved = {k: os.environ.get(k) for k in NSPAWN_ENV}
-    os.environ.update(NSPAWN_ENV)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def up_lab(nodes: int, **kwargs: Any) -> Lab:
-    """Lab.up with the deploy tests' rootfs and nspawn options."""
-    with nspawn_environment():
-        return Lab.up(nodes, spec=NODE_ROOTFS, nspawn_args=NSPAWN_ARGS, **kwargs)
-
-
-def _process(lab: Lab, name: str) -> record.Resource:
-    machine = lab.node(name).machine
-    return next(r for r in lab.record.resources if r.kind == "process" and r.name == machine)
+    """Lab.up with the deploy tests' rootfs, nspawn options and nspawn environment (kept for power_on)."""
+    return Lab.up(nodes, spec=NODE_ROOTFS, nspawn_args=NSPAWN_ARGS, nspawn_env=NSPAWN_ENV, **kwargs)
 
 
 def stop_node(lab: Lab, name: str) -> None:
-    """Shut node `name` down (its systemd-nspawn process, by PID), as a power-off would; its disk stays."""
-    res = _process(lab, name)
-    still = machines.stop([(res.pid or 0, res.start_time or 0)], lab._popens)  # reaps our child
-    if still:
-        raise RuntimeError(f"{name}: systemd-nspawn (PID {res.pid}) did not stop")
+    """Shut node `name` down cleanly, as a power-off would; its disk stays."""
+    lab.power_off(name)
 
 
 def power_off_node(lab: Lab, name: str) -> None:
-    """Cut node `name`'s power: SIGKILL its init (PID 1 of the container's PID namespace, so every process
-    in it dies at once, mid-write), then reap its systemd-nspawn. Its disk stays as the kill left it."""
-    res = _process(lab, name)
-    children = Path(f"/proc/{res.pid}/task/{res.pid}/children").read_text(encoding="ascii").split()
-    for child in children:  # the container's systemd: nspawn's only child
-        os.kill(int(child), signal.SIGKILL)
-    stop_node(lab, name)
+    """Cut node `name`'s power: every process in it dies at once, mid-write; its disk stays as the kill left it."""
+    lab.power_off(name, cut=True)
 
 
 def start_node(lab: Lab, name: str, timeout: float = 120) -> None:
-    """Boot node `name` again from its disk, with the same options; return once sshd answers."""
-    rec = next(n for n in lab.record.nodes if n.name == name)
-    res = _process(lab, name)
-    argv = machines.nspawn_argv(Path(rec.root), rec.machine, rec.netns, NSPAWN_ARGS)
-    with nspawn_environment():
-        started = machines.start(argv, Path(rec.log))
-    lab._popens[started.pid] = started.popen  # lab.down() stops and reaps it
-    res.pid, res.start_time = started.pid, started.start_time
-    record.save(lab.record)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if lab.node(name).run("true", timeout=15).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"{name} did not accept ssh within {timeout}s after restart; see {rec.log}")
+    """Boot node `name` again from its disk, with the options the lab was brought up with; return once sshd answers."""
+    lab.power_on(name, timeout=timeout)
 
 
 def write_config(

@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,3 +272,84 @@ def test_down_never_deletes_through_a_mount_inside_a_node(make_lab: Callable[...
     lab.down()
     assert not Path(lab.record.dir).exists()
     assert (precious / "keep.txt").is_file()
+
+
+# What the deploy tests boot nodes with: the capability, and /proc/sys/net writable through nspawn's env.
+CAP_NET_ADMIN = ("--capability=CAP_NET_ADMIN",)
+VFS_NETWORK = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+SET_FORWARDING = "sysctl -w net.ipv4.ip_forward=1 && cat /proc/sys/net/ipv4/ip_forward"
+READ_ONLY = re.compile(r"permission denied on key|Read-only file system")  # /proc/sys/net mounted read-only
+
+
+def node_pid(lab: Lab, node: str = "node0") -> tuple[int, int]:
+    res = lab.record.process(lab.node(node).machine)
+    assert res is not None and res.pid is not None
+    return res.pid, res.start_time or 0
+
+
+def test_power_cut_keeps_the_disk_and_power_on_from_another_object_boots_it_again(
+    make_lab: Callable[..., Lab], lab_state_root: Path, lab_name: str
+) -> None:
+    from kubeplay.errors import BadInput
+
+    before = host_snapshot(lab_name)
+    lab = make_lab(1, name=lab_name, nspawn_args=CAP_NET_ADMIN, nspawn_env=VFS_NETWORK)
+    node = lab.nodes[0]
+    forwarding = node.run(["sh", "-c", SET_FORWARDING])
+    assert forwarding.returncode == 0 and forwarding.stdout.split()[-1] == "1", forwarding.stderr
+    node.run(["sh", "-c", "echo written-before-the-cut > /root/kept && sync"], check=True)
+    first = node_pid(lab)
+
+    lab.power_off("node0", cut=True)
+    assert not machines.is_running(*first)
+    assert node.run("true", timeout=30).returncode != 0, "a node without power answers no ssh"
+    with pytest.raises(BadInput, match="node node0 is already powered off"):
+        lab.power_off("node0", cut=True)
+
+    other = Lab.load(lab.name, lab_state_root)  # as `kubeplay lab power-on` would: from the state file alone
+    assert other.record.nspawn_env == VFS_NETWORK and other.record.nspawn_args == list(CAP_NET_ADMIN)
+    other.power_on("node0")
+    second = node_pid(other)
+    assert second != first and machines.is_running(*second)
+    assert Lab.load(lab.name, lab_state_root).record.process(node.machine).pid == second[0], "saved at once"
+    assert node.run("cat /root/kept").stdout.strip() == "written-before-the-cut"
+    again = node.run(["sh", "-c", SET_FORWARDING])
+    assert again.returncode == 0, f"power_on must boot with the recorded nspawn env: {again.stderr}"
+    with pytest.raises(BadInput, match=r"node node0 is already running \(PID"):
+        lab.power_on("node0")  # the first object's record is stale: the state file says it runs
+
+    root, lab_dir = node.root, Path(lab.record.dir)
+    lab.down()  # the first object never saw the second PID: down must stop it all the same
+    assert not machines.is_running(*second)
+    assert host_snapshot(lab_name) == before
+    assert not root.exists() and not lab_dir.exists()
+
+
+def test_without_the_nspawn_env_net_sysctls_stay_read_only_and_cli_power_cycle_keeps_options(
+    make_lab: Callable[..., Lab], lab_state_root: Path, lab_name: str
+) -> None:
+    lab = make_lab(1, name=lab_name, nspawn_args=CAP_NET_ADMIN)
+    node = lab.nodes[0]
+    refused = node.run(["sh", "-c", SET_FORWARDING])
+    assert refused.returncode != 0 and READ_ONLY.search(refused.stderr), refused
+    first = node_pid(lab)
+    env = {**os.environ, "KUBEPLAY_LAB_DIR": str(lab_state_root)}
+
+    off = kubeplay("lab", "power-off", "node0", "--name", lab.name, env=env)  # a clean halt, another process
+    assert off.returncode == 0, off.stderr
+    assert "node0 powered off (clean halt)" in off.stderr
+    assert not machines.is_running(*first)
+    on = kubeplay("lab", "power-on", "node0", "--name", lab.name, env=env)
+    assert on.returncode == 0, on.stderr
+    assert "node0 powered on" in on.stderr
+    assert node.run("hostname").stdout.strip() == "node0"
+    assert READ_ONLY.search(node.run(["sh", "-c", SET_FORWARDING]).stderr), "still no env after power-on"
+    capabilities = node.run("grep CapEff /proc/1/status").stdout.split()[-1]
+    assert int(capabilities, 16) & (1 << 12), "CAP_NET_ADMIN (bit 12) kept across the power cycle"
+    twice = kubeplay("lab", "power-on", "node0", "--name", lab.name, env=env)
+    assert twice.returncode == 2 and "node node0 is already running" in twice.stderr
+
+    started_elsewhere = node_pid(Lab.load(lab.name, lab_state_root))
+    lab.down()
+    assert not machines.is_running(*started_elsewhere), "down stops the node the CLI process booted"
+    assert not Path(lab.record.dir).exists()
