@@ -78,14 +78,12 @@ def test_prune_removes_unused_entries_whole_and_counts_bytes(tmp_path: Path) -> 
     result = cache.prune(cache_dir, state_root)
 
     assert [e.key for e in result.removed] == [KEY_B]
-    assert result.freed == 2000 + 700 + 30
     assert result.kept == {KEY_A: "used by a lab that is up", KEY_C: "most recently used"}
+    assert result.tarballs == {KEY_A: 500}, "a kept entry's tarball is dead weight next to its tree"
+    assert result.freed == 2000 + 700 + 30 + 500
     assert sorted(p.name for p in cache_dir.iterdir()) == sorted(
-        [
-            f"rootfs-{KEY_A}", f"rootfs-{KEY_A}.tar", f"rootfs-{KEY_A}.lock",
-            f"rootfs-{KEY_C}", f"rootfs-{KEY_C}.lock", "unrelated.txt",
-        ]
-    )  # fmt: skip
+        [f"rootfs-{KEY_A}", f"rootfs-{KEY_A}.lock", f"rootfs-{KEY_C}", f"rootfs-{KEY_C}.lock", "unrelated.txt"]
+    )
     assert Path("/etc/passwd").is_file()
 
     again = cache.prune(cache_dir, state_root, keep_latest=False)

@@ -208,6 +208,8 @@ def cache_prune(
         out.event("lab_cache_removed", key=entry.key, bytes=entry.size)
     for key, why in result.kept.items():
         out.info(f"  kept rootfs-{key}: {why}")
+    for key, size in result.tarballs.items():
+        out.info(f"  removed rootfs-{key}.tar, no longer needed next to its tree ({human_bytes(size)})")
     out.summary(f"cache {directory}: removed {len(result.removed)} entry(ies), freed {human_bytes(result.freed)}")
 
 

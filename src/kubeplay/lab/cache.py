@@ -34,10 +34,12 @@ class CacheEntry:
 
 @dataclass
 class PruneResult:
-    """What prune removed, what it kept and why (key -> reason), and the bytes freed."""
+    """What prune removed, what it kept and why (key -> reason), kept entries' tarballs it deleted
+    (key -> bytes), and the bytes freed in all."""
 
     removed: list[CacheEntry] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)
+    tarballs: dict[str, int] = field(default_factory=dict)
     freed: int = 0
 
 
@@ -84,6 +86,11 @@ def prune(cache_dir: Path, state_root: Path, keep_latest: bool = True) -> PruneR
             result.kept[entry.key] = "used by a lab that is up"
         elif entry not in doomed:
             result.kept[entry.key] = "most recently used"
+    for key in result.kept:
+        size = _drop_tarball(cache_dir, key)
+        if size is not None:
+            result.tarballs[key] = size
+            result.freed += size
     for entry in doomed:
         _, _, lock = rootfs.entry_paths(cache_dir, entry.key)
         try:
@@ -100,6 +107,23 @@ def prune(cache_dir: Path, state_root: Path, keep_latest: bool = True) -> PruneR
         result.removed.append(entry)
         result.freed += size
     return result
+
+
+def _drop_tarball(cache_dir: Path, key: str) -> int | None:
+    # Caches made before ensure_base_tree deleted the tarball after extracting it keep both; the tree is
+    # all a lab copies, so a complete tree's tarball is dead weight. Busy entries are left alone.
+    tree, tarball, lock = rootfs.entry_paths(cache_dir, key)
+    if not tarball.is_file():
+        return None
+    try:
+        with rootfs.entry_lock(lock, wait=False):
+            if not tree.is_dir() or not tarball.is_file():
+                return None
+            size = tarball.stat().st_size
+            tarball.unlink()
+            return size
+    except rootfs.CacheBusy:
+        return None
 
 
 def _key_of(path: Path) -> str | None:

@@ -304,8 +304,10 @@ class Lab:
         the container's init so every process in it dies at once, mid-write, as in a power cut.
         Raises BadInput if there is no such node or it is not running, LabError if it would not stop.
         """
-        self._reload()
-        boot.power_off(self.record, name, self._popens, cut=cut)
+        self.node(name)  # BadInput naming the nodes, also once the lab is down
+        with record.power_lock(Path(self.record.dir)):
+            self._reload()
+            boot.power_off(self.record, name, self._popens, cut=cut)
 
     def power_on(self, name: str, timeout: float = BOOT_TIMEOUT) -> None:
         """Boot node `name` again from its disk with the lab's recorded nspawn options and environment.
@@ -313,8 +315,10 @@ class Lab:
         Records its new PID in the state file (so `down` from any process stops it) and returns once sshd
         answers. Raises BadInput if there is no such node or it is running, LabError if it does not come up.
         """
-        self._reload()
-        boot.power_on(self.record, name, self._popens, timeout)
+        self.node(name)
+        with record.power_lock(Path(self.record.dir)):
+            self._reload()
+            boot.power_on(self.record, name, self._popens, timeout)
 
     def down(self) -> list[str]:
         """Remove everything this lab recorded, newest first; return what was removed.

@@ -6,8 +6,11 @@ at any point leaves a record that `lab down` can finish from. Nothing outside th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +20,7 @@ from kubeplay.errors import BadInput, KubeplayError
 from kubeplay.state import atomic_write
 
 STATE_FILE = "lab.json"
+POWER_LOCK = "power.lock"
 
 
 class LabStateError(KubeplayError):
@@ -88,6 +92,25 @@ def state_path(lab_dir: Path) -> Path:
 def save(record: LabRecord) -> None:
     """Write the state file atomically (0600: it names the private key's path)."""
     atomic_write(state_path(Path(record.dir)), record.model_dump_json(indent=2).encode(), mode=0o600)
+
+
+@contextmanager
+def power_lock(lab_dir: Path) -> Iterator[None]:
+    """Hold the lab's power lock: one power-off or power-on at a time per lab, across processes.
+
+    Two concurrent power-ons of one node would both start nspawn and the loser's PID could overwrite the
+    winner's in the record, leaving a running node nobody recorded.
+    """
+    try:
+        fh = (lab_dir / POWER_LOCK).open("a")
+    except FileNotFoundError as exc:
+        raise BadInput(f"no lab at {lab_dir} (it was brought down)", hint="`kubeplay lab status` lists labs") from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def load(lab_dir: Path) -> LabRecord:
