@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.lab import machines
+from kubeplay.lab import cache, machines
 from kubeplay.lab.nodes import Lab, unavailable_reason
+from kubeplay.lab.rootfs import RootfsSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
 
@@ -295,6 +296,8 @@ def test_power_cut_keeps_the_disk_and_power_on_from_another_object_boots_it_agai
     before = host_snapshot(lab_name)
     lab = make_lab(1, name=lab_name, nspawn_args=CAP_NET_ADMIN, nspawn_env=VFS_NETWORK)
     node = lab.nodes[0]
+    assert lab.record.rootfs_key == RootfsSpec().key()
+    assert lab.record.rootfs_key in cache.keys_in_use(lab_state_root)[0], "`lab cache prune` keeps it"
     forwarding = node.run(["sh", "-c", SET_FORWARDING])
     assert forwarding.returncode == 0 and forwarding.stdout.split()[-1] == "1", forwarding.stderr
     node.run(["sh", "-c", "echo written-before-the-cut > /root/kept && sync"], check=True)

@@ -10,6 +10,7 @@ file alone, so it also finishes the job after `up` crashed or from another proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -294,8 +295,10 @@ class Lab:
 
     def _reload(self) -> None:
         # The state file is the truth: another process may have powered a node off or on since we read it.
+        # An unreadable one (hand-edited, say) leaves us with what we hold, all we know then.
         if record.state_path(Path(self.record.dir)).is_file():
-            self.record = record.load(Path(self.record.dir))
+            with contextlib.suppress(record.LabStateError):
+                self.record = record.load(Path(self.record.dir))
 
     def power_off(self, name: str, cut: bool = False) -> None:
         """Stop node `name`; its disk (root directory) stays as it was, for `power_on`.
