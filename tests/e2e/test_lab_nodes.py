@@ -302,9 +302,12 @@ def test_power_cut_keeps_the_disk_and_power_on_from_another_object_boots_it_agai
     assert forwarding.returncode == 0 and forwarding.stdout.split()[-1] == "1", forwarding.stderr
     node.run(["sh", "-c", "echo written-before-the-cut > /root/kept && sync"], check=True)
     first = node_pid(lab)
+    log = Path(lab.record.nodes[0].log)
+    seen = log.stat().st_size
 
     lab.power_off("node0", cut=True)
     assert not machines.is_running(*first)
+    assert "Halting system" not in log.read_text(errors="replace")[seen:], "a cut, not a clean shutdown"
     assert node.run("true", timeout=30).returncode != 0, "a node without power answers no ssh"
     with pytest.raises(BadInput, match="node node0 is already powered off"):
         lab.power_off("node0", cut=True)
@@ -337,11 +340,14 @@ def test_without_the_nspawn_env_net_sysctls_stay_read_only_and_cli_power_cycle_k
     assert refused.returncode != 0 and READ_ONLY.search(refused.stderr), refused
     first = node_pid(lab)
     env = {**os.environ, "KUBEPLAY_LAB_DIR": str(lab_state_root)}
+    log = Path(lab.record.nodes[0].log)
+    seen = log.stat().st_size
 
     off = kubeplay("lab", "power-off", "node0", "--name", lab.name, env=env)  # a clean halt, another process
     assert off.returncode == 0, off.stderr
     assert "node0 powered off (clean halt)" in off.stderr
     assert not machines.is_running(*first)
+    assert "Halting system" in log.read_text(errors="replace")[seen:], "systemd in the node shut down cleanly"
     on = kubeplay("lab", "power-on", "node0", "--name", lab.name, env=env)
     assert on.returncode == 0, on.stderr
     assert "node0 powered on" in on.stderr

@@ -6,6 +6,7 @@
 
 Every creation step is first written to the state file (see `record.py`); `down()` works from that
 file alone, so it also finishes the job after `up` crashed or from another process (`kubeplay lab down`).
+`power_off(name, cut=...)` and `power_on(name)` switch one node off and on again, its disk kept (`boot.py`).
 """
 
 from __future__ import annotations

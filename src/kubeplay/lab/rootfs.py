@@ -1,7 +1,8 @@
 """Lab node root filesystems: one Debian tree built with mmdebstrap, cached, copied per node.
 
 The cache holds `rootfs-<key>/` (what mmdebstrap produced as `rootfs-<key>.tar`, extracted once, the tar
-then deleted) and `rootfs-<key>.lock` (its flock; its mtime says when a lab last used it); the key is a hash of everything that shapes the tree (suite, arch, variant, packages), never the mirror.
+then deleted) and `rootfs-<key>.lock` (its flock; its mtime says when a lab last used it); the key is a
+hash of everything that shapes the tree (suite, arch, variant, packages), never the mirror.
 Each node gets `cp -a` of the extracted tree (about a second) on the same filesystem as its state, so
 containerd and friends later see a plain directory, not an overlay they cannot nest.
 
