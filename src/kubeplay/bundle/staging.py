@@ -3,8 +3,9 @@
 The archive pass (decompress, parse tar, member checks) runs on the caller's thread and hands each
 member to `StagingWriter`, which queues it; one worker thread performs every file-system operation in
 archive order (so a member's parent already exists, and a hardlink's target is already written).
-The caller's thread hashes each file's bytes as it queues them. zstd, sha256 and file writes release the GIL, so the two threads
-overlap like `zstd -dc | tar -x` does.
+The caller's thread reads the archive (its own sha256, zstd, tar); the worker hashes each file's bytes as it
+writes them. zstd, sha256 and file writes release the GIL, so the two threads overlap like
+`zstd -dc | tar -x` does, with the two sha256 passes (archive, content) on different cores.
 
 Each operation re-checks the real path of the member's parent (an earlier member may be a symlink),
 applies tarfile's 'data' filter as a second guard, and creates the entry with O_EXCL | O_NOFOLLOW.
@@ -81,12 +82,9 @@ class StagingWriter:
         """Queue `member`; for a regular file, stream its bytes from `data` into the queue."""
         self._put(("member", member))
         if data is not None:
-            # Hashing here and writing there balances the two threads (the writer waits on the file system).
-            digest = hashlib.sha256()
             while chunk := data.read(CHUNK):
-                digest.update(chunk)
                 self._put(("data", chunk))
-            self._put(("end", digest.hexdigest().encode()))
+            self._put(("end", b""))
 
     def finish(self) -> None:
         """Wait for every queued operation; raise what the worker raised."""
@@ -157,15 +155,17 @@ class StagingWriter:
 
     def _write_file(self, member: StagedMember, path: str, mode: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        hasher = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             while True:
                 kind, payload = self._queue.get()
                 if not isinstance(payload, bytes) or kind not in ("data", "end"):
                     raise BundleError(f"internal error: {kind} while writing {member.name}")
                 if kind == "end":
-                    digest = payload.decode()
                     break
+                hasher.update(payload)
                 out.write(payload)
+        digest = hasher.hexdigest()
         os.chmod(path, mode)
         os.utime(path, (member.info.mtime, member.info.mtime))
         self.digests[member.relpath] = digest
