@@ -223,3 +223,44 @@ def test_credentials_never_appear_in_output_manifest_or_state(upstream: Upstream
     for text in seen:
         assert upstream.password not in text
         assert wrong not in text
+
+
+def test_registry_binary_release_is_fetched_per_arch_verified_and_recorded(
+    upstream: UpstreamSimulator, tmp_path: Path
+) -> None:
+    """bundle.yaml `registry_binary`: the release archive for each arch lands under files/, checked against
+    its sha256, and kubeplay.json records it for install; a wrong digest fails naming the field."""
+    import hashlib
+
+    import yaml
+
+    from kubeplay.bundle.manifest import REGISTRY_BINARY_FILE
+
+    base = "https://github.com/distribution/distribution/releases/download/v2.8.2"
+    bodies = {arch: f"registry release for {arch}\n".encode() * 100 for arch in ("amd64", "arm64")}
+    for arch, body in bodies.items():
+        upstream.add_file(f"{base}/registry_2.8.2_linux_{arch}.tar.gz", body)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    spec_path = write_spec(tmp_path, upstream, str(archive), sha)
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["registry_binary"] = {
+        "url": f"{base}/registry_2.8.2_linux_{{arch}}.tar.gz",
+        "sha256": {arch: hashlib.sha256(body).hexdigest() for arch, body in bodies.items()},
+    }
+    spec_path.write_text(yaml.safe_dump(spec))
+    result = build(spec_path, tmp_path / "b", make_plan([], []))
+    assert result.ok, result.failures
+    records = [f for f in read_manifest(tmp_path / "b").files if f.name == REGISTRY_BINARY_FILE]
+    assert {r.arch: (tmp_path / "b" / r.path).read_bytes() for r in records} == bodies
+    assert {r.path for r in records} == {
+        f"files/github.com/distribution/distribution/releases/download/v2.8.2/registry_2.8.2_linux_{a}.tar.gz"
+        for a in bodies
+    }
+    assert sha256sum_check(tmp_path / "b").returncode == 0
+
+    spec["registry_binary"]["sha256"]["arm64"] = "0" * 64
+    spec_path.write_text(yaml.safe_dump(spec))
+    failed = build(spec_path, tmp_path / "c", make_plan([], []))
+    (failure,) = failed.failures
+    assert failure.label == "registry_binary.url" and failure.url.endswith("_linux_arm64.tar.gz")
+    assert "0" * 64 in failure.reason

@@ -116,3 +116,68 @@ def test_rerun_restarts_cleanly_after_the_first_run_died(tmp_path: Path) -> None
             assert not status.exists() or "State:\tZ" in status.read_text()
     finally:
         foreground().stop()
+
+
+def add_registry_release(bundle: Path, member: str = "registry") -> Path:
+    """A distribution registry release archive in the bundle (the real binary, as upstream ships it in a
+    .tar.gz), recorded in kubeplay.json as `kubeplay build` records bundle.yaml's registry_binary."""
+    import io
+    import json
+    import tarfile
+
+    from kubeplay.bundle.manifest import REGISTRY_BINARY_FILE
+
+    rel = "files/github.com/distribution/distribution/releases/download/v2.8.2/registry_2.8.2_linux_amd64.tar.gz"
+    archive = bundle / rel
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add("/usr/bin/docker-registry", arcname=member)
+        readme = b"the registry\n"
+        info = tarfile.TarInfo("README.md")
+        info.size = len(readme)
+        tar.addfile(info, io.BytesIO(readme))
+    manifest_path = bundle / "kubeplay.json"
+    manifest = json.loads(manifest_path.read_text())
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    manifest["files"].append(
+        {"name": REGISTRY_BINARY_FILE, "arch": "amd64", "url": "https://github.com/" + rel.split("/", 2)[2],
+         "path": rel, "variable": "registry_binary.url", "size": archive.stat().st_size, "sha256": digest}
+    )  # fmt: skip
+    manifest["spec"]["registry_binary"] = {"url": "unused", "sha256": {"amd64": digest}, "member": member}
+    manifest_path.write_text(json.dumps(manifest))
+    return archive
+
+
+def test_a_deploy_node_without_a_registry_package_runs_the_bundled_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EL repos have no distribution registry package: the bundle's release archive provides the binary."""
+    import kubeplay.bootstrap.registry as registry_module
+
+    bundle = make_bundle(tmp_path, images=2)
+    add_registry_release(bundle)
+    ctx = make_context(tmp_path, bundle, ports=tuple(free_ports(3)), domain=DOMAIN)  # type: ignore[arg-type]
+    owned = ctx.paths.bin / "registry"  # type: ignore[attr-defined]
+    # This node has no registry package: none of the packaged paths, nothing on PATH but its own bin.
+    monkeypatch.setattr(registry_module, "REGISTRY_BINARIES", (str(owned),))
+    monkeypatch.setenv("PATH", f"{owned.parent}:/usr/sbin:/sbin")
+    try:
+        results = dict(run_install(ctx, only=SERVING))  # type: ignore[arg-type]
+        assert f"({owned} from registry_2.8.2_linux_amd64.tar.gz)" in results["registry"]
+        assert owned.read_bytes() == Path("/usr/bin/docker-registry").read_bytes()
+        assert owned.stat().st_mode & 0o777 == 0o755
+        registry = next(s for s in foreground().services if s.name == "kubeplay-registry")
+        assert registry.argv[0] == str(owned)
+        http, base, ext = client(ctx)
+        with http:
+            for image in tagged_images(bundle / "registry"):
+                r = http.get(
+                    f"{base}/v2/{image.repository}/manifests/{image.tag}",
+                    headers={"Accept": MANIFEST_ACCEPT},
+                    extensions=ext,
+                )
+                assert r.status_code == 200, image
+    finally:
+        foreground().stop()
+    # The binary is kubeplay's: uninstall's record lists it.
+    assert str(owned) in {i.target for i in ctx.record.of_kind("file")}  # type: ignore[attr-defined]

@@ -136,3 +136,19 @@ def test_refused_preflight_writes_nothing(tmp_path: Path) -> None:
         run_install(ctx)  # type: ignore[arg-type]
     assert "this node is" in str(info.value) or "preflight found" in str(info.value)
     assert not ctx.paths.state.exists(), "a refused install leaves no state behind"  # type: ignore[attr-defined]
+
+
+def test_el_repo_without_a_registry_package_relies_on_the_bundled_release() -> None:
+    from kubeplay.bootstrap.osrepo import RPM_PACKAGES, choose_packages
+    from kubeplay.bootstrap.packages import packages_needed
+
+    el_repo = {"nginx", "chrony", "ca-certificates", "curl"}  # BaseOS + AppStream: no docker-distribution
+    needed = packages_needed(RPM_PACKAGES, set(), el_repo, registry_bundled=True)
+    assert choose_packages(needed, el_repo) == (["nginx", "chrony", "ca-certificates", "curl"], [])
+    # Without the release archive the missing package is named, so the build can be fixed.
+    needed = packages_needed(RPM_PACKAGES, set(), el_repo, registry_bundled=False)
+    assert choose_packages(needed, el_repo)[1] == ["docker-distribution | distribution"]
+    # A repo that has the package keeps using it; what is installed already is never reinstalled.
+    fedora = el_repo | {"distribution"}
+    assert ("docker-distribution", "distribution") in packages_needed(RPM_PACKAGES, set(), fedora, True)
+    assert ("nginx",) not in packages_needed(RPM_PACKAGES, {"nginx"}, fedora, True)

@@ -72,3 +72,23 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "kubespray: Field required" in proc.stderr
+
+
+def test_registry_binary_needs_a_digest_per_bundle_arch_and_an_http_url(tmp_path: Path) -> None:
+    head = "kubespray: {version: v2.31.0, source: x}\narches: [amd64, arm64]\nregistry_binary:\n"
+    url = "  url: https://example.invalid/registry_{arch}.tar.gz\n"
+    path = write(tmp_path, head + url + f"  sha256: {{amd64: '{'a' * 64}'}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_bundle_spec(path)
+    assert "registry_binary.sha256 has no digest for arm64" in str(info.value)
+    path = write(
+        tmp_path, head + "  url: ftp://x/registry.tar.gz\n" + f"  sha256: {{amd64: '{'a' * 64}', s390x: 'zz'}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_bundle_spec(path)
+    assert "registry_binary.url: expected an http(s) URL" in str(info.value)
+    assert "registry_binary.sha256: unknown arch 's390x'" in str(info.value)
+    digests = f"  sha256: {{amd64: 'SHA256:{'A' * 64}', arm64: '{'b' * 64}'}}\n"
+    spec = load_bundle_spec(write(tmp_path, head + url + digests))
+    assert spec.registry_binary is not None and spec.registry_binary.sha256["amd64"] == "a" * 64
+    assert spec.registry_binary.url_for("arm64") == "https://example.invalid/registry_arm64.tar.gz"

@@ -1,4 +1,5 @@
-"""Install steps that put software on the deploy node: the bundle's OS repo and packages, kubectl and helm."""
+"""Install steps that put software on the deploy node: the bundle's OS repo and packages, kubectl and helm,
+and the distribution registry from the bundle's release archive where the OS repo has no package for it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from kubeplay.bootstrap.osrepo import (
     rpm_package_names,
 )
 from kubeplay.bootstrap.record import write_owned
+from kubeplay.bootstrap.registry import REGISTRY_PACKAGES, registry_binary
+from kubeplay.bundle.manifest import REGISTRY_BINARY_FILE
 from kubeplay.errors import BundleError, StepFailed
 from kubeplay.state import input_hash
 
@@ -70,6 +73,17 @@ def installed_rpms(names: list[str]) -> set[str]:
     return {line.strip() for line in proc.stdout.splitlines() if line.strip() in names}
 
 
+def packages_needed(
+    wanted: tuple[tuple[str, ...], ...], installed: set[str], available: set[str], registry_bundled: bool
+) -> tuple[tuple[str, ...], ...]:
+    """The alternatives still to install: not those already installed (whatever their origin), nor the
+    registry package when the repo has none and the bundle carries the registry's release archive (EL)."""
+    needed = tuple(alts for alts in wanted if not any(p in installed for p in alts))
+    if registry_bundled and not (available & set(REGISTRY_PACKAGES)):
+        needed = tuple(alts for alts in needed if not set(alts) & set(REGISTRY_PACKAGES))
+    return needed
+
+
 def setup_os_packages(ctx: InstallContext) -> list[str]:
     """Configure the bundle repo and install the deploy node's packages from it; return what was installed."""
     repo = _repo(ctx)
@@ -91,12 +105,17 @@ def setup_os_packages(ctx: InstallContext) -> list[str]:
         wanted, available = RPM_PACKAGES, rpm_package_names(repo.path)
         installed = installed_rpms([p for alts in wanted for p in alts])
     # Whatever is installed already need not come from the bundle.
-    needed = tuple(alts for alts in wanted if not any(p in installed for p in alts))
+    needed = packages_needed(wanted, installed, available, bundled_registry_archive(ctx) is not None)
     chosen, missing = choose_packages(needed, available)
     if missing:
         raise BundleError(
             f"the bundle's {repo.distro} {repo.release} repo lacks: {', '.join(missing)}",
-            hint="add them to `packages:` in bundle.yaml and rebuild",
+            hint="add them to `packages:` in bundle.yaml and rebuild"
+            + (
+                "; for the registry, `registry_binary:` bundles its release archive instead"
+                if any("registry" in m or "distribution" in m for m in missing)
+                else ""
+            ),
         )
     if repo.family == "apt":
         return _apt_install(ctx, chosen)
@@ -199,13 +218,54 @@ def tools_inputs(ctx: InstallContext) -> str:
     return input_hash({k: [str(v), v.stat().st_size] for k, v in _tool_sources(ctx).items()})
 
 
+def archive_member(tarball: Path, name: str) -> bytes:
+    """The bytes of regular file `name` in a .tar.gz release archive (a verified bundle file)."""
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            member = tar.getmember(name)
+            fh = tar.extractfile(member) if member.isreg() else None
+            if fh is None:
+                raise StepFailed(f"{tarball}: {name} is not a regular file")
+            return fh.read()
+    except KeyError:
+        raise StepFailed(f"{tarball}: no member {name!r}", hint="check registry_binary.member in bundle.yaml") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise StepFailed(f"{tarball}: unreadable archive: {exc}", hint="run `kubeplay verify` on the bundle") from exc
+
+
 def _helm_binary(tarball: Path, arch: str) -> bytes:
-    with tarfile.open(tarball, "r:gz") as tar:
-        member = tar.getmember(f"linux-{arch}/helm")
-        fh = tar.extractfile(member)
-        if fh is None:
-            raise StepFailed(f"{tarball}: linux-{arch}/helm is not a regular file")
-        return fh.read()
+    return archive_member(tarball, f"linux-{arch}/helm")
+
+
+def bundled_registry_archive(ctx: InstallContext) -> Path | None:
+    """The bundle's distribution registry release archive for this node's arch (bundle.yaml registry_binary)."""
+    for record in ctx.bundle.manifest.get("files", []):
+        if record.get("name") == REGISTRY_BINARY_FILE and record.get("arch") == ctx.arch and "path" in record:
+            return ctx.bundle.root / str(record["path"])
+    return None
+
+
+def registry_for_install(ctx: InstallContext) -> tuple[str, Path | None]:
+    """(registry binary path the unit runs, bundle archive to install it from or None when a package has it)."""
+    installed = registry_binary()
+    owned = ctx.paths.bin / "registry"
+    archive = bundled_registry_archive(ctx)
+    if installed is not None and (archive is None or Path(installed) != owned):
+        return installed, None
+    if archive is None:
+        raise StepFailed(
+            "the distribution registry binary is not installed and the bundle carries none",
+            hint="re-run with --from os-packages, or add `registry_binary:` to bundle.yaml and rebuild",
+        )
+    return str(owned), archive
+
+
+def install_registry_binary(ctx: InstallContext, archive: Path) -> Path:
+    """Put the registry binary from the bundle's release archive on the deploy node (owned by kubeplay)."""
+    spec = ctx.bundle.manifest.get("spec", {}).get("registry_binary") or {}
+    dest = ctx.paths.bin / "registry"
+    write_owned(ctx.record, dest, archive_member(archive, str(spec.get("member", "registry"))), mode=0o755)
+    return dest
 
 
 def install_tools(ctx: InstallContext) -> list[str]:

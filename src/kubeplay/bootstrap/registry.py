@@ -10,6 +10,8 @@ from pathlib import Path
 from kubeplay.bootstrap.render import render
 
 REGISTRY_BINARIES = ("/usr/bin/docker-registry", "/usr/bin/registry", "/usr/local/bin/registry")
+# OS packages that ship it: Debian/Ubuntu docker-registry; Fedora/EPEL 7 docker-distribution, distribution.
+REGISTRY_PACKAGES = ("docker-registry", "docker-distribution", "distribution")
 V2 = Path("docker/registry/v2")
 
 

@@ -148,24 +148,32 @@ def run_hosts(ctx: InstallContext) -> str:
 # ---- registry and nginx
 
 
+def _registry_path(ctx: InstallContext) -> str:
+    """The registry binary the unit runs: an OS package's, else the one installed from the bundle's archive."""
+    owned = ctx.paths.bin / "registry"
+    return registry_binary() or (str(owned) if packages.bundled_registry_archive(ctx) else "/usr/bin/docker-registry")
+
+
 def _registry_files(ctx: InstallContext) -> tuple[str, str]:
-    binary = registry_binary() or "/usr/bin/docker-registry"
     conf = render_registry_config(ctx.bundle.registry_dir.resolve(), ctx.cfg.registry_push_port)
-    return conf, render_registry_unit(binary, ctx.paths.registry_conf)
+    return conf, render_registry_unit(_registry_path(ctx), ctx.paths.registry_conf)
 
 
 def registry_inputs(ctx: InstallContext) -> str:
-    return input_hash(_registry_files(ctx))
+    archive = packages.bundled_registry_archive(ctx)
+    return input_hash([*_registry_files(ctx), str(archive) if archive else None])
 
 
 def run_registry(ctx: InstallContext) -> str:
-    if registry_binary() is None:
-        raise StepFailed("the distribution registry binary is not installed", hint="re-run with --from os-packages")
+    binary, archive = packages.registry_for_install(ctx)
+    if archive is not None:
+        packages.install_registry_binary(ctx, archive)
     conf, unit = _registry_files(ctx)
     write_owned(ctx.record, ctx.paths.registry_conf, conf.encode())
     if not ctx.no_systemd:
         install_unit(ctx.record, ctx.paths.units, UNIT_REGISTRY, unit)
-    return f"{ctx.paths.registry_conf}; serving {ctx.bundle.registry_dir} on 127.0.0.1:{ctx.cfg.registry_push_port}"
+    origin = f" ({binary} from {archive.name})" if archive is not None else ""
+    return f"{ctx.paths.registry_conf}; serving {ctx.bundle.registry_dir} on 127.0.0.1:{ctx.cfg.registry_push_port}{origin}"
 
 
 def _nginx_files(ctx: InstallContext) -> tuple[str, str]:
@@ -268,7 +276,7 @@ def foreground() -> ForegroundServices:
 def run_services(ctx: InstallContext) -> str:
     if ctx.no_systemd:
         p = ctx.paths
-        reg = registry_binary() or "docker-registry"
+        reg = _registry_path(ctx)
         nginx = nginx_binary() or "nginx"
         _FOREGROUND.start(
             ChildService(

@@ -27,6 +27,7 @@ from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
+    REGISTRY_BINARY_FILE,
     SUMS_NAME,
     BundleManifest,
     FileRecord,
@@ -36,12 +37,13 @@ from kubeplay.bundle.manifest import (
     write_manifest,
     write_sha256sums,
 )
-from kubeplay.catalog.model import Plan
+from kubeplay.catalog.locations import LocationError, file_destination
+from kubeplay.catalog.model import Checksum, FileArtifact, Plan
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import KubesprayTree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import get_output, human_bytes
-from kubeplay.errors import BadInput, BundleError
+from kubeplay.errors import BadInput, BundleError, ConfigError
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
 from kubeplay.fetch.mirrors import load_mirrors, redact
 from kubeplay.state import atomic_write, input_hash
@@ -105,6 +107,32 @@ def tool_versions() -> dict[str, str]:
         with suppress(metadata.PackageNotFoundError):
             found[dist] = metadata.version(dist)
     return found
+
+
+def deploy_node_files(spec: BundleSpec, arches: tuple[str, ...]) -> tuple[FileArtifact, ...]:
+    """Files the deploy node itself needs that kubespray does not list: the registry release archive."""
+    binary = spec.registry_binary
+    if binary is None:
+        return ()
+    files = []
+    for arch in arches:
+        url = binary.url_for(arch)
+        try:
+            path = file_destination(url)
+        except LocationError as exc:
+            raise ConfigError(f"registry_binary.url: {exc}") from None
+        checksum = Checksum(algorithm="sha256", hex=binary.sha256[arch])
+        files.append(
+            FileArtifact(
+                name=REGISTRY_BINARY_FILE,
+                arch=arch,
+                url=url,
+                checksum=checksum,
+                path=path,
+                variable="registry_binary.url",
+            )
+        )
+    return tuple(files)
 
 
 def file_items(plan: Plan, bundle_dir: Path) -> list[DownloadItem]:
@@ -219,6 +247,7 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
             identity = tree_identity(tree)
             copy_tree(tree, out, state, identity)
             plan = opts.planner(spec, tree) if opts.planner else cached_plan(spec, tree, identity, state)
+            plan = plan.model_copy(update={"files": plan.files + deploy_node_files(spec, plan.arches)})
             for problem in plan.problems:
                 output.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
             output.info(

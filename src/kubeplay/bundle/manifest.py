@@ -29,6 +29,8 @@ SUMS_NAME = "SHA256SUMS"
 BUILD_STATE_DIR = ".kubeplay-build"
 PART_SUFFIX = ".part"
 MANIFEST_FORMAT = 1
+# The `files` record name of the distribution registry release archive (bundle.yaml `registry_binary`).
+REGISTRY_BINARY_FILE = "kubeplay_registry_binary"
 _HASH_CHUNK = 1 << 20
 _DIGEST_CACHE = "sha256-cache.json"
 

@@ -147,5 +147,11 @@ def render_bundle_yaml(
         "#  etcd_deployment_type: kubeadm",
         "#  helm_enabled: true",
         "",
+        "# For a deploy node whose OS repos have no distribution registry package (EL has none): bundle the",
+        "# registry's release archive per arch; install puts its binary on the deploy node. Digests from the release.",
+        "# registry_binary:",
+        "#   url: https://github.com/distribution/distribution/releases/download/v3.0.0/registry_3.0.0_linux_{arch}.tar.gz",
+        "#   sha256: {amd64: <64 hex>, arm64: <64 hex>}",
+        "",
     ]
     return "\n".join(lines)

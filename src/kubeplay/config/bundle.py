@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kubeplay.config.loader import load_model
 
@@ -25,6 +25,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_sha256(v: str) -> str:
+    v = v.lower().removeprefix("sha256:")
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise ValueError("expected 64 hex digits")
+    return v
+
+
 class KubesprayRef(Strict):
     """The kubespray release: a source archive URL or a local path (directory or .tar.gz) and its sha256."""
 
@@ -35,11 +42,35 @@ class KubesprayRef(Strict):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, v: str | None) -> str | None:
-        if v is not None:
-            v = v.lower().removeprefix("sha256:")
-            if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-                raise ValueError("expected 64 hex digits")
+        return None if v is None else check_sha256(v)
+
+
+class RegistryBinary(Strict):
+    """The CNCF distribution registry as a release archive, for deploy nodes whose OS repos lack a package
+    for it (EL: no docker-distribution in BaseOS/AppStream/EPEL 8+). Installed only where no package is."""
+
+    url: str = Field(
+        description="release .tar.gz; {arch} becomes amd64/arm64, e.g. "
+        "https://github.com/distribution/distribution/releases/download/v3.0.0/registry_3.0.0_linux_{arch}.tar.gz"
+    )
+    sha256: dict[str, str] = Field(description="sha256 of the archive for each bundle arch")
+    member: str = Field(default="registry", description="the binary's name inside the archive")
+
+    @field_validator("sha256")
+    @classmethod
+    def _per_arch(cls, v: dict[str, str]) -> dict[str, str]:
+        check_arches(list(v))
+        return {arch: check_sha256(digest) for arch, digest in v.items()}
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
         return v
+
+    def url_for(self, arch: str) -> str:
+        return self.url.replace("{arch}", arch)
 
 
 class Mirror(Strict):
@@ -108,6 +139,7 @@ class BundleSpec(Strict):
     mirrors: dict[str, Mirror] = Field(default_factory=dict)
     credentials_file: Path | None = None
     kubespray_vars: dict[str, Any] = Field(default_factory=dict)
+    registry_binary: RegistryBinary | None = None
 
     # Set by load_bundle_spec: relative paths in the file are relative to the file's directory.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -132,6 +164,17 @@ class BundleSpec(Strict):
         if isinstance(v, dict):
             return {host: ({"url": m} if isinstance(m, str) else m) for host, m in v.items()}
         return v
+
+    @model_validator(mode="after")
+    def _registry_binary_arches(self) -> BundleSpec:
+        if self.registry_binary is not None:
+            missing = [a for a in self.arches if a not in self.registry_binary.sha256]
+            if missing:
+                raise ValueError(
+                    f"registry_binary.sha256 has no digest for {', '.join(missing)} (the bundle's arches: "
+                    f"{', '.join(self.arches)})"
+                )
+        return self
 
     def resolve(self, p: Path | str) -> Path:
         path = Path(p)
