@@ -119,6 +119,9 @@ def issue_token(
 class TokenHandler(BaseHTTPRequestHandler):
     server: TokenServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: with Nagle on, the body waits for the ACK of the headers
+    # (up to 40 ms of delayed ACK per response). Real token services and CDNs set TCP_NODELAY.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # keep quiet; never log credentials
         return
