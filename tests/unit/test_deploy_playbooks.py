@@ -20,7 +20,7 @@ def test_playbook_files_are_valid_yaml_lists(path: Path) -> None:
     assert all(isinstance(item, dict) and item.get("name") for item in data)
 
 
-@pytest.mark.parametrize("name", ["preflight.yml", "node-repair.yml", "nodeprep.yml", "nodeprep-undo.yml"])
+@pytest.mark.parametrize("name", ["preflight.yml", "node-repair.yml", "node-prep.yml", "node-prep-undo.yml"])
 def test_ansible_accepts_the_playbook(name: str) -> None:
     binary = Path(sys.executable).parent / "ansible-playbook"
     if not binary.exists() and not shutil.which("ansible-playbook"):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubeplay.deploy.context import NODE_GROUPS, DeployContext
+from kubeplay.deploy.context import DeployContext
 from kubeplay.deploy.limits import raise_for_step
 from kubeplay.deploy.runner import Playbook, run_playbook, write_inventory
-from kubeplay.deploy.steps import PLAYBOOKS, node_prep_playbook, run_preflight
+from kubeplay.deploy.steps import kubeplay_playbook, node_prep_playbook, run_preflight
 from kubeplay.errors import BadInput
 from kubeplay.state import Ledger
 
@@ -55,15 +55,7 @@ def cluster_formed(ctx: DeployContext) -> bool:
 
 
 def _undo_node_prep(ctx: DeployContext, limit: str | None = None) -> float:
-    undo = Playbook(
-        "node-prep-undo",
-        PLAYBOOKS / "nodeprep-undo.yml",
-        ctx.kubespray_dir,
-        extravars={"kubeplay_targets": NODE_GROUPS},
-        limit=limit,
-        kubespray_dir=ctx.kubespray_dir,
-    )
-    undone = run_playbook(ctx.ws, ctx.inventory, undo, ctx.out)
+    undone = run_playbook(ctx.ws, ctx.inventory, kubeplay_playbook(ctx, "node-prep-undo", limit), ctx.out)
     raise_for_step(undone, ctx.ws.root, hint="run the same command again")
     return undone.seconds
 

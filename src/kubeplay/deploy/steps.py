@@ -96,15 +96,7 @@ def run_preflight(ctx: DeployContext, limit: str | None = None) -> RunResult:
     package install a node was interrupted in (node-repair.yml)."""
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
     result = check_access(ctx.ws, ctx.inventory, ctx.kubespray_dir, ctx.out, limit)
-    repair = Playbook(
-        "node-repair",
-        PLAYBOOKS / "node-repair.yml",
-        ctx.kubespray_dir,
-        extravars={"kubeplay_targets": NODE_GROUPS},
-        limit=limit,
-        kubespray_dir=ctx.kubespray_dir,
-    )
-    repaired = run_playbook(ctx.ws, ctx.inventory, repair, ctx.out)
+    repaired = run_playbook(ctx.ws, ctx.inventory, kubeplay_playbook(ctx, "node-repair", limit), ctx.out)
     raise_for_step(repaired, ctx.ws.root, hint="finish the package install on that node by hand, then run again")
     result.seconds += repaired.seconds
     return result
@@ -138,15 +130,21 @@ def check_access(
     return result
 
 
-def node_prep_playbook(ctx: DeployContext, limit: str | None = None) -> Playbook:
+def kubeplay_playbook(ctx: DeployContext, name: str, limit: str | None = None, **extravars: str) -> Playbook:
+    """One of kubeplay's own playbooks (deploy/playbooks/<name>.yml) against the node groups, from kubespray's
+    directory (its ansible.cfg and collections)."""
     return Playbook(
-        NODE_PREP,
-        PLAYBOOKS / "nodeprep.yml",
+        name,
+        PLAYBOOKS / f"{name}.yml",
         ctx.kubespray_dir,
-        extravars={"kubeplay_targets": NODE_GROUPS, "kubeplay_prep_digest": ctx.inputs_digest},
+        extravars={"kubeplay_targets": NODE_GROUPS, **extravars},
         limit=limit,
         kubespray_dir=ctx.kubespray_dir,
     )
+
+
+def node_prep_playbook(ctx: DeployContext, limit: str | None = None) -> Playbook:
+    return kubeplay_playbook(ctx, NODE_PREP, limit, kubeplay_prep_digest=ctx.inputs_digest)
 
 
 def phase_playbook(ctx: DeployContext, phase: Phase, limit: str | None = None) -> Playbook:
