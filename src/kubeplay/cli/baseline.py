@@ -1,5 +1,7 @@
 """`kubeplay baseline CAPTURE`: turn `dpkg-query -W` / `rpm -qa` output from a node into a baseline file."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 import sys
@@ -10,8 +12,6 @@ import typer
 
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
-from kubeplay.osrepo.baseline import baseline_document, parse_baseline
-from kubeplay.state import atomic_write
 
 CAPTURE_HELP = (
     "Output captured on a real node: `dpkg-query -W` (or a copy of /var/lib/dpkg/status) on Debian/Ubuntu, "
@@ -27,6 +27,9 @@ def baseline(
     ] = None,
 ) -> None:
     """Normalize a node's package list; point os[].baseline in bundle.yaml at it to bundle only what nodes lack."""
+    from kubeplay.osrepo.baseline import baseline_document, parse_baseline
+    from kubeplay.state import atomic_write
+
     out = get_output()
     if capture == "-":
         text, origin = sys.stdin.read(), "stdin"

@@ -1,5 +1,7 @@
 """`kubeplay build bundle.yaml -o DIR`: every file and image of the plan into one verified bundle directory."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +10,6 @@ from typing import Annotated
 import typer
 
 from kubeplay.bundle.compression import Compression
-from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import FetchError
 
@@ -60,7 +61,8 @@ def build(
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
-    from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build  # noqa: PLC0415
+    from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build
+    from kubeplay.config.bundle import load_bundle_spec
 
     out = get_output()
     spec = load_bundle_spec(spec_path)
@@ -80,7 +82,7 @@ def build(
     out.event("built", bundle=str(target), sha256sums=result.sums_sha256, fetched=result.bytes_fetched)
     out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
     if pack:
-        from kubeplay.cli.pack import pack as pack_command  # noqa: PLC0415 - only with --pack
+        from kubeplay.cli.pack import pack as pack_command
 
         pack_command(bundle=target, output=None, split_size=split_size, compression=compression)
     out.summary(

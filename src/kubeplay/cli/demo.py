@@ -1,5 +1,7 @@
 """`kubeplay demo`: the air-gapped rehearsal end to end on lab nodes; `--plan-only` prints just the plan."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +9,7 @@ from typing import Annotated
 
 import typer
 
-from kubeplay.catalog.examples import example_tree_path, newest_release_archive
-from kubeplay.catalog.offline import offline_vars
-from kubeplay.catalog.planner import make_plan
-from kubeplay.catalog.source import load_tree
 from kubeplay.cli.plan import PlanIncomplete, print_plan, totals
-from kubeplay.config.bundle import BundleSpec, KubesprayRef
 from kubeplay.console import get_output
 from kubeplay.errors import StepFailed
 
@@ -39,7 +36,7 @@ def register(app: typer.Typer) -> None:
             plan_demo()
             return
         # imported here: the rehearsal pulls in the simulator, the build pipeline and the lab
-        from kubeplay.lab.demo import run_demo  # noqa: PLC0415
+        from kubeplay.lab.demo import run_demo
 
         report = run_demo(workdir, nodes=nodes, keep=keep)
         if not report.ok:
@@ -52,6 +49,12 @@ def register(app: typer.Typer) -> None:
 
 def plan_demo() -> None:
     """Plan a two-arch (amd64, arm64) bundle: a real kubespray release from ../shared, else the built-in example."""
+    from kubeplay.catalog.examples import example_tree_path, newest_release_archive
+    from kubeplay.catalog.offline import offline_vars
+    from kubeplay.catalog.planner import make_plan
+    from kubeplay.catalog.source import load_tree
+    from kubeplay.config.bundle import BundleSpec, KubesprayRef
+
     output = get_output()
     archive = newest_release_archive()
     if archive is not None:

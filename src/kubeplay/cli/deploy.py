@@ -1,18 +1,22 @@
 """`kubeplay deploy`, `add-node`, `remove-node`, `reset`: the cluster, through kubespray, from the deploy node."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from kubeplay.console import get_output
-from kubeplay.deploy.context import DEFAULT_STATE, DeployContext, build_context
-from kubeplay.deploy.day2 import add_nodes, remove_nodes, reset_cluster
-from kubeplay.deploy.steps import deploy, deploy_steps
-from kubeplay.state import Ledger, input_hash
+
+if TYPE_CHECKING:
+    from kubeplay.deploy.context import DeployContext
+
+# The --state-dir default, needed when typer builds the commands at start-up. A copy of
+# kubeplay.deploy.context.DEFAULT_STATE: importing that module here costs ~90 ms on every kubeplay run.
+DEFAULT_STATE = Path("/var/lib/kubeplay/deploy")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="KUBEPLAY_CONFIG", help="config.yaml")]
 BundleOpt = Annotated[
@@ -39,6 +43,8 @@ def _bundle(config: Path, bundle: Path | None) -> Path:
 
 
 def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None) -> DeployContext:
+    from kubeplay.deploy.context import build_context
+
     return build_context(config, _bundle(config, bundle), state_dir=state_dir, ca_path=ca)
 
 
@@ -55,9 +61,15 @@ def deploy_command(
     ca: CaOpt = None,
 ) -> None:
     """Deploy the cluster: preflight, node prep, then kubespray's cluster.yml phase by phase (resumable)."""
+    from kubeplay.deploy.steps import deploy, deploy_steps
+
     out = get_output()
     ctx = _context(config, bundle, state_dir, ca)
     if list_steps:
+        from rich.table import Table
+
+        from kubeplay.state import Ledger, input_hash
+
         ledger = Ledger(ctx.ws.ledger)
         table = Table("step", "done", "what", box=None)
         for step in deploy_steps(ctx.kubespray_dir):
@@ -84,6 +96,8 @@ def add_node_command(
     ca: CaOpt = None,
 ) -> None:
     """Add worker nodes: inventory rebuilt from config.yaml, node prep, kubespray's scale.yml --limit."""
+    from kubeplay.deploy.day2 import add_nodes
+
     done = add_nodes(_context(config, bundle, state_dir, ca), names, preflight=not skip_preflight)
     get_output().summary(f"added {', '.join(done.hosts)} to the cluster")
 
@@ -100,6 +114,8 @@ def remove_node_command(
     ca: CaOpt = None,
 ) -> None:
     """Remove nodes with kubespray's remove-node.yml (unattended), then undo node prep on them."""
+    from kubeplay.deploy.day2 import remove_nodes
+
     done = remove_nodes(_context(config, bundle, state_dir, ca), names, unreachable=unreachable)
     get_output().summary(
         f"removed {', '.join(done.hosts)}; now delete them from config.yaml's inventory",
@@ -123,6 +139,8 @@ def reset_command(
     ca: CaOpt = None,
 ) -> None:
     """Tear the cluster down with kubespray's reset.yml (unattended) and undo node prep on every node."""
+    from kubeplay.deploy.day2 import reset_cluster
+
     ctx = _context(config, bundle, state_dir, ca)
     done = reset_cluster(ctx, keep_node_prep=keep_node_prep, node_prep_only=node_prep_only)
     what = "node prep undone" if node_prep_only else f"node prep {'kept' if keep_node_prep else 'undone'}"

@@ -1,25 +1,25 @@
 """`kubeplay init`: write a commented bundle.yaml for a kubespray release."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubeplay.catalog.planner import check_arches
-from kubeplay.catalog.release import archive_cache, is_url, version_from_source
-from kubeplay.catalog.source import is_archive, load_tree
-from kubeplay.catalog.starter import ReleaseFacts, release_facts, render_bundle_yaml
-from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
-from kubeplay.osrepo.host_sources import host_sources_for
-from kubeplay.state import atomic_write
+
+if TYPE_CHECKING:
+    from kubeplay.catalog.starter import ReleaseFacts
 
 
 def host_debian12_sources() -> list[tuple[str, list[str]]]:
     """The build host's apt sources for bookworm when the host is Debian 12 (the default OS target), else none."""
+    from kubeplay.osrepo.host_sources import host_sources_for
+
     try:
         os_release = Path("/etc/os-release").read_text(encoding="utf-8")
     except OSError:
@@ -32,6 +32,10 @@ def host_debian12_sources() -> list[tuple[str, list[str]]]:
 
 def facts_for_source(source: str, sha256: str | None) -> tuple[ReleaseFacts, str | None]:
     """Release facts and the archive's sha256; a URL is read from kubeplay's cache when it is there."""
+    from kubeplay.catalog.release import archive_cache, is_url, version_from_source
+    from kubeplay.catalog.source import is_archive, load_tree
+    from kubeplay.catalog.starter import ReleaseFacts, release_facts
+
     if is_url(source):
         cached = archive_cache(None) / sha256 if sha256 else None
         if cached is not None and (cached / ".complete").exists():
@@ -82,6 +86,12 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     ) -> None:
         """Write a commented bundle.yaml for a kubespray release (defaults taken from the release itself)."""
+        from kubeplay.catalog.planner import check_arches
+        from kubeplay.catalog.release import is_url
+        from kubeplay.catalog.starter import render_bundle_yaml
+        from kubeplay.config.bundle import load_bundle_spec
+        from kubeplay.state import atomic_write
+
         output = get_output()
         if output_path.exists() and not force:
             raise BadInput(f"{output_path} exists; not overwriting it", hint="pass --force, or choose -o another path")

@@ -1,5 +1,7 @@
 """`kubeplay install`, `kubeplay uninstall`, `kubeplay status`: the deploy node serving the bundle."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 import json
@@ -7,17 +9,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from kubeplay.bootstrap.context import prepare_context
-from kubeplay.bootstrap.hostinfo import is_root, systemd_running
-from kubeplay.bootstrap.paths import HostPaths
-from kubeplay.bootstrap.record import InstallRecord
-from kubeplay.bootstrap.status import collect_status
-from kubeplay.bootstrap.steps import STEP_NAMES, foreground, run_install
-from kubeplay.bootstrap.uninstall import uninstall as run_uninstall
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
+
+# Shown in the --from help, which typer builds at start-up for every command. A copy of
+# kubeplay.bootstrap.steps.STEP_NAMES: importing that module here costs ~140 ms (cryptography, pydantic)
+# on every kubeplay run. run_install checks --from against the real list.
+STEP_NAMES = (
+    "preflight",
+    "os-packages",
+    "tools",
+    "certs",
+    "trust",
+    "hosts",
+    "registry",
+    "nginx",
+    "chrony",
+    "services",
+    "health",
+)
 
 STATE_HELP = "Where install keeps its ledger and record (default /var/lib/kubeplay)."
 
@@ -51,6 +62,10 @@ def install(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
 ) -> None:
     """Serve the bundle from this deploy node: OS repo, certificates, registry, nginx, chrony, health check."""
+    from kubeplay.bootstrap.context import prepare_context
+    from kubeplay.bootstrap.paths import HostPaths
+    from kubeplay.bootstrap.steps import foreground, run_install
+
     out = get_output()
     paths = HostPaths(state_override=state_dir)
     ctx = prepare_context(config, (bundle or _default_bundle(config)).resolve(), paths, no_systemd)
@@ -77,6 +92,11 @@ def uninstall(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
 ) -> None:
     """Remove everything install added (units, configs, hosts lines, CA trust, repo entries) and nothing else."""
+    from kubeplay.bootstrap.hostinfo import is_root, systemd_running
+    from kubeplay.bootstrap.paths import HostPaths
+    from kubeplay.bootstrap.record import InstallRecord
+    from kubeplay.bootstrap.uninstall import uninstall as run_uninstall
+
     out = get_output()
     paths = HostPaths(state_override=state_dir)
     if not is_root():
@@ -97,6 +117,11 @@ def status(
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
 ) -> None:
     """Which install steps are done, whether the services run, and whether they answer."""
+    from rich.table import Table
+
+    from kubeplay.bootstrap.paths import HostPaths
+    from kubeplay.bootstrap.status import collect_status
+
     out = get_output()
     report = collect_status(HostPaths(state_override=state_dir), bundle, probe)
     if json_out:

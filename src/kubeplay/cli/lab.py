@@ -1,19 +1,26 @@
 """`kubeplay lab up|down|status|ssh|cp|power-off|power-on|cache prune`: air-gapped rehearsal nodes (systemd-nspawn, network namespaces)."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BadInput
-from kubeplay.lab import cache, machines, network, record, rootfs
-from kubeplay.lab.nodes import BOOT_TIMEOUT, DEFAULT_SUBNET, Lab
+
+if TYPE_CHECKING:
+    from kubeplay.lab.nodes import Lab
+
+# Option defaults, needed when typer builds the commands at start-up. Copies of kubeplay.lab.nodes.DEFAULT_SUBNET
+# and kubeplay.lab.boot.BOOT_TIMEOUT: importing those modules here costs ~80 ms (pydantic) on every kubeplay run.
+DEFAULT_SUBNET = "10.213.0.0/24"
+BOOT_TIMEOUT = 120.0
 
 lab_app = typer.Typer(help="Air-gapped lab nodes: Debian in systemd-nspawn, a private subnet, no route out.")
 
@@ -33,6 +40,9 @@ NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. node1.")]
 
 
 def _load(name: str | None, state_dir: Path | None) -> Lab:
+    from kubeplay.lab import record
+    from kubeplay.lab.nodes import Lab
+
     if name is None:
         labs = record.list_labs(state_dir or record.default_state_root())
         name = labs[0].name if len(labs) == 1 else "lab"
@@ -67,6 +77,9 @@ def up(
     cache_dir: CacheOpt = None,
 ) -> None:
     """Boot N air-gapped nodes reachable by `kubeplay lab ssh`; nothing else can be reached from them."""
+    from kubeplay.lab import machines
+    from kubeplay.lab.nodes import Lab
+
     out = get_output()
     env = machines.parse_env(nspawn_env or [])
     out.info(f"lab {name}: {nodes} node(s) on {subnet} (building the rootfs on first use takes ~20 s)")
@@ -95,6 +108,9 @@ def down(
     ] = False,
 ) -> None:
     """Stop the lab's nodes and remove exactly what `lab up` created."""
+    from kubeplay.lab import record
+    from kubeplay.lab.nodes import Lab
+
     labs = (
         [Lab.load(r.name, state_dir) for r in record.list_labs(state_dir or record.default_state_root())]
         if all_labs
@@ -108,6 +124,10 @@ def down(
 @lab_app.command("status")
 def status(state_dir: DirOpt = None) -> None:
     """List labs with their nodes, addresses and whether each node is running."""
+    from rich.table import Table
+
+    from kubeplay.lab import machines, network, record
+
     out = get_output()
     labs = record.list_labs(state_dir or record.default_state_root())
     table = Table("lab", "node", "ip", "pid", "state", "netns")
@@ -196,6 +216,8 @@ def cache_prune(
     ] = False,
 ) -> None:
     """Remove rootfs cache entries no lab that is up was made from (keeping the most recently used one)."""
+    from kubeplay.lab import cache, record, rootfs
+
     out = get_output()
     root = state_dir or record.default_state_root()
     _, unknown = cache.keys_in_use(root)

@@ -1,5 +1,7 @@
 """`kubeplay pack DIR` and `kubeplay extract ARCHIVE`: a bundle directory to one archive (or parts) and back."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -8,12 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from kubeplay.bundle.compression import Compression
-from kubeplay.bundle.extract import extract_bundle
-from kubeplay.bundle.pack import pack_checked_bundle, unpack_commands
-from kubeplay.bundle.parts import parse_size
 from kubeplay.console import get_output, human_bytes
 
 SPLIT_HELP = (
@@ -29,6 +27,8 @@ COMPRESSION_HELP = (
 @contextmanager
 def byte_progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr fed with (done, total) bytes; silent with --quiet."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     out = get_output()
     if out.quiet:
         yield lambda done, total: None
@@ -73,6 +73,9 @@ def pack(
     ] = None,
 ) -> None:
     """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst (or .tar.gz), checking every file."""
+    from kubeplay.bundle.pack import pack_checked_bundle, unpack_commands
+    from kubeplay.bundle.parts import parse_size
+
     out = get_output()
     split = parse_size(split_size) if split_size else None
     target = output if output is not None else bundle.resolve().parent
@@ -124,6 +127,8 @@ def extract(
     ] = Path("."),
 ) -> None:
     """Extract a packed bundle safely, checking every digest on the way; the bundle directory appears only if all pass."""
+    from kubeplay.bundle.extract import extract_bundle
+
     out = get_output()
     with byte_progress("extracting") as progress:
         result = extract_bundle(archive, dest, on_progress=progress)

@@ -1,20 +1,22 @@
 """`kubeplay plan`: every file and image kubespray would download for a bundle.yaml."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from kubeplay.catalog.model import Plan
-from kubeplay.catalog.planner import make_plan
-from kubeplay.catalog.release import open_release
-from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.console import Output, get_output
 from kubeplay.errors import KubeplayError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kubeplay.catalog.model import Plan
 
 
 class PlanIncomplete(KubeplayError):
@@ -22,6 +24,8 @@ class PlanIncomplete(KubeplayError):
 
 
 def plan_table(plan: Plan) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}", title_justify="left")
     table.add_column("kind", no_wrap=True)
     table.add_column("name", overflow="fold")
@@ -87,6 +91,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
     ) -> None:
         """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
+        from kubeplay.catalog.planner import make_plan
+        from kubeplay.catalog.release import open_release
+        from kubeplay.config.bundle import load_bundle_spec
+
         output = get_output()
         spec = load_bundle_spec(bundle)
         tree = open_release(spec)

@@ -1,5 +1,7 @@
 """`kubeplay push`: copy a bundle's images into an existing registry (Harbor or any distribution registry)."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 import os
@@ -8,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from kubeplay.bootstrap.push import Target, load_credentials, push_bundle
 from kubeplay.console import get_output, human_bytes
 
 
@@ -36,6 +37,8 @@ def push(
     plain_http: Annotated[bool, typer.Option("--plain-http", help="The registry speaks HTTP, not HTTPS.")] = False,
 ) -> None:
     """Copy every bundled image into REGISTRY: present blobs skipped, mounts across repositories, resumable."""
+    from kubeplay.bootstrap.push import Target, load_credentials, push_bundle
+
     out = get_output()
     target = Target.parse(registry, plain_http)
     creds = load_credentials(dict(os.environ), credentials_file)

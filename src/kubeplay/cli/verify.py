@@ -1,5 +1,7 @@
 """`kubeplay verify BUNDLE`: every digest of a bundle directory, archive or split parts, recomputed."""
 
+# ruff: noqa: PLC0415  (kubeplay subpackages are imported in the command that uses them: fast start-up)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from kubeplay.bundle.verify import verify_bundle
 from kubeplay.cli.pack import byte_progress
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BundleError
@@ -30,6 +31,8 @@ def verify(
     ] = None,
 ) -> None:
     """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file."""
+    from kubeplay.bundle.verify import verify_bundle
+
     out = get_output()
     with byte_progress("verifying") as progress:
         result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256)
