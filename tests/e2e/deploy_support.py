@@ -220,7 +220,9 @@ def write_config(
             hosts[n] = {**key, **hosts[n]}
     config = {
         "compose": {"internal_ip": side.ip, "nginx_http_port": HTTP_PORT, "registry_domain": DOMAIN},
-        "kubespray": {"kube_network_plugin": "calico", **(extra or {})},
+        # Lab nodes are named as in the inventory already; renaming goes through systemd-hostnamed, which a
+        # container on this cgroup-v1 host (no systemd as PID 1) sometimes fails to start (219/CGROUP).
+        "kubespray": {"kube_network_plugin": "calico", "override_system_hostname": False, **(extra or {})},
         "inventory": {
             "all": {
                 "vars": {"ansible_user": "root"},

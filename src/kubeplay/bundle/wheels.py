@@ -246,7 +246,22 @@ def download_wheels(
     cache.mkdir(parents=True, exist_ok=True)
     wheels_dir = bundle_dir / WHEELS_DIR
     wheels_dir.mkdir(parents=True, exist_ok=True)
-    own = kubeplay_wheel or build_kubeplay_wheel(cache / "kubeplay-build")
+    # Each build makes kubeplay's wheel in a directory of its own: builds running at the same time share
+    # the cache, and one must not delete the wheel another is installing from.
+    with tempfile.TemporaryDirectory(prefix="kubeplay-build-", dir=cache) as build_dir:
+        own = kubeplay_wheel or build_kubeplay_wheel(Path(build_dir))
+        return _download_for_targets(bundle_dir, wheels_dir, targets, own, kubespray_dir, cache, run)
+
+
+def _download_for_targets(
+    bundle_dir: Path,
+    wheels_dir: Path,
+    targets: Sequence[WheelTarget],
+    own: Path,
+    kubespray_dir: Path,
+    cache: Path,
+    run: Runner,
+) -> WheelsResult:
     wanted = [
         str(own),
         "pip",
