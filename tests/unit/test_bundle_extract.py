@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from kubeplay.bundle.extract import MemberChecks, check_member, extract_bundle
 from kubeplay.bundle.pack import pack_bundle, pack_checked_bundle
@@ -245,6 +246,23 @@ def test_extract_from_split_parts_and_a_tampered_part_is_named(tmp_path: Path) -
     with pytest.raises(BundleError) as err:
         extract_bundle(result.parts_manifest, tmp_path / "bad")
     assert last.name in err.value.message
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
+@pytest.mark.parametrize(("index", "where"), [(1, "middle"), (0, 4)])
+def test_a_damaged_part_is_named(tmp_path: Path, index: int, where: str | int) -> None:
+    """Mid-data, only the digests see it; in the zstd frame header (byte 4), zstd fails first and the rest
+    of the parts is still read so the message names the part to copy again."""
+    bundle = make_bundle(tmp_path / "bundle")
+    result = pack_checked_bundle(bundle, tmp_path / "out", split_size=128 << 10)
+    assert len(result.parts) >= 3 and result.parts_manifest is not None
+    part = result.parts[index]
+    flip_byte(part, part.stat().st_size // 2 if where == "middle" else int(where))
+    with pytest.raises(BundleError) as err:
+        extract_bundle(result.parts_manifest, tmp_path / "bad")
+    assert f"{part.name}: sha256 does not match the parts manifest" in err.value.message
+    if where != "middle":
+        assert isinstance(err.value.__context__, zstandard.ZstdError)
     assert list((tmp_path / "bad").iterdir()) == []
 
 

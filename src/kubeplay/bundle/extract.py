@@ -225,6 +225,9 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
         while raw.read(CHUNK):
             pass
     except DECOMPRESS_ERRORS as exc:
+        # Reading the rest checks the parts' digests: a damaged part is then named (which file to copy again).
+        while raw.read(CHUNK):
+            pass
         raise BundleError(
             f"{source.label}: corrupt {compression} data at member {current!r}: {exc}",
             hint="the archive was changed or damaged in transit; copy it again from the build machine",
