@@ -11,6 +11,7 @@ pass proves the content matches the bundle's SHA256SUMS before the staging direc
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import shutil
@@ -173,6 +174,42 @@ def hash_stream(fh: IO[bytes], sink: Callable[[bytes], object] | None = None) ->
     return digest.hexdigest()
 
 
+class ForwardReader(io.RawIOBase):
+    """A stream (the decompressor) that tarfile's random-access mode can read in one pass: `seek` ahead
+    reads and discards, `seek` back raises. tarfile's `r:` mode only seeks forward when members are read
+    in order, and reads member data straight from here; its stream mode (`r|`) copies every chunk through
+    its own buffer three more times (a third of extraction's main-thread time)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset + (self.position if whence == io.SEEK_CUR else 0)
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self.position:
+            raise io.UnsupportedOperation(f"cannot seek back from {self.position} to {target} in a stream")
+        while self.position < target:
+            skipped = self.raw.read(min(target - self.position, CHUNK))
+            if not skipped:
+                break
+            self.position += len(skipped)
+        return self.position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n: int = self.raw.readinto(buffer)  # type: ignore[attr-defined]  # zstd's and gzip's readers have it
+        self.position += n
+        return n
+
+
 def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
     """Stream the archive once, checking every member and calling `visit`; raise BundleError on anything bad."""
     checks = MemberChecks()
@@ -185,7 +222,8 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
     raw = source.open()
     try:
         reader = decompressing_reader(compression, raw)
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
+        # Members are visited in archive order and a hardlink's target is never re-read: forward-only holds.
+        with tarfile.open(fileobj=io.BufferedReader(ForwardReader(reader), CHUNK), mode="r:") as tar:
             for info in tar:
                 current = info.name
                 name = check_member(info, checks)
