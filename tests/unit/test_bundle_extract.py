@@ -288,3 +288,24 @@ def test_whole_archive_digest_from_sidecar_is_checked(packed: Path, tmp_path: Pa
     sidecar.write_text(f"{hashlib.sha256(b'other').hexdigest()}  {packed.name}\n")
     with pytest.raises(BundleError, match="does not match"):
         extract_bundle(packed, tmp_path / "dest")
+
+
+def test_a_member_with_a_negative_size_is_refused(tmp_path: Path) -> None:
+    """GNU base-256 numbers can encode a negative size; such a header is named, never followed."""
+
+    def build(tar: tarfile.TarFile) -> None:
+        add_special(tar, "bundle", tarfile.DIRTYPE, mode=0o755)
+        add_file(tar, "bundle/a", b"first\n")
+        header = bytearray(tarfile.TarInfo("bundle/b").tobuf(tarfile.USTAR_FORMAT))
+        header[124:136] = b"\xff" * 12  # size field, base-256: -1
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+        assert tar.fileobj is not None
+        tar.fileobj.write(bytes(header))
+        tar.offset += len(header)
+
+    archive = write_tar_zst(tmp_path / "neg.tar.zst", build)
+    with pytest.raises(BundleError) as err:
+        extract_bundle(archive, tmp_path / "dest")
+    assert "'bundle/b'" in err.value.message and "negative size -1" in err.value.message
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -77,6 +77,8 @@ def check_member(info: tarfile.TarInfo, checks: MemberChecks) -> str:
         raise _refuse(label, "fifo")
     if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
         raise _refuse(label, f"unsupported member type {info.type!r}")
+    if info.size < 0:
+        raise _refuse(label, f"negative size {info.size}")
     if info.mode & (stat.S_ISUID | stat.S_ISGID):
         raise _refuse(label, "setuid or setgid bit set")
     if name in checks.seen and not (info.isdir() and name == ""):
@@ -176,7 +178,7 @@ def hash_stream(fh: IO[bytes], sink: Callable[[bytes], object] | None = None) ->
 
 class ForwardReader(io.RawIOBase):
     """A stream (the decompressor) that tarfile's random-access mode can read in one pass: `seek` ahead
-    reads and discards, `seek` back raises. tarfile's `r:` mode only seeks forward when members are read
+    reads and discards, `seek` back raises tarfile.ReadError. tarfile's `r:` mode only seeks forward when members are read
     in order, and reads member data straight from here; its stream mode (`r|`) copies every chunk through
     its own buffer three more times (a third of extraction's main-thread time)."""
 
@@ -196,7 +198,8 @@ class ForwardReader(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         target = offset + (self.position if whence == io.SEEK_CUR else 0)
         if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self.position:
-            raise io.UnsupportedOperation(f"cannot seek back from {self.position} to {target} in a stream")
+            # Only a malformed header (e.g. a negative size) points back: a tar error names the member.
+            raise tarfile.ReadError(f"member data would start at {target}, before the stream's {self.position}")
         while self.position < target:
             skipped = self.raw.read(min(target - self.position, CHUNK))
             if not skipped:
