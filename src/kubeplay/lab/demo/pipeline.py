@@ -169,7 +169,15 @@ class Demo:
             if record.state_path(state).exists():
                 self.out.warn(f"a lab {LAB_NAME!r} from an earlier demo is still up; bringing it down first")
                 Lab.load(LAB_NAME).down()
-            self.lab = Lab.up(self.nodes, name=LAB_NAME, spec=NODE_ROOTFS)
+            # The node's own network namespace is its to configure (kubespray's ip_forward and bridge
+            # settings): CAP_NET_ADMIN and a writable /proc/sys/net. kernel.* and vm.* stay the host's.
+            self.lab = Lab.up(
+                self.nodes,
+                name=LAB_NAME,
+                spec=NODE_ROOTFS,
+                nspawn_args=("--capability=CAP_NET_ADMIN",),
+                nspawn_env={"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
+            )
             t = self.lab.timings
             note.detail = f"nspawn nodes booted; {', '.join(f'{k} {v:.0f}s' for k, v in t.items())}"
         return self.lab
