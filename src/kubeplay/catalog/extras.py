@@ -1,4 +1,4 @@
-"""Images kubespray uses outside `downloads:` (found for `--all` only).
+"""Images kubespray uses outside `downloads:`: every pattern for `--all`, by role for gates.py.
 
 Some roles put images straight into manifests (`image: {{ kube_ovn_vpc_container_image_repo }}:{{ ... }}`,
 `{{ azure_csi_image_repo }}/csi-attacher:{{ azure_csi_attacher_image_tag }}`), so neither the download role
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,49 @@ from kubeplay.errors import KubeplayError
 
 PAIR_RE = re.compile(r"\{\{\s*(\w+_repo)\s*\}\}([\w./-]*):\{\{\s*(\w+_tag)\s*\}\}")
 SCANNED_SUFFIXES = (".j2", ".yml", ".yaml")
+ROLE_PARTS = frozenset({"templates", "tasks", "defaults", "vars", "files", "handlers", "meta"})
 
-_pairs: dict[Path, list[tuple[str, str, str]]] = {}
+_images: dict[Path, list[RoleImage]] = {}
+
+
+@dataclass(frozen=True)
+class RoleImage:
+    """An image reference pattern found in a file under roles/, and the role (path below roles/) it is in:
+    None for a file outside any role's standard directories."""
+
+    role: str | None
+    name: str
+    repo: str
+    tag: str
+    repo_variable: str
+
+
+def role_of(path: Path, roles_root: Path) -> str | None:
+    """`roles/a/b/templates/x.j2` -> "a/b"; None for a file outside any role's standard directories."""
+    parts = path.relative_to(roles_root).parts
+    for i, part in enumerate(parts):
+        if part in ROLE_PARTS and i > 0:
+            return "/".join(parts[:i])
+    return None
+
+
+def role_images(tree: KubesprayTree) -> list[RoleImage]:
+    """Every `{{ x_repo }}[/path]:{{ x_tag }}` in the roles' templates, tasks and defaults, with its role;
+    one per (role, pattern), in path order. Scanned once per tree."""
+    if tree.root not in _images:
+        roots = tree.root / "roles"
+        found: dict[tuple[str | None, str, str], RoleImage] = {}
+        for path in sorted(roots.rglob("*")):
+            if path.suffix not in SCANNED_SUFFIXES or not path.is_file() or "molecule" in path.parts:
+                continue
+            role = role_of(path, roots)
+            for match in PAIR_RE.finditer(path.read_text(encoding="utf-8", errors="replace")):
+                repo_var, suffix, tag_var = match.groups()
+                repo, tag = f"{{{{ {repo_var} }}}}{suffix}", f"{{{{ {tag_var} }}}}"
+                name = tag_var.removesuffix("_image_tag").removesuffix("_tag")
+                found.setdefault((role, repo, tag), RoleImage(role, name, repo, tag, repo_var))
+        _images[tree.root] = list(found.values())
+    return _images[tree.root]
 
 
 def other_role_defaults(tree: KubesprayTree) -> dict[str, Any]:
@@ -44,17 +86,10 @@ def other_role_defaults(tree: KubesprayTree) -> dict[str, Any]:
 
 def image_pairs(tree: KubesprayTree, raw: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(name, repo template, tag template) for every image reference pattern in the tree, deduplicated."""
-    if tree.root not in _pairs:
-        found: dict[tuple[str, str], str] = {}
-        for path in sorted((tree.root / "roles").rglob("*")):
-            if path.suffix not in SCANNED_SUFFIXES or not path.is_file() or "molecule" in path.parts:
-                continue
-            for match in PAIR_RE.finditer(path.read_text(encoding="utf-8", errors="replace")):
-                repo_var, suffix, tag_var = match.groups()
-                key = (f"{{{{ {repo_var} }}}}{suffix}", f"{{{{ {tag_var} }}}}")
-                found.setdefault(key, tag_var.removesuffix("_image_tag").removesuffix("_tag"))
-        _pairs[tree.root] = [(name, repo, tag) for (repo, tag), name in found.items()]
-    pairs = list(_pairs[tree.root])
+    found: dict[tuple[str, str], str] = {}
+    for image in role_images(tree):
+        found.setdefault((image.repo, image.tag), image.name)
+    pairs = [(name, repo, tag) for (repo, tag), name in found.items()]
     scanned = {repo for _, repo, _ in pairs}
     for name in raw:
         used_as_prefix = any(repo.startswith(f"{{{{ {name} }}}}") for repo in scanned)

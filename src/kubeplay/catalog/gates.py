@@ -25,29 +25,16 @@ import jinja2.meta
 import yaml
 
 from kubeplay.catalog.entries import RenderedEntries, RenderedImage
-from kubeplay.catalog.extras import PAIR_RE, SCANNED_SUFFIXES, candidates
-from kubeplay.catalog.rolevars import Loader, parse_variable_file, variable_files
+from kubeplay.catalog.extras import RoleImage, candidates, role_of
+from kubeplay.catalog.rolevars import Loader
 from kubeplay.catalog.source import KubesprayTree
 from kubeplay.catalog.templating import TemplateFailure, VariableScope
-from kubeplay.errors import KubeplayError
 
-ROLE_PARTS = frozenset({"templates", "tasks", "defaults", "vars", "files", "handlers", "meta"})
 # Names whose value differs per host: a condition reading one of them holds for some host.
 HOST_NAMES = frozenset({"inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars", "item"})
 MAX_DEPTH = 16
 
 _JINJA = jinja2.Environment(autoescape=False)  # noqa: S701 - only parsed to list names, never rendered
-
-
-@dataclass(frozen=True)
-class RoleImage:
-    """An image reference pattern found in a role's files, and the role (path below roles/) it belongs to."""
-
-    role: str
-    name: str
-    repo: str
-    tag: str
-    repo_variable: str
 
 
 @dataclass(frozen=True)
@@ -64,38 +51,6 @@ INCLUDE_MODULES = tuple(
 )
 
 
-def role_of(path: Path, roles_root: Path) -> str | None:
-    """`roles/a/b/templates/x.j2` -> "a/b"; None for a file outside any role's standard directories."""
-    parts = path.relative_to(roles_root).parts
-    for i, part in enumerate(parts):
-        if part in ROLE_PARTS and i > 0:
-            return "/".join(parts[:i])
-    return None
-
-
-def role_images(tree: KubesprayTree) -> list[RoleImage]:
-    """Every `{{ x_repo }}[/path]:{{ x_tag }}` in a role's files, with the role it is in."""
-    if tree.root not in _images:
-        _images[tree.root] = _scan_images(tree.root / "roles")
-    return _images[tree.root]
-
-
-def _scan_images(roots: Path) -> list[RoleImage]:
-    found: dict[tuple[str, str, str], RoleImage] = {}
-    for path in sorted(roots.rglob("*")):
-        if path.suffix not in SCANNED_SUFFIXES or not path.is_file() or "molecule" in path.parts:
-            continue
-        role = role_of(path, roots)
-        if role is None:
-            continue
-        for match in PAIR_RE.finditer(path.read_text(encoding="utf-8", errors="replace")):
-            repo_var, suffix, tag_var = match.groups()
-            repo, tag = f"{{{{ {repo_var} }}}}{suffix}", f"{{{{ {tag_var} }}}}"
-            name = tag_var.removesuffix("_image_tag").removesuffix("_tag")
-            found.setdefault((role, repo, tag), RoleImage(role, name, repo, tag, repo_var))
-    return list(found.values())
-
-
 def _name_pattern(written: str) -> re.Pattern[str]:
     """`network_plugin/{{ kube_network_plugin }}` -> a regex matching any role that name could render to."""
     parts = re.split(r"\{\{.*?\}\}", written)
@@ -110,7 +65,6 @@ def _when_list(value: Any) -> tuple[str, ...]:
 
 
 _inclusions: dict[Path, dict[str, list[Inclusion]]] = {}
-_images: dict[Path, list[RoleImage]] = {}
 
 
 def _load_yaml(path: Path, needle: str | None = None) -> Any:
@@ -165,16 +119,6 @@ def _scan_inclusions(roots: Path) -> dict[str, list[Inclusion]]:
     for inclusion in found:
         out.setdefault(inclusion.name, []).append(inclusion)
     return out
-
-
-def role_defaults(tree: KubesprayTree, role: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for path in variable_files(tree.root / "roles" / role, "defaults"):
-        try:
-            merged.update(parse_variable_file(path))
-        except KubeplayError:
-            continue
-    return merged
 
 
 class RoleGates:
@@ -240,7 +184,7 @@ def gated_images(images: list[RoleImage], gates: RoleGates, scope: VariableScope
     """The role images whose role runs, rendered; patterns that do not render are skipped."""
     out = RenderedEntries()
     for image in images:
-        if not gates.runs(image.role):
+        if image.role is None or not gates.runs(image.role):
             continue
         for repo, tag in candidates(scope, image.repo, image.tag):
             out.images.append(RenderedImage(image.name, repo, tag, None, (), image.repo_variable))

@@ -22,8 +22,8 @@ from kubeplay.catalog.choices import Choices, supported_choices
 from kubeplay.catalog.collect import PlanBuilder
 from kubeplay.catalog.dependencies import ARCH_FACTS, DependencyGraph
 from kubeplay.catalog.entries import EntryRenderer, RenderedEntries, RenderedImage
-from kubeplay.catalog.extras import image_pairs, other_role_defaults, render_extra_images
-from kubeplay.catalog.gates import RoleGates, gated_images, role_images, role_inclusions
+from kubeplay.catalog.extras import image_pairs, other_role_defaults, render_extra_images, role_images
+from kubeplay.catalog.gates import RoleGates, gated_images, role_inclusions
 from kubeplay.catalog.model import Plan, RenderProblem
 from kubeplay.catalog.offline import derive_offline_vars
 from kubeplay.catalog.rolevars import RoleVariables, load_role_variables
