@@ -245,19 +245,18 @@ def bundled_registry_archive(ctx: InstallContext) -> Path | None:
     return None
 
 
-def registry_for_install(ctx: InstallContext) -> tuple[str, Path | None]:
-    """(registry binary path the unit runs, bundle archive to install it from or None when a package has it)."""
+def registry_source(ctx: InstallContext) -> tuple[str, Path | None]:
+    """(registry binary the unit runs, bundle archive to install it from first, or None): an OS package's
+    binary where one is installed, else kubeplay's own from the bundle's release archive. With neither,
+    the Debian package's path and None (the registry step then refuses)."""
     installed = registry_binary()
     owned = ctx.paths.bin / "registry"
     archive = bundled_registry_archive(ctx)
     if installed is not None and (archive is None or Path(installed) != owned):
         return installed, None
-    if archive is None:
-        raise StepFailed(
-            "the distribution registry binary is not installed and the bundle carries none",
-            hint="re-run with --from os-packages, or add `registry_binary:` to bundle.yaml and rebuild",
-        )
-    return str(owned), archive
+    if archive is not None:
+        return str(owned), archive
+    return "/usr/bin/docker-registry", None
 
 
 def install_registry_binary(ctx: InstallContext, archive: Path) -> Path:

@@ -148,15 +148,9 @@ def run_hosts(ctx: InstallContext) -> str:
 # ---- registry and nginx
 
 
-def _registry_path(ctx: InstallContext) -> str:
-    """The registry binary the unit runs: an OS package's, else the one installed from the bundle's archive."""
-    owned = ctx.paths.bin / "registry"
-    return registry_binary() or (str(owned) if packages.bundled_registry_archive(ctx) else "/usr/bin/docker-registry")
-
-
 def _registry_files(ctx: InstallContext) -> tuple[str, str]:
     conf = render_registry_config(ctx.bundle.registry_dir.resolve(), ctx.cfg.registry_push_port)
-    return conf, render_registry_unit(_registry_path(ctx), ctx.paths.registry_conf)
+    return conf, render_registry_unit(packages.registry_source(ctx)[0], ctx.paths.registry_conf)
 
 
 def registry_inputs(ctx: InstallContext) -> str:
@@ -165,9 +159,14 @@ def registry_inputs(ctx: InstallContext) -> str:
 
 
 def run_registry(ctx: InstallContext) -> str:
-    binary, archive = packages.registry_for_install(ctx)
+    binary, archive = packages.registry_source(ctx)
     if archive is not None:
         packages.install_registry_binary(ctx, archive)
+    elif registry_binary() is None:
+        raise StepFailed(
+            "the distribution registry binary is not installed and the bundle carries none",
+            hint="re-run with --from os-packages, or add `registry_binary:` to bundle.yaml and rebuild",
+        )
     conf, unit = _registry_files(ctx)
     write_owned(ctx.record, ctx.paths.registry_conf, conf.encode())
     if not ctx.no_systemd:
@@ -276,7 +275,7 @@ def foreground() -> ForegroundServices:
 def run_services(ctx: InstallContext) -> str:
     if ctx.no_systemd:
         p = ctx.paths
-        reg = _registry_path(ctx)
+        reg = packages.registry_source(ctx)[0]
         nginx = nginx_binary() or "nginx"
         _FOREGROUND.start(
             ChildService(
