@@ -250,11 +250,10 @@ def download_wheels(
     # the cache, and one must not delete the wheel another is installing from.
     with tempfile.TemporaryDirectory(prefix="kubeplay-build-", dir=cache) as build_dir:
         own = kubeplay_wheel or build_kubeplay_wheel(Path(build_dir))
-        return _download_for_targets(bundle_dir, wheels_dir, targets, own, kubespray_dir, cache, run)
+        return _download_for_targets(wheels_dir, targets, own, kubespray_dir, cache, run)
 
 
 def _download_for_targets(
-    bundle_dir: Path,
     wheels_dir: Path,
     targets: Sequence[WheelTarget],
     own: Path,
