@@ -219,21 +219,20 @@ def run_kubeplay(plan_file: Path, spec: Path, out: Path, jobs: int, rss: list[in
     return elapsed
 
 
+def skopeo(argv: list[str], timeout: int) -> None:
+    """Run `skopeo ARGV`; exit the bench with skopeo's own error when it fails."""
+    done = subprocess.run(["skopeo", *argv], capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        sys.exit(f"skopeo {argv[0]} failed: {done.stderr}")
+
+
 def run_skopeo_copy(refs: list[str], host: str, creds: list[str], out: Path) -> float:
     """Seconds for `skopeo copy --multi-arch all docker://… dir:…`, one process per image."""
     started = time.monotonic()
     for i, ref in enumerate(refs):
         dest = out / f"app{i:02d}"
         dest.mkdir(parents=True)
-        done = subprocess.run(
-            ["skopeo", "copy", "--multi-arch", "all", *creds, f"docker://{host}/{ref}", f"dir:{dest}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            sys.exit(f"skopeo copy failed: {done.stderr}")
+        skopeo(["copy", "--multi-arch", "all", *creds, f"docker://{host}/{ref}", f"dir:{dest}"], timeout=600)
     return time.monotonic() - started
 
 
@@ -241,15 +240,7 @@ def run_skopeo_sync(sync_yaml: Path, out: Path) -> float:
     """Seconds for one `skopeo sync --all` over every image."""
     out.mkdir()
     started = time.monotonic()
-    done = subprocess.run(
-        ["skopeo", "sync", "--all", "--src", "yaml", "--dest", "dir", str(sync_yaml), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"skopeo sync failed: {done.stderr}")
+    skopeo(["sync", "--all", "--src", "yaml", "--dest", "dir", str(sync_yaml), str(out)], timeout=3600)
     return time.monotonic() - started
 
 
