@@ -58,12 +58,16 @@ def test_nodes_answer_ssh_with_their_own_identity(lab: Lab) -> None:
     names = [n.name for n in lab.nodes]
     assert names == ["node0", "node1"]
     for node in lab.nodes:
-        result = node.run(["sh", "-c", "hostname; cat /etc/machine-id; systemctl is-system-running --wait"], timeout=60)
-        hostname, machine_id, state = result.stdout.split()
+        result = node.run(["sh", "-c", "hostname; cat /etc/machine-id"], timeout=60)
         assert result.returncode == 0, result.stderr
+        hostname, machine_id = result.stdout.split()
         assert hostname == node.name
         assert len(machine_id) == 32
-        assert state in ("running", "degraded"), node.run("systemctl --failed --no-legend").stdout
+        # `is-system-running` exits 1 when degraded. Degraded is accepted: on this cgroup-v1 host with no
+        # systemd as PID 1, a oneshot unit in a node (seen: systemd-user-sessions) now and then fails to
+        # start under load. What the lab needs of a node (sshd, its name, its id) is checked above.
+        state = node.run(["systemctl", "is-system-running", "--wait"], timeout=60).stdout.strip()
+        assert state in ("running", "degraded"), f"{state}: {node.run('systemctl --failed --no-legend').stdout}"
     ids = {n.run("cat /etc/machine-id").stdout for n in lab.nodes}
     assert len(ids) == len(lab.nodes), "every node needs its own machine-id (kubeadm checks it)"
 
