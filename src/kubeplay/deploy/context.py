@@ -6,6 +6,7 @@ kube_version the bundle does not carry, a missing CA) stops the command with not
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,15 @@ def bundle_repos(bundle: BundleFacts) -> list[dict[str, Any]]:
     """The bundle's OS repos as node prep needs them: where on the deploy node's HTTP server, and the key."""
     repos: list[dict[str, Any]] = []
     for repo in bundle.repos:
-        key = find_key(repo, bundle.root)
+        key_bytes = find_key(repo, bundle.root).read_bytes()
         entry: dict[str, Any] = {
             "family": repo.family,
             "distro": repo.distro,
             "release": repo.release,
             "path": repo.path.relative_to(bundle.root).as_posix(),
-            "key_src": str(key.resolve()),
-            "key_name": "kubeplay-archive-keyring" + (".asc" if key_is_armored(key.read_bytes()) else ".gpg"),
+            # The key travels in the module arguments of node prep's one file-writing task (binary-safe).
+            "key_b64": base64.b64encode(key_bytes).decode("ascii"),
+            "key_name": "kubeplay-archive-keyring" + (".asc" if key_is_armored(key_bytes) else ".gpg"),
         }
         if repo.family == "apt":
             suites = apt_suites(repo.path)
@@ -101,7 +103,7 @@ def nodeprep_vars(ctx_cfg: EffectiveConfig, bundle: BundleFacts, endpoint: Deplo
     return {
         "kubeplay_repo_base": endpoint.repos_url.removesuffix("/repos"),
         "kubeplay_repos": bundle_repos(bundle),
-        "kubeplay_ca_src": str(ca),
+        "kubeplay_ca_b64": base64.b64encode(ca.read_bytes()).decode("ascii"),
         "kubeplay_registry_ip": ctx_cfg.registry_ip,
         "kubeplay_registry_domain": ctx_cfg.registry_domain,
         "kubeplay_ntp_servers": list(ctx_cfg.ntp_servers),
