@@ -30,6 +30,8 @@ class ClientPool:
     def __init__(self, mirrors: MirrorSet | None = None, *, connections: int = 8, timeout: float = 60.0) -> None:
         self.mirrors = mirrors or MirrorSet()
         self.connections = connections
+        # Two per job: a job's token request goes to another origin (the realm) than its registry request.
+        self.max_connections = connections * 2
         self.timeout = timeout
         self._lock = threading.Lock()
         self._sessions: dict[tuple[Tls, str | None, str], Session] = {}
@@ -45,8 +47,12 @@ class ClientPool:
                 client = httpx.Client(
                     verify=tls.verify(),
                     timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                    # Keep-alive limit = connection limit, so httpcore never closes "surplus" idle
+                    # connections. httpcore 1.0.9 counts every connection as idle there and closes, outside
+                    # its lock, connections it has just handed to a waiting request: seen here as
+                    # `[Errno 9] Bad file descriptor` on a push (encode/httpcore#1110).
                     limits=httpx.Limits(
-                        max_connections=self.connections * 2, max_keepalive_connections=self.connections
+                        max_connections=self.max_connections, max_keepalive_connections=self.max_connections
                     ),
                     follow_redirects=True,
                     headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
