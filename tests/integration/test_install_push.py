@@ -7,6 +7,7 @@ import hashlib
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,9 @@ from kubeplay.bootstrap.push import Pusher, Target, load_credentials, plan_push,
 from kubeplay.bootstrap.registry import manifest_children, tagged_images
 from kubeplay.errors import BadInput, FetchError
 from kubeplay.fetch.auth import ChallengeAuth
-from kubeplay.fetch.clients import ClientPool
+from kubeplay.fetch.clients import ClientPool, Session
 from kubeplay.fetch.mirrors import Credentials, Tls
+from kubeplay.fetch.retry import RetryPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import make_bundle
@@ -82,6 +84,85 @@ def test_push_all_images_with_prefix_then_resume_uploads_nothing(tmp_path: Path,
     again = push_bundle(bundle, target, registry.ca_cert, creds, jobs=3)
     assert (again.blobs_uploaded, again.blobs_mounted, again.bytes_uploaded, again.manifests_put) == (0, 0, 0, 0)
     assert again.blobs_present == 12 and again.manifests_present == 3
+
+
+class BreakOnce(httpx.BaseTransport):
+    """The real transport, with one fault each for the first request matching each rule:
+    ("before", method, path part): the connection breaks before the request is sent (EBADF on write);
+    ("after", method, path part): the registry gets and handles the request, but the answer is lost."""
+
+    def __init__(self, inner: httpx.BaseTransport, rules: list[tuple[str, str, str]]) -> None:
+        self.inner = inner
+        self.rules = list(rules)
+        self.fired: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+
+    def _take(self, request: httpx.Request, when: str, status: int = 0) -> bool:
+        with self.lock:
+            for rule in self.rules:
+                if rule[0] == when and request.method == rule[1] and rule[2] in request.url.path and status < 300:
+                    self.rules.remove(rule)
+                    self.fired.append(rule)
+                    return True
+        return False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._take(request, "before"):
+            raise httpx.WriteError("[Errno 9] Bad file descriptor", request=request)
+        response = self.inner.handle_request(request)
+        if self._take(request, "after", response.status_code):  # only once the registry has accepted it
+            response.read()
+            response.close()
+            raise httpx.ReadError("Connection reset by peer", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_push_survives_connections_breaking_mid_request(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    bundle = make_bundle(tmp_path, images=2, layers_per_image=2)
+    storage = bundle / "registry"
+    target = Target.parse(registry.registry_url.removeprefix("https://") + "/site-project")
+    faults = BreakOnce(
+        httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(registry.ca_cert))),
+        [
+            ("before", "POST", "/blobs/uploads/"),  # starting an upload: nothing reached the registry
+            ("after", "PUT", "/blobs/uploads/"),  # finishing one: the blob is stored, the 201 is lost
+            ("after", "PUT", "/manifests/"),  # a manifest is stored, its answer lost
+            ("before", "HEAD", "/manifests/"),
+        ],
+    )
+    auth = ChallengeAuth(Credentials(registry.username, registry.password))
+    with httpx.Client(transport=faults, timeout=30) as client:
+        pusher = Pusher(storage, target, Session(client, auth), jobs=2, policy=RetryPolicy(base=0.01, deadline=60))
+        report = pusher.run(plan_push(storage, target))
+    assert not faults.rules, f"faults not hit: {faults.rules}"
+    assert report.images == 2
+    for img in tagged_images(storage):
+        assert pulled_digests(registry, target.repository(img.repository), img.tag, storage)
+    # The blob whose answer was lost counts as present on the retry: nothing was sent twice.
+    blobs = sum(len(set(p.blobs)) for p in plan_push(storage, target))
+    assert report.blobs_uploaded + report.blobs_mounted + report.blobs_present == blobs
+    assert report.blobs_present == 1
+
+
+def test_push_gives_up_on_a_registry_that_keeps_breaking(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    bundle = make_bundle(tmp_path, images=1, layers_per_image=1)
+    storage = bundle / "registry"
+    target = Target.parse(registry.registry_url.removeprefix("https://"))
+    faults = BreakOnce(
+        httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(registry.ca_cert))),
+        [("before", "POST", "/blobs/uploads/")] * 10,
+    )
+    auth = ChallengeAuth(Credentials(registry.username, registry.password))
+    with httpx.Client(transport=faults, timeout=30) as client:
+        pusher = Pusher(storage, target, Session(client, auth), jobs=1, policy=RetryPolicy(attempts=3, base=0.01))
+        with pytest.raises(FetchError) as info:
+            pusher.run(plan_push(storage, target))
+    assert len(faults.fired) == 3, faults.fired  # bounded: three tries, then the error names the request
+    assert "POST" in str(info.value) and "Bad file descriptor" in str(info.value)
+    assert registry.password not in str(info.value)
 
 
 def test_wrong_password_and_wrong_ca_are_clear_errors(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]

@@ -3,14 +3,22 @@
 Blobs are checked with HEAD and skipped when present (so an interrupted push resumes), mounted across
 repositories when the registry supports it, uploaded in parallel otherwise; manifests go last, children
 before the index or tag that names them, so a tag never points at something incomplete.
+
+A connection that breaks mid-request (a reset, a timeout, a 502/503/504 from a proxy in front of the
+registry) does not end the push: the whole step is tried again with backoff — a blob from its HEAD
+(it may have arrived before the answer was lost), a manifest from its HEAD — so a retry never sends a
+chunk twice into one upload session. Bounded in count and time (fetch.retry.RetryPolicy).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -19,6 +27,13 @@ from kubeplay.errors import BadInput, BundleError, FetchError
 from kubeplay.fetch.auth import AuthFailed
 from kubeplay.fetch.clients import ClientPool, Session
 from kubeplay.fetch.mirrors import Credentials, Tls
+from kubeplay.fetch.retry import RetryPolicy, describe
+
+# Faults after which the step may succeed when tried again. Not ConnectError: a refused connection or a
+# certificate the CA does not sign is an answer about --registry/--ca, reported at once.
+TRANSIENT = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.TimeoutException)
+TRANSIENT_STATUS = frozenset({502, 503, 504})
+_T = TypeVar("_T")
 
 CHUNK = 64 * 1024 * 1024
 
@@ -111,13 +126,32 @@ def plan_push(storage: Path, target: Target) -> list[ImagePlan]:
     return plans
 
 
+class StepFailed(FetchError):
+    """A request failed in a way another try of its step may fix."""
+
+
 class Pusher:
-    def __init__(self, storage: Path, target: Target, session: Session, jobs: int = 4) -> None:
+    def __init__(
+        self, storage: Path, target: Target, session: Session, jobs: int = 4, policy: RetryPolicy | None = None
+    ) -> None:
         self.storage = storage
         self.target = target
         self.session = session
         self.jobs = jobs
+        self.policy = policy or RetryPolicy(attempts=4, deadline=300)
         self.report = PushReport()
+
+    def _retrying(self, step: Callable[[], _T]) -> _T:
+        """Run `step`; on a transient failure run it again after a backoff, while the policy allows."""
+        clock = self.policy.start()
+        while True:
+            try:
+                return step()
+            except StepFailed:
+                wait = clock.next_wait()
+                if wait is None:
+                    raise
+                time.sleep(wait)
 
     def _req(self, method: str, url: str, **kw: object) -> httpx.Response:
         try:
@@ -126,12 +160,15 @@ class Pusher:
             raise FetchError(
                 f"{self.target.host}: {exc}", hint="set KUBEPLAY_PUSH_USERNAME/PASSWORD or --credentials-file"
             ) from None
+        except TRANSIENT as exc:
+            raise StepFailed(f"{method} {url}: {describe(exc)}", hint="check the network to the registry") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{method} {url}: {exc}", hint="check --registry, --ca and the network") from None
 
     def _fail(self, what: str, r: httpx.Response) -> FetchError:
         detail = r.text[:200].strip().replace("\n", " ")
-        return FetchError(f"{what}: HTTP {r.status_code} from {self.target.host}: {detail}")
+        error = StepFailed if r.status_code in TRANSIENT_STATUS else FetchError
+        return error(f"{what}: HTTP {r.status_code} from {self.target.host}: {detail}")
 
     def _abs(self, location: str) -> str:
         return location if "://" in location else self.target.base + location
@@ -203,14 +240,22 @@ class Pusher:
                 if p.repository not in repos:
                     repos.append(p.repository)
 
+        failed = threading.Event()  # set by the first blob that fails: the others not yet started are skipped
+
         def place(digest: str, repos: list[str]) -> None:
+            if failed.is_set():
+                return
             source: str | None = None
-            for repo in repos:
-                how = self.upload(repo, digest, source)
-                self.report.add(
-                    blobs_present=how == "present", blobs_mounted=how == "mounted", blobs_uploaded=how == "uploaded"
-                )
-                source = source or repo
+            try:
+                for repo in repos:
+                    how = self._retrying(lambda: self.upload(repo, digest, source))  # noqa: B023 - called at once
+                    self.report.add(
+                        blobs_present=how == "present", blobs_mounted=how == "mounted", blobs_uploaded=how == "uploaded"
+                    )
+                    source = source or repo
+            except BaseException:
+                failed.set()
+                raise
 
         with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
             futures = [pool.submit(place, d, repos) for d, repos in needs.items()]
@@ -218,15 +263,10 @@ class Pusher:
                 f.result()
         for p in plans:
             for digest, media in p.manifests[:-1]:
-                self.report.add(
-                    **{
-                        "manifests_put"
-                        if self.put_manifest(p.repository, digest, media, digest)
-                        else "manifests_present": 1
-                    }
-                )
+                put = self._retrying(lambda: self.put_manifest(p.repository, digest, media, digest))  # noqa: B023
+                self.report.add(**{"manifests_put" if put else "manifests_present": 1})
             top, media = p.manifests[-1]
-            put = self.put_manifest(p.repository, top, media, p.image.tag)
+            put = self._retrying(lambda: self.put_manifest(p.repository, top, media, p.image.tag))  # noqa: B023
             self.report.add(**{"manifests_put" if put else "manifests_present": 1}, images=1)
         return self.report
 
