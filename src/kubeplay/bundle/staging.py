@@ -26,7 +26,8 @@ from typing import IO
 
 from kubeplay.errors import BundleError
 
-CHUNK = 1 << 20
+# Same size as extract.CHUNK: the writer hashes and writes a chunk while it is still in cache.
+CHUNK = 128 << 10
 QUEUE_CHUNKS = 32  # bytes in flight between the threads: at most this many chunks
 PENDING = ""  # the digest placeholder the scan records until the worker has hashed the file
 
