@@ -35,14 +35,10 @@ from kubeplay.bundle.compression import (
 )
 from kubeplay.bundle.integrity import IntegrityReport, check_bundle_digests
 from kubeplay.bundle.parts import ArchiveSource, open_archive_source
-from kubeplay.bundle.staging import PENDING, StagedMember, StagingWriter, refuse
+from kubeplay.bundle.staging import CHUNK, PENDING, StagedMember, StagingWriter, refuse
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
 
-# 128 KiB: decompressed, parsed and handed to the writer while still in cache. Extracting bench/serve.py's
-# archive (1.45 GiB of blobs), alternating rounds: medians 1.83 s with 1 MiB chunks, 1.18 s with 128 KiB
-# (and 3.25 s vs 2.55 s with the disk under writeback).
-CHUNK = 128 << 10
 # Slack over the tar size for file-system blocks of many small files and directories.
 SPACE_MARGIN = 64 << 20
 

@@ -26,7 +26,10 @@ from typing import IO
 
 from kubeplay.errors import BundleError
 
-# Same size as extract.CHUNK: the writer hashes and writes a chunk while it is still in cache.
+# One size for the whole extraction pipeline (read, decompress, tar, hand over, hash, write): 128 KiB,
+# so a chunk is hashed and written while still in cache. Extracting bench/serve.py's archive (1.45 GiB of
+# blobs), alternating rounds: medians 1.83 s with 1 MiB chunks, 1.18 s with 128 KiB (and 3.25 s vs 2.55 s
+# with the disk under writeback).
 CHUNK = 128 << 10
 QUEUE_CHUNKS = 32  # bytes in flight between the threads: at most this many chunks
 PENDING = ""  # the digest placeholder the scan records until the worker has hashed the file

@@ -30,8 +30,6 @@ class ClientPool:
     def __init__(self, mirrors: MirrorSet | None = None, *, connections: int = 8, timeout: float = 60.0) -> None:
         self.mirrors = mirrors or MirrorSet()
         self.connections = connections
-        # Two per job: a job's token request goes to another origin (the realm) than its registry request.
-        self.max_connections = connections * 2
         self.timeout = timeout
         self._lock = threading.Lock()
         self._sessions: dict[tuple[Tls, str | None, str], Session] = {}
@@ -44,6 +42,8 @@ class ClientPool:
         with self._lock:
             found = self._sessions.get(key)
             if found is None:
+                # Two per job: a job's token request goes to another origin (the realm) than its registry request.
+                limit = self.connections * 2
                 client = httpx.Client(
                     verify=tls.verify(),
                     timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
@@ -51,9 +51,7 @@ class ClientPool:
                     # connections. httpcore 1.0.9 counts every connection as idle there and closes, outside
                     # its lock, connections it has just handed to a waiting request: seen here as
                     # `[Errno 9] Bad file descriptor` on a push (encode/httpcore#1110).
-                    limits=httpx.Limits(
-                        max_connections=self.max_connections, max_keepalive_connections=self.max_connections
-                    ),
+                    limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
                     follow_redirects=True,
                     headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 )
