@@ -149,6 +149,8 @@ def assert_prepped(lab: Lab, side: DeploySide, node: str) -> None:
         timeout=90,
     )  # fmt: skip
     assert f"({side.ip})" in tracking, tracking  # chronyd on the node follows the deploy side
+    # The package's own chrony.conf is kept for reset, unchanged.
+    assert "kubeplay" not in sh(lab, node, "cat /etc/kubeplay-node/chrony.conf.orig")
 
 
 def site_sources(side: DeploySide) -> dict[str, str]:
@@ -174,6 +176,7 @@ def assert_unprepped(lab: Lab, side: DeploySide, node: str) -> None:
     assert "kubeplay-node" not in listing
     assert side.ca.read_text().splitlines()[1] not in sh(lab, node, "cat /etc/ssl/certs/ca-certificates.crt")
     assert DOMAIN not in sh(lab, node, "cat /etc/hosts")
+    assert "kubeplay" not in sh(lab, node, "cat /etc/chrony/chrony.conf"), "chrony's own configuration is back"
 
 
 def assert_container_stop(stop: DeployStopped, step: str, hosts: set[str]) -> None:

@@ -65,6 +65,30 @@ def test_second_run_changes_nothing_and_reports_only_what_differs(tmp_path: Path
     assert stat.S_IMODE(a.stat().st_mode) == 0o644
 
 
+def test_keep_original_keeps_the_first_original_once(tmp_path: Path) -> None:
+    conf = tmp_path / "etc/chrony/chrony.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("pool 2.debian.pool.ntp.org iburst\n")
+    conf.chmod(0o640)
+    kept = tmp_path / "etc/kubeplay-node/chrony.conf.orig"
+    spec = {"path": str(conf), "content": "server 10.0.0.1 iburst\n", "keep_original": str(kept)}
+    first = run_module(tmp_path, [spec])
+    assert first["kept_paths"] == [str(kept)] and first["changed_paths"] == [str(conf)], first
+    assert kept.read_text() == "pool 2.debian.pool.ntp.org iburst\n"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640, "the original keeps its mode"
+    assert conf.read_text() == "server 10.0.0.1 iburst\n"
+
+    # A later run with other content replaces the file but never the kept original.
+    again = run_module(tmp_path, [{**spec, "content": "server 10.0.0.2 iburst\n"}])
+    assert again["kept_paths"] == [] and again["changed_paths"] == [str(conf)], again
+    assert kept.read_text() == "pool 2.debian.pool.ntp.org iburst\n"
+
+    # Nothing to keep when the file did not exist.
+    fresh = tmp_path / "new.conf"
+    none = run_module(tmp_path, [{"path": str(fresh), "content": "x\n", "keep_original": str(tmp_path / "new.orig")}])
+    assert none["kept_paths"] == [] and not (tmp_path / "new.orig").exists(), none
+
+
 def test_check_mode_reports_without_writing(tmp_path: Path) -> None:
     target = tmp_path / "new/dir/file.conf"
     result = run_module(tmp_path, [{"path": str(target), "content": "x\n"}], check_mode=True)

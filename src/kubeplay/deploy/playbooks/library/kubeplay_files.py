@@ -9,8 +9,9 @@ arguments and one Python run on the node writes them all.
 Each file is compared with what is there and replaced atomically only when its bytes differ (the
 module's atomic_move keeps SELinux contexts right on EL nodes); the mode is set either way; missing
 parent directories are made (0755). The result lists the paths that changed, so a task can react to
-one file (the CA anchor, chrony's configuration) and not to the others. Check mode reports without
-writing. Runs on the node's Python (3.7 or newer, as ansible-core requires of targets).
+one file (the CA anchor, chrony's configuration) and not to the others. `keep_original` names where
+the file's first original goes before kubeplay ever replaces it (kept once, never overwritten; reset
+restores it). Check mode reports without writing. Runs on the node's Python (3.7 or newer, as ansible-core requires of targets).
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ options:
       content: {type: str}
       content_b64: {type: str}
       mode: {type: raw, default: "0644"}
+      keep_original: {type: path, description: "where to keep the file as it was, if it exists and nothing is kept there yet"}
 """
 
 RETURN = r"""
 changed_paths:
   description: The paths whose content or mode changed (or would, in check mode).
+  type: list
+  elements: str
+kept_paths:
+  description: The keep_original paths written in this run (the first original of each file).
   type: list
   elements: str
 """
@@ -51,6 +57,7 @@ FILE_OPTIONS: dict[str, Any] = {
     "content": {"type": "str"},
     "content_b64": {"type": "str"},
     "mode": {"type": "raw", "default": "0644"},
+    "keep_original": {"type": "path"},
 }
 
 
@@ -97,16 +104,30 @@ def write_atomically(module: AnsibleModule, path: str, data: bytes) -> None:
     module.atomic_move(tmp, path)
 
 
+def keep_original(module: AnsibleModule, path: str, keep: str, data: bytes) -> bool:
+    """Write `data` (the file at `path` as found) to `keep` with the file's mode, unless `keep` exists."""
+    if os.path.lexists(keep):
+        return False
+    make_parents(module, keep)
+    write_atomically(module, keep, data)
+    os.chmod(keep, os.stat(path).st_mode & 0o7777)
+    return True
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={"files": {"type": "list", "elements": "dict", "required": True, "options": FILE_OPTIONS}},
         supports_check_mode=True,
     )
     changed_paths: list[str] = []
+    kept_paths: list[str] = []
     for spec in module.params["files"]:
         path = str(spec["path"])
         data = file_bytes(module, spec)
         exists = current_bytes(path)
+        keep = spec.get("keep_original")
+        if keep and exists is not None and not module.check_mode and keep_original(module, path, str(keep), exists):
+            kept_paths.append(str(keep))
         changed = exists != data
         if changed and not module.check_mode:
             make_parents(module, path)
@@ -116,7 +137,7 @@ def main() -> None:
             changed = module.set_fs_attributes_if_different(file_args, changed)
         if changed:
             changed_paths.append(path)
-    module.exit_json(changed=bool(changed_paths), changed_paths=changed_paths)
+    module.exit_json(changed=bool(changed_paths or kept_paths), changed_paths=changed_paths, kept_paths=kept_paths)
 
 
 if __name__ == "__main__":
