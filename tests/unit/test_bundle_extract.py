@@ -76,6 +76,17 @@ def _symlink_chain_flat(tar: tarfile.TarFile) -> None:
     add_file(tar, "d/up/up2/pwned", b"owned")
 
 
+def _symlink_chain_after_writes(tar: tarfile.TarFile) -> None:
+    # Files written into d first (its real path is then remembered); the chain below d is resolved anew.
+    add_file(tar, "readme", b"x")
+    _dir(tar, "d")
+    add_file(tar, "d/one", b"1")
+    add_file(tar, "d/two", b"2")
+    add_special(tar, "d/up", tarfile.SYMTYPE, linkname="..")
+    add_special(tar, "d/up/up2", tarfile.SYMTYPE, linkname="..")
+    add_file(tar, "d/up/up2/pwned", b"owned")
+
+
 def _hardlink_outside(tar: tarfile.TarFile) -> None:
     _dir(tar, TOP)
     add_special(tar, f"{TOP}/passwd", tarfile.LNKTYPE, linkname="../outside/victim")
@@ -129,6 +140,7 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str, str]] = {
     "symlink-escape": (_symlink_escape_then_write, f"{TOP}/escape", "points outside"),
     "symlink-chain": (_symlink_chain, f"{TOP}/up", "points outside the bundle directory"),
     "symlink-chain-flat": (_symlink_chain_flat, "d/up/up2", "outside the destination"),
+    "symlink-chain-after-writes": (_symlink_chain_after_writes, "d/up/up2", "outside the destination"),
     "hardlink-outside": (_hardlink_outside, f"{TOP}/passwd", "hardlink"),
     "hardlink-absolute": (_hardlink_absolute, f"{TOP}/passwd", "hardlink to absolute path"),
     "block-device": (_device, f"{TOP}/sda", "device node"),

@@ -65,6 +65,7 @@ class StagingWriter:
         self.on_progress = on_progress
         self.digests: dict[str, str] = {}
         self.dir_mtimes: list[tuple[str, int]] = []
+        self._parents: dict[str, str] = {}  # directory -> its real path, checked inside the root
         self.error: BaseException | None = None
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=QUEUE_CHUNKS)
         self._thread = threading.Thread(target=self._work, name="kubeplay-extract-writer", daemon=True)
@@ -127,11 +128,23 @@ class StagingWriter:
                 except queue.Empty:
                     return
 
+    def _real_parent(self, member: StagedMember, path: str) -> str:
+        """The real path of `path`'s parent, which must lie inside the root. Resolved once per directory:
+        entries are only ever added (O_EXCL, no deletes), so a parent that resolved inside the root keeps
+        doing so, and a resolve walks every component (an lstat each) of a path a dozen levels deep."""
+        parent = os.path.dirname(path)
+        real = self._parents.get(parent)
+        if real is None:
+            real = os.path.realpath(parent)
+            if not (real == self.root or real.startswith(self.root + os.sep)):
+                raise refuse(member.info.name, "its parent directory resolves outside the target (through a symlink)")
+            if os.path.isdir(real):  # a missing parent fails the write that follows; nothing to remember
+                self._parents[parent] = real
+        return real
+
     def _target(self, member: StagedMember) -> tuple[str, int | None]:
         path = os.path.join(self.root, member.name)
-        parent = os.path.realpath(os.path.dirname(path))
-        if not (parent == self.root or parent.startswith(self.root + os.sep)):
-            raise refuse(member.info.name, "its parent directory resolves outside the target (through a symlink)")
+        parent = self._real_parent(member, path)
         try:
             filtered = tarfile.data_filter(member.info, self.root)
         except tarfile.FilterError as exc:
