@@ -11,7 +11,8 @@ module's atomic_move keeps SELinux contexts right on EL nodes); the mode is set 
 parent directories are made (0755). The result lists the paths that changed, so a task can react to
 one file (the CA anchor, chrony's configuration) and not to the others. `keep_original` names where
 the file's first original goes before kubeplay ever replaces it (kept once, never overwritten; reset
-restores it). Check mode reports without writing. Runs on the node's Python (3.7 or newer, as ansible-core requires of targets).
+restores it). Check mode reports without writing. Runs on the node's Python (3.7 or newer, as
+ansible-core requires of targets).
 """
 
 from __future__ import annotations
