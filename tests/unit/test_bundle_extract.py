@@ -87,6 +87,20 @@ def _symlink_chain_after_writes(tar: tarfile.TarFile) -> None:
     add_file(tar, "d/up/up2/pwned", b"owned")
 
 
+def _symlink_to_a_chain(tar: tarfile.TarFile) -> None:
+    # up -> "." stays in the bundle; up2 -> "up/.." is the bundle directory by name, its parent on disk.
+    _dir(tar, TOP)
+    add_special(tar, f"{TOP}/up", tarfile.SYMTYPE, linkname=".")
+    add_special(tar, f"{TOP}/up2", tarfile.SYMTYPE, linkname="up/..")
+
+
+def _symlink_before_its_chain(tar: tarfile.TarFile) -> None:
+    # x -> "y/.." is made while y does not exist (it resolves inside then); y -> "." comes after.
+    _dir(tar, TOP)
+    add_special(tar, f"{TOP}/x", tarfile.SYMTYPE, linkname="y/..")
+    add_special(tar, f"{TOP}/y", tarfile.SYMTYPE, linkname=".")
+
+
 def _hardlink_outside(tar: tarfile.TarFile) -> None:
     _dir(tar, TOP)
     add_special(tar, f"{TOP}/passwd", tarfile.LNKTYPE, linkname="../outside/victim")
@@ -141,6 +155,8 @@ HOSTILE: dict[str, tuple[Callable[[tarfile.TarFile], None], str, str]] = {
     "symlink-chain": (_symlink_chain, f"{TOP}/up", "points outside the bundle directory"),
     "symlink-chain-flat": (_symlink_chain_flat, "d/up/up2", "outside the destination"),
     "symlink-chain-after-writes": (_symlink_chain_after_writes, "d/up/up2", "outside the destination"),
+    "symlink-to-a-chain": (_symlink_to_a_chain, f"{TOP}/up2", "outside the destination"),
+    "symlink-before-its-chain": (_symlink_before_its_chain, f"{TOP}/x", "outside the destination"),
     "hardlink-outside": (_hardlink_outside, f"{TOP}/passwd", "hardlink"),
     "hardlink-absolute": (_hardlink_absolute, f"{TOP}/passwd", "hardlink to absolute path"),
     "block-device": (_device, f"{TOP}/sda", "device node"),

@@ -4,8 +4,8 @@ Every member is checked before anything is written (`check_member`): absolute na
 that point outside the target, device nodes and fifos, setuid/setgid bits and duplicate names are
 refused with the member named. Extraction then writes into a staging directory inside the target with
 `O_NOFOLLOW | O_EXCL`, re-checking the real path of every parent (earlier members may be symlinks), and
-with tarfile's own 'data' filter as a second guard. Files are hashed as they are written, so the same
-pass proves the content matches the bundle's SHA256SUMS before the staging directory is renamed.
+with tarfile's own 'data' filter as a second guard for links. Files are hashed as they are written, so
+the same pass proves the content matches the bundle's SHA256SUMS before the staging directory is renamed.
 """
 
 from __future__ import annotations
@@ -281,6 +281,20 @@ def scan_archive(source: ArchiveSource, visit: Visitor) -> ScanResult:
     return ScanResult(top=top, digests=digests, symlinks=symlinks, entries=entries)
 
 
+def check_symlinks_inside(bundle: Path, scan: ScanResult) -> None:
+    """Every symlink, as extracted, resolves inside the bundle directory; raise BundleError naming it.
+
+    Each link passed the checks by name and tarfile's filter when it was made, but a link can be made
+    before the links it goes through (`x -> y/..`, then `y -> .`), so only the finished tree says where
+    it leads."""
+    root = os.path.realpath(bundle)
+    for relpath in scan.symlinks:
+        real = os.path.realpath(bundle / relpath)
+        if not (real == root or real.startswith(root + os.sep)):
+            name = f"{scan.top}/{relpath}" if scan.top else relpath
+            raise _refuse(name, "symlink resolves outside the destination bundle directory (through other links)")
+
+
 @dataclass
 class ExtractResult:
     """Where the bundle landed and what the pass found."""
@@ -355,6 +369,7 @@ def extract_bundle(
             writer.abandon()
         scan.digests.update(writer.digests)
         bundle = staging / scan.top if scan.top else staging
+        check_symlinks_inside(bundle, scan)
         report = check_bundle_digests(bundle, scan.digests, scan.symlinks)
         if check_digests and not report.ok:
             raise BundleError(
