@@ -19,7 +19,7 @@ from kubeplay.config.install import EffectiveConfig, InstallConfig, load_install
 from kubeplay.config.loader import read_yaml
 from kubeplay.console import Output, get_output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, load_inventory
-from kubeplay.deploy.offline_vars import DeployEndpoint, offline_vars
+from kubeplay.deploy.offline_vars import CA_ON_NODE, DeployEndpoint, offline_vars
 from kubeplay.deploy.runner import Workspace
 from kubeplay.errors import BadInput, BundleError, ConfigError
 from kubeplay.state import input_hash
@@ -104,6 +104,8 @@ def nodeprep_vars(ctx_cfg: EffectiveConfig, bundle: BundleFacts, endpoint: Deplo
         "kubeplay_repo_base": endpoint.repos_url.removesuffix("/repos"),
         "kubeplay_repos": bundle_repos(bundle),
         "kubeplay_ca_b64": base64.b64encode(ca.read_bytes()).decode("ascii"),
+        # Where containerd's hosts.toml (offline_vars) expects the CA: one path for both.
+        "kubeplay_ca_on_node": CA_ON_NODE,
         "kubeplay_registry_ip": ctx_cfg.registry_ip,
         "kubeplay_registry_domain": ctx_cfg.registry_domain,
         "kubeplay_ntp_servers": list(ctx_cfg.ntp_servers),
