@@ -51,24 +51,23 @@ REGISTRY = "/usr/bin/docker-registry"
 SHM = Path("/dev/shm")
 
 
-def default_workdir(need: int) -> Path | None:
-    """/dev/shm when it is a tmpfs with `need` bytes free, else None (the system's temporary directory)."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return None
-    tmpfs = any(line.split()[1:3] == [str(SHM), "tmpfs"] for line in mounts)
-    return SHM if tmpfs and shutil.disk_usage(SHM).free > need else None
-
-
-def file_system(path: Path) -> str:
-    """The type of the file system holding `path` (its longest mount point prefix)."""
+def mount_of(path: Path) -> tuple[str, str]:
+    """(mount point, file system type) of the mount holding `path`: the longest mount point prefix."""
     best, kind = "", "?"
     for line in Path("/proc/self/mounts").read_text().splitlines():
         mount, fstype = line.split()[1:3]
         if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
             best, kind = mount, fstype
-    return f"{kind} at {best}"
+    return best, kind
+
+
+def default_workdir(need: int) -> Path | None:
+    """/dev/shm when it is a tmpfs with `need` bytes free, else None (the system's temporary directory)."""
+    try:
+        tmpfs = mount_of(SHM) == (str(SHM), "tmpfs")
+    except OSError:
+        return None
+    return SHM if tmpfs and shutil.disk_usage(SHM).free > need else None
 
 
 class Registry:
@@ -220,7 +219,7 @@ def main() -> int:
         # round writes a few GB), and neither side should always get the quieter part.
         kp_runs: list[tuple[float, float]] = []
         peer_runs: list[tuple[float, float]] = []
-        where = file_system(work)
+        mount, fstype = mount_of(work)
         for rnd in range(args.rounds):
             order = [("kubeplay", run_kubeplay, kp_runs), ("peer", run_peer, peer_runs)]
             for name, run, runs in order if rnd % 2 == 0 else order[::-1]:
@@ -236,7 +235,7 @@ def main() -> int:
     print(
         f"serve: {len(images)} images x {args.layers} layers x {args.layer_mib} MiB uncompressed"
         f" ({'random' if args.random else 'compressible'}); bundle {bundle_mib:.0f} MiB packed;"
-        f" in {where}"
+        f" in {fstype} at {mount}"
     )
     print(
         f"  kubeplay (extract + start registry):           {kubeplay_s:7.2f} s"

@@ -35,7 +35,7 @@ from kubeplay.bundle.compression import (
 )
 from kubeplay.bundle.integrity import IntegrityReport, check_bundle_digests
 from kubeplay.bundle.parts import ArchiveSource, open_archive_source
-from kubeplay.bundle.staging import CHUNK, PENDING, StagedMember, StagingWriter, refuse
+from kubeplay.bundle.staging import CHUNK, PENDING, StagedMember, StagingWriter, refuse, within
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
 
@@ -289,8 +289,7 @@ def check_symlinks_inside(bundle: Path, scan: ScanResult) -> None:
     it leads."""
     root = os.path.realpath(bundle)
     for relpath in scan.symlinks:
-        real = os.path.realpath(bundle / relpath)
-        if not (real == root or real.startswith(root + os.sep)):
+        if not within(os.path.realpath(bundle / relpath), root):
             name = f"{scan.top}/{relpath}" if scan.top else relpath
             raise _refuse(name, "symlink resolves outside the destination bundle directory (through other links)")
 

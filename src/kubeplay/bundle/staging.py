@@ -47,6 +47,11 @@ def refuse(member: str, why: str) -> BundleError:
     )
 
 
+def within(real: str, root: str) -> bool:
+    """Whether the real path `real` is `root` or below it (both resolved, no trailing separator)."""
+    return real == root or real.startswith(root + os.sep)
+
+
 def data_mode(info: tarfile.TarInfo) -> int | None:
     """The mode tarfile's 'data' filter gives a regular file (None for a directory: 0755 is used): no
     setuid/setgid/sticky or group/other write bits, owner read and write, executable only when the owner's
@@ -153,7 +158,7 @@ class StagingWriter:
         real = self._parents.get(parent)
         if real is None:
             real = os.path.realpath(parent)
-            if not (real == self.root or real.startswith(self.root + os.sep)):
+            if not within(real, self.root):
                 raise refuse(member.info.name, "its parent directory resolves outside the target (through a symlink)")
             if os.path.isdir(real):  # a missing parent fails the write that follows; nothing to remember
                 self._parents[parent] = real
