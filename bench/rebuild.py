@@ -41,7 +41,7 @@ from kubeplay.lab.upstream import UpstreamSimulator  # noqa: E402
 
 DRIVER = """
 import sys
-import kubeplay.build.pipeline as pipeline
+import kubeplay.assemble.pipeline as pipeline
 from kubeplay.catalog.model import Plan
 plan = Plan.model_validate_json(open(sys.argv[1]).read())
 pipeline.cached_plan = lambda spec, tree, identity, state: plan

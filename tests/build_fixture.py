@@ -173,7 +173,7 @@ def plan_json(plan: Plan) -> str:
 # $KUBEPLAY_PEAK_RSS_FILE; shared by the large-layer test and bench/images.py.
 PEAK_RSS_DRIVER = """
 import atexit, os, sys
-import kubeplay.build.pipeline as pipeline
+import kubeplay.assemble.pipeline as pipeline
 
 def _peak() -> None:  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's pre-exec pages)
     hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]

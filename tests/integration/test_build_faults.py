@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kubeplay.build.pipeline import BuildOptions, BuildResult, run_build
+from kubeplay.assemble.pipeline import BuildOptions, BuildResult, run_build
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.model import Plan
 from kubeplay.config.bundle import load_bundle_spec
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 # Runs the real CLI with the plan handed in (the catalog is tested on its own).
 DRIVER = """
 import sys
-import kubeplay.build.pipeline as pipeline
+import kubeplay.assemble.pipeline as pipeline
 from kubeplay.catalog.model import Plan
 plan = Plan.model_validate_json(open(sys.argv[1]).read())
 pipeline.cached_plan = lambda spec, tree, identity, state: plan

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.build.pipeline import BuildOptions, run_build
+from kubeplay.assemble.pipeline import BuildOptions, run_build
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.config.bundle import load_bundle_spec
 from kubeplay.lab.upstream import UpstreamSimulator

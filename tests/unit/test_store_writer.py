@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kubeplay.build.images import ResolvedImage, StoredImage, StoreWriter
+from kubeplay.assemble.images import ResolvedImage, StoredImage, StoreWriter
 from kubeplay.catalog.model import Checksum
 from kubeplay.fetch.http import DownloadItem
 

@@ -10,7 +10,7 @@ import typer
 
 import kubeplay.cli as cli_package
 from kubeplay import __version__
-from kubeplay.console import configure, get_output
+from kubeplay.console import Output, install
 from kubeplay.errors import KubeplayError
 
 app = typer.Typer(
@@ -30,13 +30,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="KUBEPLAY_QUIET", help="No progress output."),
     json_events: bool = typer.Option(
         False, "--json-events", envvar="KUBEPLAY_JSON_EVENTS", help="One JSON event per line on stdout."
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
 ) -> None:
-    configure(quiet=quiet, json_events=json_events)
+    out = ctx.obj if isinstance(ctx.obj, Output) else install(Output())
+    out.quiet = quiet
+    out.json_events = json_events
+    ctx.obj = out
 
 
 def _register() -> None:
@@ -54,11 +58,12 @@ _register()
 
 def main() -> None:
     """Run the CLI; a KubeplayError becomes one red line, a hint, and its exit code."""
+    out = install(Output())
     try:
-        app(standalone_mode=True)
+        app(standalone_mode=True, obj=out)
     except KubeplayError as exc:
-        get_output().error(exc.message, exc.hint)
+        out.error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        get_output().error("interrupted; work done so far is kept, run the same command again to resume")
+        out.error("interrupted; work done so far is kept, run the same command again to resume")
         sys.exit(130)

@@ -61,7 +61,7 @@ def build(
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
-    from kubeplay.build.pipeline import BuildOptions, default_bundle_name, run_build
+    from kubeplay.assemble.pipeline import BuildOptions, default_bundle_name, run_build
     from kubeplay.config.bundle import load_bundle_spec
 
     out = get_output()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import kubeplay.build.install_step as step
+import kubeplay.assemble.install_step as step
 from kubeplay.fetch.verified import VerifiedCache
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kubeplay import __version__
-from kubeplay.build.images import ImageFetcher
-from kubeplay.build.install_step import add_install_files_kept
-from kubeplay.build.kubespray import copy_tree, obtain_tree, tree_identity
+from kubeplay.assemble.images import ImageFetcher
+from kubeplay.assemble.install_step import add_install_files_kept
+from kubeplay.assemble.kubespray import copy_tree, obtain_tree, tree_identity
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
