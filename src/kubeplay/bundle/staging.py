@@ -12,8 +12,8 @@ and creates the entry with O_EXCL | O_NOFOLLOW. Symlinks and hardlinks also pass
 filter, which resolves where they point on disk (a chain of links, each harmless by name, can point
 above the target). For directories and regular files the filter's check (the entry's real path inside
 the target) is what the parent check and O_NOFOLLOW already establish, and it costs two realpath walks
-per member (0.1 s for a bundle's 1,800 registry entries, on the thread that limits extraction): their
-modes follow the filter's rules in `data_mode` instead.
+per member on the thread that limits extraction: their modes follow the filter's rules in `data_mode`
+instead.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from typing import IO
 
 from kubeplay.errors import BundleError
 
-# One size for the whole extraction pipeline (read, decompress, tar, hand over, hash, write): 128 KiB,
-# so a chunk is hashed and written while still in cache. Extracting bench/serve.py's archive (1.45 GiB of
-# blobs), alternating rounds: medians 1.83 s with 1 MiB chunks, 1.18 s with 128 KiB (and 3.25 s vs 2.55 s
-# with the disk under writeback).
+# One size for the whole extraction pipeline (read, decompress, tar, hand over, hash, write), small
+# enough that a chunk is hashed and written while it is still in the CPU cache (bench/serve.py times it).
 CHUNK = 128 << 10
 QUEUE_CHUNKS = 32  # bytes in flight between the threads: at most this many chunks
 PENDING = ""  # the digest placeholder the scan records until the worker has hashed the file

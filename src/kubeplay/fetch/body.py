@@ -26,10 +26,9 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-# 256 KiB: a block is decrypted into, hashed and copied into the page cache while it is still in the
-# core's L2 (1 MiB here, shared with everything else). With 1 MiB blocks and 8 transfers every pass went
-# to L3: bench/files.py measured 0.52-0.55x of curl's rate with 1 MiB, 0.84-1.01x with 256 KiB, 0.78-1.02x
-# with 128 KiB, 0.61x with 32 KiB (Python's per-block work starts to show).
+# Small enough that a block is decrypted into, hashed and copied into the page cache while it is still
+# in the core's L2 with several transfers running; large enough that Python's per-block work stays out
+# of the way (bench/files.py compares block sizes against curl).
 BLOCK = 256 << 10
 FAST_MIN = 1 << 20
 
