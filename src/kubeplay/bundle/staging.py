@@ -32,7 +32,7 @@ from typing import IO
 from kubeplay.errors import BundleError
 
 # One size for the whole extraction pipeline (read, decompress, tar, hand over, hash, write), small
-# enough that a chunk is hashed and written while it is still in the CPU cache (bench/serve.py times it).
+# enough that a chunk is hashed and written while it is still in the CPU cache (bench/serve.py times extraction).
 CHUNK = 128 << 10
 QUEUE_CHUNKS = 32  # bytes in flight between the threads: at most this many chunks
 PENDING = ""  # the digest placeholder the scan records until the worker has hashed the file

@@ -28,7 +28,7 @@ import httpx
 
 # Small enough that a block is decrypted into, hashed and copied into the page cache while it is still
 # in the core's L2 with several transfers running; large enough that Python's per-block work stays out
-# of the way (bench/files.py compares block sizes against curl).
+# of the way (bench/files.py measures the download rate against curl's).
 BLOCK = 256 << 10
 FAST_MIN = 1 << 20
 
