@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +45,14 @@ _MARKS: dict[str, tuple[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Cell:
+    """A table cell shown in the colour of a mark, for a result: `Cell("pass", "ok")`, `Cell("FAIL", "failed")`."""
+
+    text: str
+    mark: Mark
+
+
 @dataclass
 class Table:
     """A table as data: the caller fills it, `Output.table` (or `Output.live_table`) renders it."""
@@ -54,11 +62,19 @@ class Table:
     title: str | None = None
     caption: str | None = None
     right: frozenset[str] = frozenset()  # columns aligned right (numbers)
+    fold: frozenset[str] = frozenset()  # columns broken anywhere when too long (URLs) instead of cut short
     header: bool = True
     boxed: bool = True
 
     def add(self, *cells: object) -> None:
         self.rows.append(cells)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, Cell):
+        style = _MARKS[value.mark][1]
+        return f"[{style}]{escape(value.text)}[/]" if style else escape(value.text)
+    return escape(str(value))
 
 
 def _render_table(table: Table) -> RichTable:
@@ -71,10 +87,35 @@ def _render_table(table: Table) -> RichTable:
         expand=False,
     )
     for name in table.columns:
-        out.add_column(name, justify="right" if name in table.right else "left")
+        out.add_column(
+            name,
+            justify="right" if name in table.right else "left",
+            overflow="fold" if name in table.fold else "ellipsis",
+        )
     for row in table.rows:
-        out.add_row(*(escape(str(cell)) for cell in row))
+        out.add_row(*(_cell(cell) for cell in row))
     return out
+
+
+class StatusLine:
+    """A spinner with a message while work runs (on a terminal, without --quiet); prints nothing elsewhere."""
+
+    def __init__(self, console: Console | None, message: str) -> None:
+        self._status = console.status(escape(message)) if console is not None else None
+
+    def __enter__(self) -> StatusLine:
+        if self._status is not None:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def update(self, message: str, *, detail: str | None = None) -> None:
+        """Show `message` instead (with `detail` dimmed after it)."""
+        if self._status is not None:
+            self._status.update(escape(message) + (f" [dim]{escape(detail)}[/]" if detail else ""))
 
 
 class TransferBar:
@@ -243,11 +284,9 @@ class Output:
 
     # --- long work -----------------------------------------------------------------------------------
 
-    def status(self, message: str) -> Any:
+    def status(self, message: str) -> StatusLine:
         """A spinner with `message` while the block runs, on a terminal and without --quiet; else nothing."""
-        if self.quiet or not self.console.is_terminal:
-            return nullcontext()
-        return self.console.status(escape(message))
+        return StatusLine(None if self.quiet or not self.console.is_terminal else self.console, message)
 
     def transfer(self, title: str, items: int = 0, total_bytes: int = 0, *, enabled: bool = True) -> TransferBar:
         """A byte progress bar for downloads, uploads and copies (enter it with `with`)."""
