@@ -106,20 +106,26 @@ def test_image_manifest_missing_from_registry_is_reported(bundle: Path) -> None:
 def test_archive_of_tampered_bundle_names_the_file_without_extracting(
     bundle: Path, tmp_path: Path, victim: str
 ) -> None:
-    flip_byte(bundle / victim, 0 if victim == "kubeplay.json" else None)
-    if victim == "kubeplay.json":
-        (bundle / victim).write_text(
-            (bundle / victim).read_text().replace("kubeadm_download_url", "kubeadm_download_urX")
-        )
+    if victim == "kubeplay.json":  # still valid JSON, so only its digest can tell
+        text = (bundle / victim).read_text()
+        (bundle / victim).write_text(text.replace("kubeadm_download_url", "kubeadm_download_urX"))
+    else:
+        flip_byte(bundle / victim)
     archive = pack_bundle(bundle, tmp_path / "out", STEM).archive
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    try:
-        result = verify_bundle(archive)
-        text = "\n".join(result.report.lines())
-    except BundleError as exc:  # a SHA256SUMS line broken beyond parsing
-        text = exc.message
-    assert victim in text
+    result = verify_bundle(archive)
+    assert not result.ok
+    assert any(line.startswith(f"changed: {victim} (sha256 ") for line in result.report.lines())
+    assert [c.split(" (")[0] for c in result.report.changed] == [victim]  # nothing else flagged
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # verify wrote nothing
+
+
+def test_archive_with_unparseable_manifest_fails_naming_it(bundle: Path, tmp_path: Path) -> None:
+    flip_byte(bundle / "kubeplay.json", 0)  # "{" becomes "z": no longer JSON
+    archive = pack_bundle(bundle, tmp_path / "out", STEM).archive
+    with pytest.raises(BundleError) as err:
+        verify_bundle(archive)
+    assert err.value.message.startswith(f"{archive.name}:kubeplay.json: invalid manifest")
 
 
 def test_tampered_sha256sums_names_the_entry_and_fails_the_printed_digest(bundle: Path, tmp_path: Path) -> None:
