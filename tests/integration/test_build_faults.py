@@ -18,6 +18,7 @@ from kubeplay.assemble.pipeline import BuildOptions, BuildResult, run_build
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.model import Plan
 from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.console import Output
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -48,7 +49,7 @@ main()
 
 def build(spec_path: Path, out: Path, plan: Plan) -> BuildResult:
     spec = load_bundle_spec(spec_path)
-    return run_build(spec, out, BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan))
+    return run_build(spec, out, BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan), out=Output(quiet=True))
 
 
 def cli(plan: Plan, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -147,13 +148,28 @@ def test_killed_build_is_completed_by_a_rerun(upstream: UpstreamSimulator, tmp_p
     proc.communicate(timeout=30)
     kept = part.stat().st_size
     assert kept > 400_000 and not (out / "SHA256SUMS").exists()
-    spec = write_spec(tmp_path / "fast", upstream, str(archive), sha)
+    # The re-run goes through the fault server's pass-through paths (fail/0), which log every request.
+    seen = mirrors_with(
+        upstream,
+        storage_googleapis_com=f"{upstream.faults_url}/fail/0/storage.googleapis.com",
+        quay_io=upstream.registry_fault_mirror("fail/0", "quay.io"),
+    )
+    spec = write_spec(tmp_path / "fast", upstream, str(archive), sha, mirrors=seen)
     rerun = cli(plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out))
     stdout, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
-    built = next(json.loads(line) for line in stdout.splitlines() if '"built"' in line)
-    assert built["fetched"] < len(big) + 1_000_000  # the file resumed where the kill left it
     assert (out / "files/storage.googleapis.com/kp-kill/v1/big.tar.gz").read_bytes() == big
+    requests = [
+        r
+        for r in upstream.fault_requests()
+        if str(r["path"]).startswith("/fail/0/") or "/fault/fail/0/" in str(r["path"])
+    ]
+    file_gets = [r for r in requests if str(r["path"]).endswith("/kp-kill/v1/big.tar.gz") and r["method"] == "GET"]
+    # one request for the rest: from where the kill left the .part, answered 206 with only the missing bytes
+    assert [(r["range"], r["status"], r["sent"]) for r in file_gets] == [(f"bytes={kept}-", 206, len(big) - kept)]
+    blob_bytes = sum(int(str(r["sent"])) for r in requests if "/blobs/" in str(r["path"]) and r["method"] == "GET")
+    built = next(json.loads(line) for line in stdout.splitlines() if '"built"' in line)
+    assert built["fetched"] == len(big) - kept + blob_bytes  # nothing the kill had kept was fetched again
     check = sha256sum_check(out)
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -4,6 +4,7 @@ Every fault path ends in `<host>/<path>`, so `<faults_url>/<fault…>/<host>` is
 Counters are kept per full request path (query ignored), so distinct files count separately.
 
   /fail/<n>/<host>/<path>        the first n requests answer 503, later ones are served normally
+                                 (fail/0 serves normally: a logged pass-through)
   /cut/<k>/<host>/<path>         the first request gets its headers (full Content-Length) and k body bytes,
                                  then the connection is closed; later requests are served normally
   /cut-every/<k>/<host>/<path>   every response is cut after k body bytes (only Range resume makes progress)
