@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeplay.deploy.context import effective_config, load_config
 from kubeplay.deploy.inventory import load_inventory, parse_inventory
 from kubeplay.errors import ConfigError
 
@@ -218,3 +219,80 @@ def test_unknown_node_name_for_day2_lists_known_hosts(tmp_path: Path) -> None:
         inv.subset(["node9"])
     assert "no host named node9" in info.value.message
     assert "node1, node2, node3" in (info.value.hint or "")
+
+
+# config.yaml as `kubeplay deploy` reads it: one parse into the install model, the inventory taken from it.
+
+
+def write_config(tmp_path: Path, inventory: Any, **sections: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    body = {"compose": {"internal_ip": "10.1.0.1"}, **sections}
+    if inventory is not ...:
+        body["inventory"] = inventory
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_deploy_inventory_is_the_install_models_inventory(tmp_path: Path) -> None:
+    raw = mutate("all.hosts.node1", {"ansible_host": "fd00:0:0:0::11", "ansible_port": 2222})
+    cfg, inv = load_config(write_config(tmp_path, raw))
+    # the address deploy connects to is the one the install model normalised (and chrony allows)
+    assert inv.address("node1") == "fd00::11"
+    assert "fd00::11/128" in effective_config(cfg, tmp_path / "config.yaml").ntp_allow
+    assert inv.host_vars("node1")["ansible_port"] == 2222
+    assert inv.members("k8s_cluster") == ["node1", "node2", "node3"]
+    as_written = mutate("all.hosts.node1", {"ansible_host": "fd00::11", "ansible_port": 2222})
+    assert inv.to_ansible() == load_inventory(as_written, tmp_path).to_ansible()
+
+
+def test_deploy_lists_every_inventory_problem_with_the_file_and_field_path(tmp_path: Path) -> None:
+    # a group naming a host all.hosts lacks (the install model alone would stop at that) and an even etcd
+    raw = mutate("all.children.etcd.hosts", {"node1": None, "node9": None})
+    path = write_config(tmp_path, raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.message.startswith(f"{path}: inventory is not ready for kubespray")
+    assert "inventory.all.children.etcd.hosts.node9.ansible_host: missing" in info.value.message
+    assert "2 hosts (node1, node9); etcd needs an odd number" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"compose": {"internal_ip": "10.1.0.1", "nginx_http_port": 0}}, "compose.nginx_http_port: expected a TCP"),
+        (
+            {"inventory": mutate("all.hosts.node2", {"ansible_host": "bad host!"})},
+            "inventory.all.hosts.node2.ansible_host",
+        ),
+        (
+            {"inventory": mutate("all.children.kube_node.host", {"node2": None})},
+            "inventory.all.children.kube_node.host",
+        ),
+    ],
+    ids=["other section", "bad address", "unknown group key"],
+)
+def test_deploy_model_errors_name_the_file_and_field_path(
+    tmp_path: Path, sections: dict[str, Any], expected: str
+) -> None:
+    path = write_config(tmp_path, GOOD)
+    data = yaml.safe_load(path.read_text())
+    data.update(sections)
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.message.startswith(f"{path}: ")
+    assert expected in info.value.message
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("inventory", [..., None, {}], ids=["absent", "null", "empty"])
+def test_deploy_without_an_inventory_says_what_to_add(tmp_path: Path, inventory: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, inventory))
+    assert "add an `inventory:` section" in (info.value.hint or "")
+
+
+def test_deploy_reads_an_ini_inventory_from_config_yaml(tmp_path: Path) -> None:
+    _, inv = load_config(write_config(tmp_path, INI))
+    assert inv.source == "ini"
+    assert inv.host_vars("node3")["ansible_port"] == 2222

@@ -12,7 +12,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kubeplay.config.loader import load_model
 from kubeplay.errors import ConfigError
@@ -22,6 +31,9 @@ PLACEHOLDER_URL = "internal_ip:nginx_http_port"
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+# Validation context key set by deploy: deploy.inventory checks the hosts groups name, among every other
+# problem it lists at once, so the model leaves that one check to it.
+DEPLOY_CHECKS_HOSTS = "deploy_checks_hosts"
 
 
 class Strict(BaseModel):
@@ -156,7 +168,9 @@ class Inventory(Strict):
         return out
 
     @model_validator(mode="after")
-    def _children_hosts_defined(self) -> Inventory:
+    def _children_hosts_defined(self, info: ValidationInfo) -> Inventory:
+        if info.context and info.context.get(DEPLOY_CHECKS_HOSTS):
+            return self
         defined = set(self.all.hosts)
         problems: list[str] = []
 
@@ -285,9 +299,13 @@ class EffectiveConfig(Strict):
         return f"{self.registry_domain}{port}"
 
 
-def load_install_config(path: Path) -> InstallConfig:
-    """Read and validate config.yaml; raise ConfigError naming the file and each bad field path."""
-    return load_model(path, InstallConfig)
+def load_install_config(path: Path, *, for_deploy: bool = False) -> InstallConfig:
+    """Read and validate config.yaml; raise ConfigError naming the file and each bad field path.
+
+    `for_deploy`: the inventory's groups may name hosts all.hosts lacks; deploy.inventory.cluster_inventory
+    reports them with the rest of what kubespray needs.
+    """
+    return load_model(path, InstallConfig, {DEPLOY_CHECKS_HOSTS: True} if for_deploy else None)
 
 
 def cluster_subnets(internal_ip: str, prefixlen: int | None, hosts: list[str]) -> list[str]:

@@ -53,14 +53,15 @@ def validation_message(path: Path, exc: ValidationError) -> str:
     return f"{path}: " + "; ".join(lines)
 
 
-def load_model(path: Path, model: type[M]) -> M:
-    """Parse `path` as YAML and validate it as `model`; raise ConfigError naming each bad field path."""
+def load_model(path: Path, model: type[M], context: dict[str, Any] | None = None) -> M:
+    """Parse `path` as YAML and validate it as `model` (validators see `context`); raise ConfigError naming
+    each bad field path."""
     data = read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(validation_message(path, exc), hint="see `kubeplay init` for a commented example") from None

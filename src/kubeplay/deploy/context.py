@@ -16,12 +16,11 @@ from kubeplay.bootstrap.hostinfo import address_prefixlen, detect_primary_addres
 from kubeplay.bootstrap.osrepo import apt_suites, find_key, key_is_armored
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.config.install import EffectiveConfig, InstallConfig, load_install_config, resolve
-from kubeplay.config.loader import read_yaml
 from kubeplay.console import Output, get_output
-from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, load_inventory
+from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, cluster_inventory
 from kubeplay.deploy.offline_vars import CA_ON_NODE, DeployEndpoint, offline_vars
 from kubeplay.deploy.runner import Workspace
-from kubeplay.errors import BadInput, BundleError, ConfigError
+from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import input_hash
 
 DEFAULT_STATE = Path("/var/lib/kubeplay/deploy")
@@ -54,12 +53,10 @@ class DeployContext:
 
 
 def load_config(path: Path) -> tuple[InstallConfig, ClusterInventory]:
-    """config.yaml: the inventory checked first (every problem listed), then the rest by the install model."""
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    inventory = load_inventory(raw.get("inventory"), path.resolve().parent, source=str(path))
-    return load_install_config(path), inventory
+    """config.yaml read once into the install model; its inventory then checked for kubespray (every
+    problem listed). Raise ConfigError naming the file and each field path."""
+    cfg = load_install_config(path, for_deploy=True)
+    return cfg, cluster_inventory(cfg, path)
 
 
 def effective_config(cfg: InstallConfig, path: Path) -> EffectiveConfig:

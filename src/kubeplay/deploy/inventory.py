@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeplay.config.install import InstallConfig
 from kubeplay.errors import ConfigError
 
 REQUIRED_GROUPS = ("kube_control_plane", "kube_node", "etcd")
@@ -298,9 +299,9 @@ def parse_ini_inventory(text: str, base: str = "inventory") -> ClusterInventory:
 
 
 def parse_inventory(raw: Any, base: str = "inventory") -> ClusterInventory:
-    """Parse config.yaml's inventory value (YAML mapping, INI string, or a pydantic model of either)."""
+    """Parse config.yaml's inventory value (YAML mapping, INI string, or config.install's Inventory model)."""
     if hasattr(raw, "model_dump"):
-        raw = raw.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        raw = raw.model_dump(mode="json", exclude_unset=True)  # what the file said, as the model read it
     if raw is None or raw == {}:
         raise ConfigError(f"{base}: missing", hint="add an `inventory:` section with your nodes to config.yaml")
     if isinstance(raw, str):
@@ -418,3 +419,9 @@ def load_inventory(raw: Any, base_dir: Path, source: str = "config.yaml") -> Clu
             if entry.vars.get(var):
                 entry.vars[var] = str((base_dir / os.path.expanduser(str(entry.vars[var]))).resolve())
     return inv
+
+
+def cluster_inventory(cfg: InstallConfig, config_path: Path) -> ClusterInventory:
+    """The inventory of a validated config.yaml, checked for kubespray (key files relative to the file's
+    directory); raise ConfigError listing every problem with its field path."""
+    return load_inventory(cfg.inventory, config_path.resolve().parent, source=str(config_path))
