@@ -114,6 +114,24 @@ class OsTarget(Strict):
         return str(v) if isinstance(v, int | float) else v
 
 
+class DeployNode(Strict):
+    """The machine install.sh runs on: the build carries wheels for its Python and that Python in its OS repo."""
+
+    distro: str = Field(description="one of the os: targets' distros, e.g. debian")
+    release: str = Field(description="that target's release, e.g. 12")
+    arch: str | None = Field(default=None, description="amd64 or arm64; default: the target's first arch")
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _release_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str | None) -> str | None:
+        return None if v is None else check_arches([v])[0]
+
+
 class Packages(Strict):
     """The original kubeplay's packages.yaml shape: common, apt, yum, and per-distro lists."""
 
@@ -135,6 +153,9 @@ class BundleSpec(Strict):
     platform_policy: Literal["strict", "warn"] = "strict"
     registry_project: str = "library"
     os: list[OsTarget] = Field(default_factory=list)
+    deploy_node: DeployNode | None = Field(
+        default=None, description="the deploy node's OS (default: any os: target that has a Python kubespray runs on)"
+    )
     packages: Packages = Field(default_factory=Packages)
     mirrors: dict[str, Mirror] = Field(default_factory=dict)
     credentials_file: Path | None = None

@@ -133,6 +133,13 @@ def find_target(distro: str, release: str) -> Target:
     )
 
 
+def repo_dir(target: Target) -> str:
+    """The target's repo directory inside a bundle: repos/apt/<distro>/<codename> or repos/rpm/<distro>/<release>."""
+    if target.family == "apt":
+        return f"repos/apt/{target.distro}/{target.codename}"
+    return f"repos/rpm/{target.distro}/{target.release}"
+
+
 def default_packages(target: Target) -> list[str]:
     """The default package list for a target (deduplicated, order kept)."""
     base: tuple[str, ...]
