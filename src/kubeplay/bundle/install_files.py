@@ -1,4 +1,5 @@
-"""What the deploy node needs before kubeplay runs there: install.sh, config-sample.yaml and wheels/.
+"""What the deploy node needs before kubeplay runs there: install.sh, config-sample.yaml, wheels/ and
+deploy-node.txt (which OS can be the deploy node, and the packages of its repo that give it Python).
 
 `add_install_files` is called by the build after everything else is in the bundle and before
 SHA256SUMS is written, so these files are covered by the sums like every other file.
@@ -16,6 +17,7 @@ from kubeplay.bundle.wheels import DEFAULT_PYTHONS, WheelsResult, download_wheel
 from kubeplay.state import atomic_write
 
 INSTALL_SCRIPT = "install.sh"
+DEPLOY_TABLE = "deploy-node.txt"
 CONFIG_SAMPLE = "config-sample.yaml"
 
 
@@ -35,6 +37,7 @@ class InstallFiles:
     install_script: Path
     config_sample: Path
     wheels: WheelsResult | None
+    deploy_table: Path | None = None
 
 
 def add_install_files(
@@ -47,8 +50,10 @@ def add_install_files(
     cache_dir: Path | None = None,
     kubespray_dir: Path | None = None,
     with_wheels: bool = True,
+    deploy_table: str | None = None,
 ) -> InstallFiles:
-    """Write install.sh (0755), config-sample.yaml and wheels/ into `bundle_dir`; return their paths.
+    """Write install.sh (0755), config-sample.yaml, wheels/ and deploy-node.txt (`deploy_table`, from
+    osrepo.deploy_python; without it, none) into `bundle_dir`; return their paths.
 
     Raises BadInput for an arch or Python version without wheels, BundleError when pip cannot resolve
     binary wheels for a target (the message names the target and pip's complaint).
@@ -57,9 +62,14 @@ def add_install_files(
     atomic_write(script, _packaged(INSTALL_SCRIPT).encode(), mode=0o755)
     sample = bundle_dir / CONFIG_SAMPLE
     atomic_write(sample, render_config_sample(kube_version, registry_project).encode())
+    table = bundle_dir / DEPLOY_TABLE
+    if deploy_table is None:
+        table.unlink(missing_ok=True)
+    else:
+        atomic_write(table, deploy_table.encode())
     wheels = None
     if with_wheels:
         wheels = download_wheels(
             bundle_dir, targets_for(arches, pythons), kubespray_dir=kubespray_dir, cache_dir=cache_dir
         )
-    return InstallFiles(script, sample, wheels)
+    return InstallFiles(script, sample, wheels, table if deploy_table is not None else None)
