@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kubeplay.catalog.model import Checksum
 from kubeplay.config.bundle import Mirror
+from kubeplay.console import Output
 from kubeplay.fetch.http import Downloader, DownloadItem
 from kubeplay.fetch.mirrors import MirrorSet
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -93,7 +94,7 @@ def run_kubeplay(urls: dict[str, str], mirrors: MirrorSet, out: Path, jobs: int)
         for url, sha in urls.items()
     ]
     started = time.monotonic()
-    with Downloader(mirrors, jobs=jobs, progress=False) as downloader:
+    with Downloader(mirrors, out=Output(quiet=True), jobs=jobs, progress=False) as downloader:
         report = downloader.download_all(items)
     elapsed = time.monotonic() - started
     if report.failed:

@@ -11,8 +11,8 @@ import pytest
 
 from kubeplay.catalog.examples import example_tree_path
 from kubeplay.catalog.rolevars import load_role_variables
-from kubeplay.catalog.source import ArchiveDigestMismatch, file_sha256, load_tree
-from kubeplay.errors import BadInput, CatalogError, ConfigError
+from kubeplay.catalog.source import file_sha256, load_tree
+from kubeplay.errors import ArchiveDigestMismatch, BadInput, CatalogError, ConfigError
 
 EXAMPLE = example_tree_path()
 

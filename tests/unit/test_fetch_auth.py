@@ -7,7 +7,8 @@ import base64
 import httpx
 import pytest
 
-from kubeplay.fetch.auth import AuthFailed, ChallengeAuth, parse_challenge
+from kubeplay.errors import AuthFailed
+from kubeplay.fetch.auth import ChallengeAuth, parse_challenge
 from kubeplay.fetch.mirrors import Credentials
 
 REALM = "https://auth.example.test/token"

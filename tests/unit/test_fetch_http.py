@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kubeplay.catalog.model import Checksum
+from kubeplay.console import Output
 from kubeplay.fetch.http import Downloader, DownloadItem, part_path
 from kubeplay.fetch.retry import RetryPolicy
 
@@ -34,7 +35,12 @@ def server() -> Iterator[FileServer]:
 def downloader(tmp_path: Path, *, jobs: int = 4, timeout: float = 60.0) -> Downloader:
     policy = RetryPolicy(attempts=4, base=0.01, cap=0.05, deadline=30)
     return Downloader(
-        jobs=jobs, progress=False, policy=policy, verified_cache=tmp_path / "verified.json", timeout=timeout
+        out=Output(quiet=True),
+        jobs=jobs,
+        progress=False,
+        policy=policy,
+        verified_cache=tmp_path / "verified.json",
+        timeout=timeout,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
 from kubeplay.errors import BadInput, ConfigError
 from kubeplay.fetch.mirrors import load_mirrors, redact
 
@@ -27,10 +28,11 @@ def spec(tmp_path: Path, **extra: object) -> BundleSpec:
 
 
 ENV = {"KUBEPLAY_CRED_HARBOR_USERNAME": "robot", "KUBEPLAY_CRED_HARBOR_PASSWORD": "pw-from-env"}
+QUIET = Output(quiet=True)
 
 
 def test_file_urls_are_rewritten_and_others_left_alone(tmp_path: Path) -> None:
-    mirrors = load_mirrors(spec(tmp_path), ENV)
+    mirrors = load_mirrors(spec(tmp_path), ENV, out=QUIET)
     r = mirrors.resolve("https://dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubeadm")
     assert r.url == "https://nexus.example.test/repository/dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubeadm"
     assert r.mirrored and r.credentials is None
@@ -38,7 +40,7 @@ def test_file_urls_are_rewritten_and_others_left_alone(tmp_path: Path) -> None:
 
 
 def test_registry_endpoint_is_base_plus_repository_prefix(tmp_path: Path) -> None:
-    mirrors = load_mirrors(spec(tmp_path), ENV)
+    mirrors = load_mirrors(spec(tmp_path), ENV, out=QUIET)
     ep = mirrors.registry("registry.k8s.io")
     assert (ep.base, ep.repository("pause")) == ("https://harbor.example.test", "k8s-proxy/pause")
     assert ep.credentials is not None and ep.credentials.password == "pw-from-env"
@@ -51,7 +53,7 @@ def test_registry_endpoint_is_base_plus_repository_prefix(tmp_path: Path) -> Non
 
 
 def test_unmirrored_docker_hub_uses_its_api_host(tmp_path: Path) -> None:
-    mirrors = load_mirrors(spec(tmp_path, mirrors={}), {})
+    mirrors = load_mirrors(spec(tmp_path, mirrors={}), {}, out=QUIET)
     assert mirrors.registry("docker.io").base == "https://registry-1.docker.io"
 
 
@@ -60,10 +62,10 @@ def test_credentials_file_must_be_private(tmp_path: Path) -> None:
     creds.write_text("harbor: {username: robot, password: pw-from-file}\n")
     creds.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by group or others") as info:
-        load_mirrors(spec(tmp_path, credentials_file=str(creds)), {})
+        load_mirrors(spec(tmp_path, credentials_file=str(creds)), {}, out=QUIET)
     assert "pw-from-file" not in str(info.value) + str(info.value.hint)
     creds.chmod(0o600)
-    mirrors = load_mirrors(spec(tmp_path, credentials_file=str(creds)), {})
+    mirrors = load_mirrors(spec(tmp_path, credentials_file=str(creds)), {}, out=QUIET)
     found = mirrors.registry("registry.k8s.io").credentials
     assert found is not None and found.password == "pw-from-file"
 
@@ -72,14 +74,14 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     creds = tmp_path / "creds.yaml"
     creds.write_text("harbor: {username: robot, password: pw-from-file}\n")
     creds.chmod(0o600)
-    mirrors = load_mirrors(spec(tmp_path, credentials_file=str(creds)), ENV)
+    mirrors = load_mirrors(spec(tmp_path, credentials_file=str(creds)), ENV, out=QUIET)
     found = mirrors.registry("registry.k8s.io").credentials
     assert found is not None and found.password == "pw-from-env"
 
 
 def test_missing_credentials_name_the_variables_to_set(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as info:
-        load_mirrors(spec(tmp_path), {})
+        load_mirrors(spec(tmp_path), {}, out=QUIET)
     assert "KUBEPLAY_CRED_HARBOR_USERNAME" in str(info.value.hint)
 
 

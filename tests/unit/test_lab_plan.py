@@ -148,8 +148,9 @@ def test_process_identity_rejects_a_reused_pid() -> None:
 
 
 def test_teardown_refuses_a_recorded_dir_outside_the_lab(tmp_path: Path) -> None:
+    from kubeplay.errors import TeardownRefused
     from kubeplay.lab.record import Resource
-    from kubeplay.lab.teardown import TeardownRefused, remove_resource
+    from kubeplay.lab.teardown import remove_resource
 
     lab_dir, elsewhere = tmp_path / "lab", tmp_path / "precious"
     lab_dir.mkdir()

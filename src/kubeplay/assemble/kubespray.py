@@ -20,7 +20,7 @@ from kubeplay.bundle.manifest import KubesprayRecord
 from kubeplay.catalog.model import Checksum
 from kubeplay.catalog.source import KubesprayTree, load_tree
 from kubeplay.config.bundle import BundleSpec
-from kubeplay.console import get_output
+from kubeplay.console import Output
 from kubeplay.errors import BadInput, FetchError
 from kubeplay.fetch.http import Downloader, DownloadItem
 from kubeplay.fetch.mirrors import redact
@@ -81,7 +81,7 @@ def tree_identity(tree: KubesprayTree) -> str:
     return tree.sha256 or _fingerprint(tree.root)
 
 
-def copy_tree(tree: KubesprayTree, bundle_dir: Path, state_dir: Path, identity: str) -> Path:
+def copy_tree(tree: KubesprayTree, bundle_dir: Path, state_dir: Path, identity: str, *, out: Output) -> Path:
     """Copy the tree into `<bundle>/kubespray/` unless the same tree is already there; return that dir."""
     target = bundle_dir / BUNDLE_DIR
     marker = state_dir / "kubespray.json"
@@ -109,7 +109,7 @@ def copy_tree(tree: KubesprayTree, bundle_dir: Path, state_dir: Path, identity: 
 
     shutil.copytree(tree.root, staging, symlinks=False, ignore=ignore)
     if outside:
-        get_output().warn(f"kubespray: left out {len(outside)} symlink(s) leading outside the tree: {outside[0]}")
+        out.warn(f"kubespray: left out {len(outside)} symlink(s) leading outside the tree: {outside[0]}")
     old = state_dir / "kubespray.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubeplay.deploy.progress import Failure
 from kubeplay.deploy.runner import RunResult, raise_for_result
-from kubeplay.errors import StepFailed
+from kubeplay.errors import DeployStopped
 from kubeplay.state import atomic_write
 
 NODE_FACTS = "nodes.json"
@@ -48,15 +48,6 @@ class StopReason:
     message: str
     container: str | None  # e.g. "systemd-nspawn", when the host is a container
     limit: str | None  # what a container cannot do, when the failure is one of those
-
-
-class DeployStopped(StepFailed):
-    """A deploy step failed on a host; `reason` names the step, task, host and (for containers) the limit."""
-
-    def __init__(self, message: str, hint: str | None, reason: StopReason, log: Path) -> None:
-        super().__init__(message, hint)
-        self.reason = reason
-        self.log = log
 
 
 def container_limit(task: str, message: str, action: str = "") -> str | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from kubeplay.errors import AuthFailed
 from kubeplay.fetch.mirrors import Credentials
-from kubeplay.fetch.retry import FinalError
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
@@ -55,10 +55,6 @@ def repository_scope(url: httpx.URL) -> str | None:
 def basic_header(creds: Credentials) -> str:
     raw = f"{creds.username}:{creds.password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
-
-
-class AuthFailed(FinalError):
-    """Authentication was required and could not be satisfied; the message names no secret."""
 
 
 class ChallengeAuth(httpx.Auth):

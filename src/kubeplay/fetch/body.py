@@ -13,6 +13,7 @@ more, where a new connection costs far less than it saves. Everything else goes 
 Either way the file receives every byte that arrived before a failure (the block is flushed in a
 `finally`), so a retry resumes exactly where the body stopped, and socket errors surface as the same
 httpx exceptions (ReadTimeout, ReadError, RemoteProtocolError) that the retry policy already knows.
+The stop event is checked after every read: on Ctrl-C the bytes held are written to the .part at once.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
+from kubeplay.errors import Interrupted
+
 # Small enough that a block is decrypted into, hashed and copied into the page cache while it is still
 # in the core's L2 with several transfers running; large enough that Python's per-block work stays out
 # of the way (bench/files.py measures the download rate against curl's).
 BLOCK = 256 << 10
 FAST_MIN = 1 << 20
-
-
-class Stopped(Exception):
-    """The run is being interrupted; the .part stays for the next run."""
 
 
 class BodyCopy:
@@ -58,7 +57,7 @@ class BodyCopy:
         self._filled = 0
 
     def run(self, response: httpx.Response, remaining: int | None, read_timeout: float | None) -> None:
-        """Copy the body of `response`; raise httpx errors for what a retry may fix, Stopped when asked to."""
+        """Copy the body of `response`; raise httpx errors for what a retry may fix, Interrupted when stopped."""
         try:
             sock = _direct_socket(response) if remaining is not None and remaining >= FAST_MIN else None
             if sock is not None and remaining is not None:
@@ -70,9 +69,9 @@ class BodyCopy:
 
     def _from_chunks(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
-            if self.stop.is_set():
-                raise Stopped()
             self._take(chunk)
+            if self.stop.is_set():
+                raise Interrupted("download stopped")
 
     def _from_socket(
         self, response: httpx.Response, sock: socket.socket, remaining: int, timeout: float | None
@@ -92,8 +91,6 @@ class BodyCopy:
             while remaining > 0:
                 if self._filled == BLOCK:
                     self._flush()
-                    if self.stop.is_set():
-                        raise Stopped()
                 end = min(BLOCK, self._filled + remaining)
                 n = sock.recv_into(view[self._filled : end])
                 if n == 0:
@@ -102,6 +99,8 @@ class BodyCopy:
                     )
                 self._filled += n
                 remaining -= n
+                if self.stop.is_set():
+                    raise Interrupted("download stopped")
         except TimeoutError as exc:
             raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
         except OSError as exc:  # ssl.SSLError included

@@ -1,7 +1,8 @@
 """One httpx client per (TLS trust, credentials), shared by file downloads and the registry client.
 
 Connections are kept alive across items, TLS contexts are built once, and each credentials set has one
-`ChallengeAuth`, so tokens are reused by every thread pulling from the same registry.
+`ChallengeAuth`, so tokens are reused by every thread pulling from the same registry. Its `stop` event
+is the one every request loop, backoff and worker pool using these clients checks (set on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Session:
 
 
 class ClientPool:
-    """Thread-safe cache of clients; close() when done."""
+    """Thread-safe cache of clients; close() when done. `stop` is set when the run is being interrupted."""
 
     def __init__(self, mirrors: MirrorSet | None = None, *, connections: int = 8, timeout: float = 60.0) -> None:
         self.mirrors = mirrors or MirrorSet()
@@ -33,6 +34,7 @@ class ClientPool:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._sessions: dict[tuple[Tls, str | None, str], Session] = {}
+        self.stop = threading.Event()
 
     def resolve(self, url: str) -> Resolved:
         return self.mirrors.resolve(url)
@@ -71,7 +73,9 @@ class ClientPool:
     def __enter__(self) -> ClientPool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.stop.set()
         self.close()
 
 

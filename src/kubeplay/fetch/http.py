@@ -3,7 +3,8 @@
 Each item streams into `<dest>.part`, resumes with `Range` after a cut or a kill, and is renamed to
 `<dest>` only once its checksum matches, so a file at `dest` is always complete and verified. Transient
 faults are retried with backoff (see retry.py); one failed item never stops the others; the report lists
-every failure with its URL, label (the kubespray variable) and reason.
+every failure with its URL, label (the kubespray variable) and reason. Ctrl-C stops every transfer
+within about a second (see workers.py) and raises Interrupted; the .part files stay for the next run.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 
 import httpx
 
-from kubeplay.console import human_bytes
-from kubeplay.errors import DigestMismatch, FetchError
+from kubeplay.console import Output, TransferBar, human_bytes
+from kubeplay.errors import DigestMismatch, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.items import DownloadFailure, DownloadItem, DownloadReport, FileFacts, part_path
 from kubeplay.fetch.mirrors import MirrorSet, Resolved, redact
-from kubeplay.fetch.progress import TransferProgress
-from kubeplay.fetch.retry import FinalError, RetryPolicy, TransientError, describe, is_transient
-from kubeplay.fetch.transfer import FREE_SPACE_MARGIN, DiskSpace, ItemState, Stopped, Transfer, existing_dir
+from kubeplay.fetch.retry import RetryPolicy, TransientError, describe, is_transient
+from kubeplay.fetch.transfer import FREE_SPACE_MARGIN, DiskSpace, ItemState, Transfer, existing_dir
 from kubeplay.fetch.verified import VerifiedCache
+from kubeplay.fetch.workers import WorkerPool
 
 __all__ = ["DownloadBatch", "DownloadFailure", "DownloadItem", "DownloadReport", "Downloader", "FileFacts", "part_path"]
 
@@ -36,6 +37,7 @@ class Downloader:
         self,
         mirrors: MirrorSet | None = None,
         *,
+        out: Output,
         jobs: int = 8,
         retries: int = 5,
         timeout: float = 60.0,
@@ -47,10 +49,10 @@ class Downloader:
         self.jobs = max(1, jobs)
         self.policy = policy or RetryPolicy(attempts=max(1, retries))
         self.clients = clients or ClientPool(mirrors, connections=self.jobs, timeout=timeout)
+        self.out = out
         self.progress = progress
         self.cache = VerifiedCache(verified_cache)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self.stop = self.clients.stop  # shared with the registry client and every pool on these clients
         self.space = DiskSpace()
 
     def close(self) -> None:
@@ -60,13 +62,15 @@ class Downloader:
     def __enter__(self) -> Downloader:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.stop.set()
         self.close()
 
     def download_all(self, items: Sequence[DownloadItem], *, title: str = "files") -> DownloadReport:
         """Fetch every item not already present and verified; never raises for a single item's failure.
 
-        Raises FetchError before any download when the known sizes do not fit on the disk.
+        Raises FetchError before any download when the known sizes do not fit on the disk, Interrupted on Ctrl-C.
         """
         with self.batch(title) as batch:
             batch.add(items)
@@ -105,18 +109,11 @@ class Downloader:
                     hint="free some space or build into a directory on a larger disk (-o DIR)",
                 )
 
-    def _fetch_one(self, item: DownloadItem, bar: TransferProgress) -> tuple[FileFacts, int]:
-        resolved = self.clients.resolve(item.url)
-        try:
-            return self._fetch_resolved(item, resolved, bar)
-        except (FetchError, FinalError) as exc:
-            if resolved.mirrored and resolved.url != item.url:
-                exc.args = (f"{exc} (via mirror {redact(resolved.url)})", *exc.args[1:])
-                if isinstance(exc, FetchError):
-                    exc.message = str(exc.args[0])
-            raise
+    def _fetch_one(self, item: DownloadItem, bar: TransferBar) -> tuple[FileFacts, int]:
+        return self._fetch_resolved(item, self.clients.resolve(item.url), bar)
 
-    def _fetch_resolved(self, item: DownloadItem, resolved: Resolved, bar: TransferProgress) -> tuple[FileFacts, int]:
+    def _fetch_resolved(self, item: DownloadItem, resolved: Resolved, bar: TransferBar) -> tuple[FileFacts, int]:
+        """(facts, bytes fetched) of one item; raises FetchError (DigestMismatch) when it failed for good."""
         session = self.clients.for_url(resolved)
         clock = self.policy.start()
         restarted = False
@@ -127,10 +124,10 @@ class Downloader:
             part_path(item.dest).unlink(missing_ok=True)
         item.dest.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            if self._stop.is_set():
-                raise Stopped()
+            if self.stop.is_set():
+                raise Interrupted("download stopped")
             attempt = Transfer(
-                item, resolved.url, session, bar=bar, state=state, space=self.space, cache=self.cache, stop=self._stop
+                item, resolved.url, session, bar=bar, state=state, space=self.space, cache=self.cache, stop=self.stop
             )
             try:
                 facts = attempt.run()
@@ -143,20 +140,19 @@ class Downloader:
                     bar.add_total(attempt.resumed_from + attempt.received)
                     continue
                 raise
-            except (FinalError, Stopped):
+            except (FetchError, Interrupted):
                 raise
             except Exception as exc:
                 fetched += attempt.received
                 if not is_transient(exc):
-                    if isinstance(exc, httpx.HTTPStatusError | httpx.HTTPError):
-                        raise FinalError(describe(exc)) from None
+                    if isinstance(exc, httpx.HTTPError):
+                        raise FetchError(describe(exc)) from exc
                     raise
                 wait = clock.next_wait()
                 if wait is None:
-                    tries = clock.attempt
-                    raise FetchError(f"{describe(exc)} (gave up after {tries} tries)") from None
-                if self._stop.wait(wait):
-                    raise Stopped() from None
+                    raise FetchError(f"{describe(exc)} (gave up after {clock.attempt} tries)") from exc
+                if self.stop.wait(wait):
+                    raise Interrupted("download stopped") from exc
 
 
 class DownloadBatch:
@@ -168,20 +164,31 @@ class DownloadBatch:
         self.report = DownloadReport()
         self._seen: set[Path] = set()
         self._futures: dict[Future[tuple[FileFacts, int]], DownloadItem] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._bar: TransferProgress | None = None
+        self._pool: WorkerPool | None = None
+        self._bar: TransferBar | None = None
+        self._fetched = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> DownloadBatch:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, *tb: object) -> None:
+        """Leaving on an exception stops every transfer (their .part files stay); Ctrl-C becomes Interrupted."""
         if exc_type is not None:
-            self.d._stop.set()
+            self.d.stop.set()
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+            if exc_type is None:
+                self._pool.shutdown()
+            else:
+                self._pool.abandon()
         if self._bar is not None:
             self._bar.__exit__()
         self.d.cache.save()
+        if isinstance(exc, KeyboardInterrupt) and self._futures:
+            raise Interrupted(
+                f"interrupted while downloading {self.title}: {self._fetched} of {len(self._futures)} done; "
+                "what arrived of the others is kept in .part files"
+            ) from exc
 
     def add(self, items: Sequence[DownloadItem], on_done: Callable[[DownloadItem, bool], None] | None = None) -> None:
         """Skip items already present and verified; start the others. Raise FetchError if they cannot fit.
@@ -207,8 +214,8 @@ class DownloadBatch:
             return
         self.d._check_space(todo)
         if self._bar is None:
-            self._bar = TransferProgress(self.title, 0, 0, enabled=self.d.progress).__enter__()
-            self._pool = ThreadPoolExecutor(max_workers=self.d.jobs, thread_name_prefix="kubeplay-fetch")
+            self._bar = self.d.out.transfer(self.title, enabled=self.d.progress).__enter__()
+            self._pool = WorkerPool(self.d.jobs, "kubeplay-fetch", self.d.stop)
         assert self._pool is not None
         for item in todo:
             if item.size is not None:
@@ -218,42 +225,50 @@ class DownloadBatch:
             self._futures[self._pool.submit(self._fetch, item, self._bar, on_done)] = item
 
     def _fetch(
-        self, item: DownloadItem, bar: TransferProgress, on_done: Callable[[DownloadItem, bool], None] | None
+        self, item: DownloadItem, bar: TransferBar, on_done: Callable[[DownloadItem, bool], None] | None
     ) -> tuple[FileFacts, int]:
         # on_done runs inside the task, so it has returned by the time finish() sees the future done
         ok = False
         try:
             found = self.d._fetch_one(item, bar)
             ok = True
+            with self._lock:
+                self._fetched += 1
             return found
         finally:
             if on_done is not None:
                 on_done(item, ok)
 
     def finish(self) -> DownloadReport:
-        """Wait for every item added so far; return the report."""
+        """Wait for every item added so far; return the report. Raises Interrupted when the run was stopped."""
         report = self.report
         for future in as_completed(self._futures):
             item = self._futures[future]
             try:
                 facts, fetched = future.result()
-            except Stopped:
+            except Interrupted:
                 continue
             except Exception as exc:  # noqa: BLE001 - one failure must not lose the others' work
-                report.failed.append(DownloadFailure(redact(item.url), item.label, _reason(exc)))
+                report.failed.append(DownloadFailure(redact(item.url), item.label, self._reason(item, exc)))
             else:
                 report.done.append(item)
                 report.facts[item.dest] = facts
                 report.bytes_fetched += fetched
             if self._bar is not None:
                 self._bar.item_done()
+        if self.d.stop.is_set():
+            raise Interrupted(f"downloading {self.title} was stopped")
         self._futures = {}
         return report
 
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, DigestMismatch):
-        return f"{exc}; nothing was kept"
-    if isinstance(exc, FetchError | FinalError | TransientError | OSError):
-        return redact(str(exc))
-    return redact(f"{type(exc).__name__}: {exc}")
+    def _reason(self, item: DownloadItem, exc: Exception) -> str:
+        """The report's reason for a failed item: the error, the mirror it came through, what was kept."""
+        if not isinstance(exc, FetchError | TransientError | OSError):
+            return redact(f"{type(exc).__name__}: {exc}")
+        reason = str(exc)
+        resolved = self.d.clients.resolve(item.url)
+        if isinstance(exc, FetchError) and resolved.mirrored and resolved.url != item.url:
+            reason += f" (via mirror {resolved.url})"
+        if isinstance(exc, DigestMismatch):
+            reason += "; nothing was kept"
+        return redact(reason)

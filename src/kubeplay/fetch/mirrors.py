@@ -21,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from kubeplay import settings
 from kubeplay.config.bundle import BundleSpec, Mirror
-from kubeplay.console import get_output
+from kubeplay.console import Output
 from kubeplay.errors import BadInput, ConfigError
 
 DOCKER_HUB = "docker.io"
@@ -155,15 +156,11 @@ def _same_origin(url: str, base: str) -> bool:
     return (a.scheme, a.netloc) == (b.scheme, b.netloc)
 
 
-def _env_name(name: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
 def credentials_from_env(names: set[str], environ: Mapping[str, str]) -> dict[str, Credentials]:
     found: dict[str, Credentials] = {}
     for name in names:
-        key = f"KUBEPLAY_CRED_{_env_name(name)}"
-        user, password = environ.get(f"{key}_USERNAME"), environ.get(f"{key}_PASSWORD")
+        user_var, password_var = settings.mirror_credential_variables(name)
+        user, password = environ.get(user_var), environ.get(password_var)
         if user is not None and password is not None:
             found[name] = Credentials(user, password)
     return found
@@ -194,8 +191,11 @@ def credentials_from_file(path: Path) -> dict[str, Credentials]:
     return out
 
 
-def load_mirrors(spec: BundleSpec, environ: Mapping[str, str] | None = None) -> MirrorSet:
-    """The spec's mirrors with every referenced credential loaded; raise BadInput when one is missing."""
+def load_mirrors(spec: BundleSpec, environ: Mapping[str, str] | None = None, *, out: Output) -> MirrorSet:
+    """The spec's mirrors with every referenced credential loaded; raise BadInput when one is missing.
+
+    A mirror whose TLS certificates are not checked (`insecure: true`) is named in a warning on `out`.
+    """
     env = os.environ if environ is None else environ
     wanted = {m.credentials for m in spec.mirrors.values() if m.credentials}
     creds: dict[str, Credentials] = {}
@@ -204,13 +204,13 @@ def load_mirrors(spec: BundleSpec, environ: Mapping[str, str] | None = None) -> 
     creds.update(credentials_from_env(wanted, env))  # the environment wins over the file
     for host, mirror in spec.mirrors.items():
         if mirror.credentials and mirror.credentials not in creds:
-            env_key = f"KUBEPLAY_CRED_{_env_name(mirror.credentials)}"
+            user_var, password_var = settings.mirror_credential_variables(mirror.credentials)
             raise BadInput(
                 f"mirrors.{host}.credentials: no credentials named {mirror.credentials!r}",
-                hint=f"set {env_key}_USERNAME and {env_key}_PASSWORD, or add it to the credentials_file",
+                hint=f"set {user_var} and {password_var}, or add it to the credentials_file",
             )
         if mirror.ca is not None and not spec.resolve(mirror.ca).is_file():
             raise BadInput(f"mirrors.{host}.ca: {spec.resolve(mirror.ca)} not found")
         if mirror.insecure:
-            get_output().warn(f"mirrors.{host}: TLS certificates are not verified (insecure: true)")
+            out.warn(f"mirrors.{host}: TLS certificates are not verified (insecure: true)")
     return MirrorSet(mirrors=dict(spec.mirrors), credentials=creds, base_dir=spec.base_dir)

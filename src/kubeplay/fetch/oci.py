@@ -8,15 +8,15 @@ and the registry's Docker-Content-Digest. Blobs are not read here: they go throu
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 import httpx
 
+from kubeplay.errors import FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.mirrors import RegistryEndpoint
 from kubeplay.fetch.platforms import ACCEPT, media_type_of
-from kubeplay.fetch.retry import FinalError, RetryPolicy, TransientError, describe, is_transient
+from kubeplay.fetch.retry import RetryPolicy, TransientError, describe, is_transient
 
 MAX_MANIFEST = 4 << 20
 
@@ -43,7 +43,7 @@ class RegistryClient:
         return f"{endpoint.base}/v2/{endpoint.repository(repository)}/blobs/{digest}"
 
     def manifest(self, endpoint: RegistryEndpoint, repository: str, reference: str) -> Fetched:
-        """GET a manifest or index; raise FinalError (404, auth, wrong digest, retries used up)."""
+        """GET a manifest or index; raise FetchError (404, auth, wrong digest, retries used up), Interrupted."""
         return self._read(self.manifest_url(endpoint, repository, reference), reference, "manifest")
 
     def small_blob(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> bytes:
@@ -54,21 +54,24 @@ class RegistryClient:
         session = self.clients.for_url(self.clients.resolve(url))  # the same session the blob downloads use
         clock = self.policy.start()
         while True:
+            if self.clients.stop.is_set():
+                raise Interrupted(f"reading {what} {reference} stopped")
             try:
                 return self._get(session.client, session.auth, url, reference)
-            except (FinalError, ValueError):
+            except (FetchError, ValueError):
                 raise
             except Exception as exc:
                 if not is_transient(exc):
                     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
-                        raise FinalError(f"{what} {reference} not found (HTTP 404)") from None
+                        raise FetchError(f"{what} {reference} not found (HTTP 404)") from exc
                     if isinstance(exc, httpx.HTTPError):
-                        raise FinalError(describe(exc)) from None
+                        raise FetchError(describe(exc)) from exc
                     raise
                 wait = clock.next_wait()
                 if wait is None:
-                    raise FinalError(f"{describe(exc)} (gave up after {clock.attempt} tries)") from None
-                time.sleep(wait)
+                    raise FetchError(f"{describe(exc)} (gave up after {clock.attempt} tries)") from exc
+                if self.clients.stop.wait(wait):
+                    raise Interrupted(f"reading {what} {reference} stopped") from exc
 
     def _get(self, client: httpx.Client, auth: httpx.Auth, url: str, reference: str) -> Fetched:
         self.requests += 1
@@ -79,7 +82,7 @@ class RegistryClient:
             for chunk in response.iter_raw():
                 total += len(chunk)
                 if total > MAX_MANIFEST:
-                    raise FinalError(f"{reference}: larger than {MAX_MANIFEST} bytes; refusing it")
+                    raise FetchError(f"{reference}: larger than {MAX_MANIFEST} bytes; refusing it")
                 chunks.append(chunk)
             length = response.headers.get("content-length")
             if length and length.isdigit() and int(length) != total:
@@ -87,8 +90,8 @@ class RegistryClient:
             data = b"".join(chunks)
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             if reference.startswith("sha256:") and digest != reference:
-                raise FinalError(f"digest mismatch: expected {reference}, got {digest}")
+                raise FetchError(f"digest mismatch: expected {reference}, got {digest}")
             header = response.headers.get("docker-content-digest")
             if header and header.startswith("sha256:") and header != digest:
-                raise FinalError(f"digest mismatch: registry says {header}, content has {digest}")
+                raise FetchError(f"digest mismatch: registry says {header}, content has {digest}")
             return Fetched(data, media_type_of(data, response.headers.get("content-type")), digest)

@@ -2,7 +2,8 @@
 
 Bounded in count (`attempts`) and in total time (`deadline` seconds from the first try), so a dead
 upstream fails an item in minutes rather than never. Only transient faults are retried: connection
-errors, timeouts, truncated bodies, 408/425/429 and 5xx. A 404 or a digest mismatch is final.
+errors, timeouts, truncated bodies, 408/425/429 and 5xx. A 404 or a digest mismatch is final: the
+loops raise errors.FetchError (or a subclass) for those, and for a transient fault once tries run out.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class TransientError(Exception):
-    """A failure worth another try (a 5xx, a cut body); carries the reason shown if tries run out."""
+    """A failure worth another try (a 5xx, a cut body); carries the reason shown if tries run out.
 
-
-class FinalError(Exception):
-    """A failure no retry will fix (404, 401 without credentials, wrong bytes); shown as is."""
+    Private to the retry loops (fetch.http, fetch.oci, bootstrap.push): they raise FetchError when they
+    give up, so this never reaches the user.
+    """
 
 
 def is_transient(exc: BaseException) -> bool:

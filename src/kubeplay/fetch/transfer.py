@@ -1,7 +1,7 @@
 """One transfer of one item: GET with Range from where its .part ends, hash while writing, verify, rename.
 
 `Transfer.run()` raises DigestMismatch for wrong bytes, TransientError or an httpx error for what a retry
-may fix; the caller (Downloader) owns the retry loop. `DiskSpace` keeps concurrent transfers from
+may fix, FetchError for what it cannot, Interrupted when stopped; the caller (Downloader) owns the retry loop. `DiskSpace` keeps concurrent transfers from
 promising the same free bytes twice.
 """
 
@@ -16,16 +16,15 @@ from pathlib import Path
 
 import httpx
 
-from kubeplay.console import human_bytes
-from kubeplay.errors import DigestMismatch
-from kubeplay.fetch.body import BodyCopy, Stopped
+from kubeplay.console import TransferBar, human_bytes
+from kubeplay.errors import DigestMismatch, FetchError
+from kubeplay.fetch.body import BodyCopy
 from kubeplay.fetch.clients import Session
 from kubeplay.fetch.items import DownloadItem, FileFacts, part_path
-from kubeplay.fetch.progress import TransferProgress
-from kubeplay.fetch.retry import FinalError, TransientError
+from kubeplay.fetch.retry import TransientError
 from kubeplay.fetch.verified import VerifiedCache, hash_file
 
-__all__ = ["FREE_SPACE_MARGIN", "DiskSpace", "ItemState", "Stopped", "Transfer", "existing_dir"]
+__all__ = ["FREE_SPACE_MARGIN", "DiskSpace", "ItemState", "Transfer", "existing_dir"]
 
 CHUNK = 1 << 20
 FREE_SPACE_MARGIN = 64 << 20
@@ -48,7 +47,7 @@ class DiskSpace:
         with self._lock:
             free = shutil.disk_usage(existing_dir(dest.parent)).free
             if length + self._outstanding + FREE_SPACE_MARGIN > free:
-                raise FinalError(f"not enough free space: {human_bytes(length)} needed, {human_bytes(free)} free")
+                raise FetchError(f"not enough free space: {human_bytes(length)} needed, {human_bytes(free)} free")
             self._outstanding += length
 
     def release(self, length: int) -> None:
@@ -80,7 +79,7 @@ class Transfer:
         url: str,
         session: Session,
         *,
-        bar: TransferProgress,
+        bar: TransferBar,
         state: ItemState,
         space: DiskSpace,
         cache: VerifiedCache,

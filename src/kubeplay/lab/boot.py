@@ -11,17 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.errors import BadInput, LabError
 from kubeplay.lab import machines, network, record, ssh
 from kubeplay.lab.record import LabRecord, NodeRecord, Resource
 
 BOOT_TIMEOUT = 120.0
 
 Popens = dict[int, subprocess.Popen[bytes]]
-
-
-class LabError(KubeplayError):
-    """The lab could not be brought up or torn down completely."""
 
 
 def start_machine(rec: LabRecord, node: NodeRecord, res: Resource, popens: Popens) -> None:

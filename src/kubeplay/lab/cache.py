@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeplay.errors import CacheBusy
 from kubeplay.lab import record, rootfs
 
 # rootfs-<key>, rootfs-<key>.tar, .tar.part, .lock; .rootfs-<key>.<random> is a build's staging tree (mkdtemp)
@@ -101,7 +102,7 @@ def prune(cache_dir: Path, state_root: Path, keep_latest: bool = True) -> PruneR
                 for path in paths:
                     _remove(path)
                 lock.unlink(missing_ok=True)  # waiters notice the unlinked file and retake a fresh one
-        except rootfs.CacheBusy:
+        except CacheBusy:
             result.kept[entry.key] = "busy: a `lab up` is building or copying it"
             continue
         result.removed.append(entry)
@@ -122,7 +123,7 @@ def _drop_tarball(cache_dir: Path, key: str) -> int | None:
             size = tarball.stat().st_size
             tarball.unlink()
             return size
-    except rootfs.CacheBusy:
+    except CacheBusy:
         return None
 
 

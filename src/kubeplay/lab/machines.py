@@ -17,14 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.errors import BadInput, MachineError
 
 STOP_TIMEOUT = 30.0
 KILL_TIMEOUT = 10.0
-
-
-class MachineError(KubeplayError):
-    """A lab node's container failed to start or to stop."""
 
 
 def nspawn_argv(root: Path, machine: str, netns: str, extra: tuple[str, ...] = ()) -> list[str]:

@@ -19,17 +19,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.errors import BadInput, LabNetworkError
 
 NETNS_DIR = Path("/run/netns")
 BRIDGE = "br0"
 NODE_IFACE = "eth0"
 FIRST_NODE_HOST = 10  # node i gets subnet[10 + i]; .1 is the lab side of the bridge
 _IP_TIMEOUT = 30
-
-
-class LabNetworkError(KubeplayError):
-    """An `ip` command failed while building or tearing down the lab network."""
 
 
 @dataclass(frozen=True)

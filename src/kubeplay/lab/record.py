@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,15 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from kubeplay.errors import BadInput, KubeplayError
+from kubeplay import settings
+from kubeplay.errors import BadInput, KubeplayError, LabStateError
 from kubeplay.state import atomic_write
 
 STATE_FILE = "lab.json"
 POWER_LOCK = "power.lock"
-
-
-class LabStateError(KubeplayError):
-    """The lab state file is missing or unreadable."""
 
 
 class Resource(BaseModel):
@@ -82,7 +78,7 @@ class LabRecord(BaseModel):
 
 def default_state_root() -> Path:
     """$KUBEPLAY_LAB_DIR, else /var/lib/kubeplay/lab; each lab lives in <root>/<name>/."""
-    return Path(os.environ.get("KUBEPLAY_LAB_DIR", "/var/lib/kubeplay/lab"))
+    return settings.from_environ().lab_dir
 
 
 def state_path(lab_dir: Path) -> Path:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeplay.errors import KubeplayError
+from kubeplay.errors import CacheBusy, RootfsError
 from kubeplay.state import input_hash
 
 # What kubespray's bootstrap_os and Ansible need before the bundle repo exists: python3 (Ansible),
@@ -54,10 +54,6 @@ _DPKG_PATH_RULES = (
 _SOURCES_FILES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
 
-class RootfsError(KubeplayError):
-    """The lab rootfs could not be built or copied."""
-
-
 @dataclass(frozen=True)
 class RootfsSpec:
     """What a lab node's root filesystem contains."""
@@ -80,12 +76,6 @@ class RootfsSpec:
                 "format": ROOTFS_FORMAT,
             }
         )[:16]
-
-
-def default_cache_dir() -> Path:
-    """$KUBEPLAY_CACHE/lab, else /var/cache/kubeplay/lab."""
-    base = os.environ.get("KUBEPLAY_CACHE")
-    return Path(base) / "lab" if base else Path("/var/cache/kubeplay/lab")
 
 
 def parse_apt_sources(text: str, deb822: bool) -> list[tuple[str, list[str]]]:
@@ -125,10 +115,6 @@ def debian_mirror(suite: str) -> str:
         f"no apt source for suite {suite!r} in /etc/apt/sources.list.d or /etc/apt/sources.list",
         hint=f"configure a Debian mirror for {suite} in apt's sources, as `apt-get update` would use",
     )
-
-
-class CacheBusy(RootfsError):
-    """A cache entry's lock is held by someone else (a `lab up` building or copying it)."""
 
 
 def entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path, Path]:

@@ -12,11 +12,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from kubeplay.errors import KubeplayError
-
-
-class LabSSHError(KubeplayError):
-    """The lab's SSH key could not be created."""
+from kubeplay.errors import LabSSHError
 
 
 def generate_key(path: Path, comment: str) -> str:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kubeplay.errors import KubeplayError
+from kubeplay.errors import TeardownRefused
 from kubeplay.lab import network
 from kubeplay.lab.record import Resource
-
-
-class TeardownRefused(KubeplayError):
-    """A recorded item was not removed because removing it could touch something that is not the lab's."""
 
 
 def remove_resource(res: Resource, lab_dir: Path) -> bool:

@@ -12,14 +12,10 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from kubeplay.errors import KubeplayError
+from kubeplay.errors import SigningFailed
 
 GPG_TIMEOUT = 120
 KEYRING_NAME = "kubeplay-archive-keyring.gpg"
-
-
-class SigningFailed(KubeplayError):
-    """gpg could not make the bundle key or a signature."""
 
 
 class BundleSigner:
