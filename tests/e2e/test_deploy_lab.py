@@ -40,6 +40,7 @@ from kubeplay.lab.record import default_state_root
 from kubeplay.state import Ledger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.conftest import skip_or_fail
 from tests.e2e.conftest import unique_lab_name
 from tests.e2e.deploy_support import (
     DOMAIN,
@@ -82,7 +83,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         return build_bundle(tmp_path_factory.mktemp("deploy-bundle"))
     except Unavailable as exc:
-        pytest.skip(str(exc))
+        skip_or_fail(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,17 @@
   (use names unique to the test); they must not stop it.
 - `make_upstream`: a factory for a private simulator (e.g. `make_upstream(registry_auth="basic")`),
   stopped when the test ends.
-- `shared_dir`: ../shared beside the repository, or a skip saying it is absent.
+(`shared_dir`, ../shared or a skip/fail saying it is absent, is in tests/conftest.py.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubeplay.lab.upstream import UpstreamSimulator
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +35,3 @@ def make_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield make
     for sim in started:
         sim.stop()
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    shared = (REPO_ROOT / ".." / "shared").resolve()
-    if not shared.is_dir():
-        pytest.skip(f"../shared absent ({shared}): conformance data not available")
-    return shared

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import require_shared
 
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.planner import make_plan
@@ -26,12 +27,8 @@ pytestmark = pytest.mark.integration
 RELEASE = "kubespray-v2.31.0.tar.gz"
 
 
-def test_real_kubespray_release_builds_and_serves(
-    upstream: UpstreamSimulator, shared_dir: Path, tmp_path: Path
-) -> None:
-    source = shared_dir / "upstream" / "kubespray" / RELEASE
-    if not source.is_file():
-        pytest.skip(f"{source} absent")
+def test_real_kubespray_release_builds_and_serves(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    source = require_shared("upstream", "kubespray", RELEASE)
     base = {"kubespray": {"version": "v2.31.0", "source": str(source)}, "arches": ["amd64", "arm64"]}
     first = make_plan(BundleSpec.model_validate(base), load_tree(source, None, cache_dir=tmp_path / "cache"))
     archive = upstream.add_kubespray(source, plan_files=first.files)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import require_shared, skip_or_fail
 
 from kubeplay.catalog.examples import example_tree_path
 from kubeplay.catalog.model import Plan
@@ -28,9 +29,6 @@ from kubeplay.config.bundle import BundleSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = (REPO / "../shared").resolve()
-RELEASES = SHARED / "upstream" / "kubespray"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -72,14 +70,14 @@ DUMP_PLAYBOOK = """
 
 
 def release(version: str) -> Path:
-    archive = RELEASES / f"kubespray-{version}.tar.gz"
-    if not SHARED.is_dir():
-        pytest.skip(f"../shared absent ({SHARED}): real kubespray releases are not available")
-    if not archive.is_file():
-        pytest.skip(f"{archive} absent")
-    if not ANSIBLE_PLAYBOOK.is_file():
-        pytest.skip(f"{ANSIBLE_PLAYBOOK} absent: ansible-core is not installed in this venv")
+    archive = require_shared("upstream", "kubespray", f"kubespray-{version}.tar.gz")
+    require_ansible_playbook()
     return archive
+
+
+def require_ansible_playbook() -> None:
+    if not ANSIBLE_PLAYBOOK.is_file():
+        skip_or_fail(f"{ANSIBLE_PLAYBOOK} absent: ansible-core is not installed in this venv")
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +275,7 @@ def test_all_is_a_superset_of_generate_list(cache_dir: Path, tmp_path: Path) -> 
 
 def test_example_tree_equals_ansible_without_shared(tmp_path: Path) -> None:
     """The shipped example tree (the demo's fallback) renders as Ansible renders it; needs no ../shared."""
-    if not ANSIBLE_PLAYBOOK.is_file():
-        pytest.skip(f"{ANSIBLE_PLAYBOOK} absent: ansible-core is not installed in this venv")
+    require_ansible_playbook()
     tree = load_tree(example_tree_path())
     settings = {"kube_network_plugin": "cilium", "container_manager": "crio"}
     for index, (fields, user_vars) in enumerate(

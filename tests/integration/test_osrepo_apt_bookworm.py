@@ -15,8 +15,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.conftest import require_mirror, skip_or_fail
 
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.errors import StepFailed
@@ -37,12 +37,9 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 def _mirror() -> str:
     sources = [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]
     if not sources:
-        pytest.skip("this machine's apt sources have no Debian bookworm mirror")
+        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
     uri = sources[0].uri
-    try:
-        httpx.head(f"{uri}/dists/bookworm/InRelease", timeout=15, follow_redirects=True).raise_for_status()
-    except httpx.HTTPError as exc:
-        pytest.skip(f"the configured Debian mirror is unreachable: {exc}")
+    require_mirror(f"{uri}/dists/bookworm/InRelease")
     return uri
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.conftest import require_shared
 
 from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
 from kubeplay.config.bundle import Mirror
@@ -420,10 +421,8 @@ def test_kubespray_archive_checksums_match_served_files(upstream: UpstreamSimula
     assert again.sha256 == archive.sha256
 
 
-def test_kubespray_release_archive_conformance(upstream: UpstreamSimulator, shared_dir: Path) -> None:
-    source = shared_dir / "upstream" / "kubespray" / "kubespray-v2.31.0.tar.gz"
-    if not source.is_file():
-        pytest.skip(f"{source} absent")
+def test_kubespray_release_archive_conformance(upstream: UpstreamSimulator) -> None:
+    source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
     archive = upstream.add_kubespray(source, arches=["amd64", "arm64"])
     assert archive.top_dir == "kubespray-2.31.0"
     assert any("/kubeadm" in u for u in archive.files) and any(u.endswith(".tar.gz") for u in archive.files)
@@ -649,17 +648,13 @@ def test_push_plan_images(upstream: UpstreamSimulator, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_simulated_release_replans_to_the_served_files(
-    upstream: UpstreamSimulator, shared_dir: Path, tmp_path: Path
-) -> None:
+def test_simulated_release_replans_to_the_served_files(upstream: UpstreamSimulator, tmp_path: Path) -> None:
     """The demo's path: plan a real release, simulate it, and the simulated release plans the served files."""
     from kubeplay.catalog.planner import make_plan
     from kubeplay.catalog.source import load_tree
     from kubeplay.config.bundle import BundleSpec
 
-    source = shared_dir / "upstream" / "kubespray" / "kubespray-v2.31.0.tar.gz"
-    if not source.is_file():
-        pytest.skip(f"{source} absent")
+    source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
 
     def plan_of(path: Path, sha256: str | None, cache: str) -> Plan:
         spec = BundleSpec.model_validate(

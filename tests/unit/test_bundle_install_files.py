@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from tests.conftest import require_shared
 
 from kubeplay.bundle.install_files import add_install_files, render_config_sample
 from kubeplay.bundle.manifest import write_sha256sums
@@ -26,14 +27,9 @@ from kubeplay.bundle.wheels import (
 from kubeplay.config.install import load_install_config
 from kubeplay.errors import BadInput
 
-SHARED = Path(__file__).resolve().parents[2] / "../shared"
-KUBESPRAY_ARCHIVES = SHARED / "upstream/kubespray"
-
 
 def _kubespray_file(version: str, member: str, dest: Path) -> Path:
-    archive = KUBESPRAY_ARCHIVES / f"kubespray-v{version}.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} absent (../shared not mounted)")
+    archive = require_shared("upstream", "kubespray", f"kubespray-v{version}.tar.gz")
     with tarfile.open(archive) as tar:
         data = tar.extractfile(f"kubespray-{version}/{member}")
         assert data is not None

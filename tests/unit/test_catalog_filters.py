@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.conftest import require_module
 
 from kubeplay.catalog import ansible_filters as af
 from kubeplay.catalog import ansible_tests
@@ -88,8 +89,8 @@ def render(template: str) -> Any:
 def test_filter_matches_expected_and_ansible(template: str, expected: Any) -> None:
     got = render(template)
     assert got == expected
-    templar_module = pytest.importorskip("ansible.template")
-    loader_module = pytest.importorskip("ansible.parsing.dataloader")
+    templar_module = require_module("ansible.template")
+    loader_module = require_module("ansible.parsing.dataloader")
     templar = templar_module.Templar(loader=loader_module.DataLoader(), variables={**VARIABLES, "none_value": None})
     assert templar.template(template) == got
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jinja2 import UndefinedError
+from tests.conftest import require_module
 
 from kubeplay.catalog.templating import TemplateEngine, TemplateFailure, VariableScope
 
@@ -21,8 +22,8 @@ def render(value: Any, variables: dict[str, Any] | None = None) -> Any:
 
 
 def ansible_render(value: Any, variables: dict[str, Any]) -> Any:
-    templar_module = pytest.importorskip("ansible.template")
-    loader_module = pytest.importorskip("ansible.parsing.dataloader")
+    templar_module = require_module("ansible.template")
+    loader_module = require_module("ansible.parsing.dataloader")
     templar = templar_module.Templar(loader=loader_module.DataLoader(), variables=variables)
     return templar.template(value)
 

@@ -12,12 +12,12 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
+from tests.conftest import require_shared, skip_or_fail
 
 from kubeplay.deploy.offline_vars import DeployEndpoint, offline_vars, render_placeholders
 from kubeplay.errors import BadInput
 
 GOLDEN = Path(__file__).parent / "golden" / "deploy"
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 ENDPOINT = DeployEndpoint(
     internal_ip="10.1.0.10", nginx_http_port=8080, registry_domain="kube.registry.local", image_project="library"
 )
@@ -89,12 +89,9 @@ def _flatten(value: Any) -> list[Any]:
 
 
 def _kubespray_template(tmp_path: Path) -> Path:
-    local = Path("/tmp/ks/kubespray-2.31.0/roles/container-engine/containerd/templates/hosts.toml.j2")
-    archives = sorted((SHARED / "upstream" / "kubespray").glob("kubespray-*.tar.gz")) if SHARED.exists() else []
+    archives = sorted(require_shared("upstream", "kubespray").glob("kubespray-*.tar.gz"))
     if not archives:
-        if local.exists():
-            return local
-        pytest.skip("../shared absent: no kubespray release to read the containerd template from")
+        skip_or_fail("../shared has no kubespray release to read the containerd template from")
     with tarfile.open(archives[-1]) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("containerd/templates/hosts.toml.j2"))
         data = tar.extractfile(member)
