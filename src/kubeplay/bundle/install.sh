@@ -2,8 +2,10 @@
 # kubeplay bundle installer for the deploy node (POSIX sh; no internet, no compiler needed).
 #   1. checks it runs as root
 #   2. verifies every file of the bundle against SHA256SUMS
-#   3. creates a Python venv from the bundle's wheels/ (offline, every wheel pinned by sha256)
-#   4. runs `kubeplay install "$@"` from that venv, with KUBEPLAY_BUNDLE pointing at this bundle
+#   3. finds a python3.x the bundle has wheels for; with none, installs the one deploy-node.txt names for
+#      this OS from the bundle's own signed OS repo (and only from it), recording what it installed
+#   4. creates a Python venv from the bundle's wheels/ (offline, every wheel pinned by sha256)
+#   5. runs `kubeplay install "$@"` from that venv, with KUBEPLAY_BUNDLE pointing at this bundle
 #
 # Usage:  cp config-sample.yaml config.yaml; edit it; ./install.sh -c config.yaml
 # Environment:
@@ -12,6 +14,7 @@
 #   KUBEPLAY_SKIP_VERIFY=1             skip step 2 (only for a re-run on a copy that already verified)
 #   KUBEPLAY_COMMAND=install           the kubeplay command to run (e.g. deploy, status)
 #   KUBEPLAY_LINK=/usr/local/bin/kubeplay  symlink to the venv's kubeplay (empty: none; never replaces others)
+#   KUBEPLAY_STATE_DIR=/var/lib/kubeplay   where step 3 records the packages it installed (bootstrap/installed)
 set -eu
 
 die() {
@@ -23,6 +26,7 @@ say() { printf 'install.sh: %s\n' "$1" >&2; }
 
 bundle=$(cd "$(dirname "$0")" && pwd -P)
 venv=${KUBEPLAY_VENV:-/opt/kubeplay/venv}
+state=${KUBEPLAY_STATE_DIR:-/var/lib/kubeplay}
 command_name=${KUBEPLAY_COMMAND:-install}
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages, certificates and services)" "sudo $0 $*"
@@ -31,7 +35,13 @@ command_name=${KUBEPLAY_COMMAND:-install}
 [ -d "$bundle/wheels" ] || die "$bundle/wheels is missing: this is not a complete kubeplay bundle" \
     "copy the whole bundle directory again" 2
 
-if [ "${KUBEPLAY_SKIP_VERIFY:-0}" != 1 ]; then
+# The words kubeplay.settings.parse_bool accepts, in any case.
+case $(printf '%s' "${KUBEPLAY_SKIP_VERIFY:-0}" | tr '[:upper:]' '[:lower:]') in
+    1 | true | yes | on) skip_verify=1 ;;
+    0 | false | no | off) skip_verify=0 ;;
+    *) die "KUBEPLAY_SKIP_VERIFY='$KUBEPLAY_SKIP_VERIFY': expected 1/0, true/false, yes/no or on/off" "" 2 ;;
+esac
+if [ "$skip_verify" != 1 ]; then
     command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found" "install coreutils"
     say "verifying every file against SHA256SUMS (this reads the whole bundle) ..."
     if ! (cd "$bundle" && sha256sum --quiet --strict -c SHA256SUMS >&2); then
@@ -53,10 +63,133 @@ pick_python() {
     done
     return 1
 }
+
+# /etc/os-release field $1, without quotes.
+os_field() {
+    for file in /etc/os-release /usr/lib/os-release; do
+        if [ -r "$file" ]; then
+            sed -n "s/^$1=//p" "$file" | head -n 1 | sed "s/^[\"']//; s/[\"']\$//"
+            return 0
+        fi
+    done
+}
+
+# "distro release, ..." of deploy-node.txt: every OS the bundle has a repo for ($1 = all), or the deploy-node ones.
+table_oses() {
+    awk -v want="$1" '!/^#/ && NF >= 8 && (want == "all" || $5 != "-") {
+        printf "%s%s %s", sep, $1, $2; sep = ", " }' "$bundle/deploy-node.txt"
+}
+
+installed_packages() {
+    if [ "$1" = apt ]; then
+        dpkg-query -W -f '${db:Status-Abbrev} ${binary:Package}\n' | awk '$1 == "ii" { print $2 }' | sort
+    else
+        rpm -qa --qf '%{NAME}\n' | grep -v '^gpg-pubkey$' | sort
+    fi
+}
+
+# No usable Python: install the one the bundle carries for this OS, from the bundle's repo alone.
+bootstrap_python() {
+    os_id=$(os_field ID | tr 'A-Z' 'a-z')
+    os_version=$(os_field VERSION_ID)
+    os_codename=$(os_field VERSION_CODENAME)
+    os_name=$(os_field PRETTY_NAME)
+    os_name="${os_name:-${os_id:-an unknown OS}} ($os_id ${os_version:-$os_codename})"
+    line=$(awk -v id="$os_id" -v ver="$os_version" -v major="${os_version%%.*}" -v code="$os_codename" '
+        !/^#/ && NF >= 8 && $1 == id && ($2 == ver || ($4 == "rpm" && $2 == major) || ($3 != "-" && $3 == code)) {
+            print; exit }' "$bundle/deploy-node.txt")
+    if [ -z "$line" ]; then
+        die "this node runs $os_name; the bundle has no OS repo for it (it has: $(table_oses all))" \
+            "run install.sh on a deploy node with one of those, or add this OS under os: in bundle.yaml and rebuild" 2
+    fi
+    # shellcheck disable=SC2086  # the fields of one line of deploy-node.txt, none with blanks
+    set -- $line
+    distro=$1 release=$2 codename=$3 family=$4 pyver=$5 arches=$6 repo=$bundle/$7
+    shift 7
+    packages=$*
+    if [ "$pyver" = - ]; then
+        die "$os_name can be a cluster node but not the deploy node of this bundle (it carries no Python for it that kubespray's Ansible runs on)" \
+            "deploy-node OSes of this bundle: $(table_oses deploy)" 2
+    fi
+    case $machine in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$machine ;; esac
+    case ",$arches," in
+    *",$arch,"*) ;;
+    *) die "the bundle's $distro $release repo has no $arch packages (it has: $arches)" "rebuild with $arch" 2 ;;
+    esac
+    case "$bundle$state" in
+    *[[:space:]]*) die "the bundle or state path contains blanks: $bundle, $state" "move the bundle to a plain path" 2 ;;
+    esac
+    key=$bundle/repos/kubeplay-archive-keyring.gpg
+    [ -f "$key" ] && [ -d "$repo" ] || die "$repo or $key is missing" "copy the whole bundle directory again" 2
+
+    say "no Python here matches the bundle's wheels; installing Python $pyver ($packages) from the bundle's $distro $release repo ..."
+    boot=$state/bootstrap
+    [ -d "$state" ] || created=$state
+    mkdir -p "$boot"
+    chmod 755 "$boot"
+    cp "$key" "$boot/kubeplay-archive-keyring.gpg"
+    chmod 644 "$boot/kubeplay-archive-keyring.gpg"
+    record=$boot/installed
+    before=$boot/before
+    installed_packages "$family" >"$before" || die "cannot list the installed packages" ""
+    # Recorded before installing (what is asked for), completed after (everything that came with it).
+    write_record() {
+        {
+            printf '# packages install.sh installed from the bundle to run kubeplay; kubeplay uninstall reads this\n'
+            printf 'family %s\n' "$family"
+            [ -z "${created:-}" ] || printf 'created %s\n' "$created"
+            for p in "$@"; do printf 'package %s\n' "$p"; done
+        } >"$record.part" && mv "$record.part" "$record"
+    }
+    # shellcheck disable=SC2086
+    write_record $packages
+    if [ "$family" = apt ]; then
+        command -v apt-get >/dev/null 2>&1 || die "apt-get not found on this $os_name" "" 2
+        sources=$boot/kubeplay-bootstrap.sources
+        printf 'Types: deb\nURIs: file:%s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+            "$repo" "$codename" "$boot/kubeplay-archive-keyring.gpg" >"$sources"
+        # Only this source: none of the node's own (maybe unreachable) sources, and their lists are kept.
+        set -- -q -o "Dir::Etc::SourceList=$sources" -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0
+        DEBIAN_FRONTEND=noninteractive apt-get "$@" update >&2 ||
+            die "apt-get update from the bundle's $distro $release repo failed (see above)" "run kubeplay verify on the bundle" 1
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get "$@" install -y --no-install-recommends $packages >&2 ||
+            die "installing $packages from the bundle's repo failed (see above)" "" 1
+    else
+        command -v dnf >/dev/null 2>&1 || die "dnf not found on this $os_name" "" 2
+        gpgkeys=file://$boot/kubeplay-archive-keyring.gpg
+        for pkgkey in "$repo"/RPM-GPG-KEY*; do
+            [ -f "$pkgkey" ] && gpgkeys="$gpgkeys file://$pkgkey"
+        done
+        if [ "$gpgkeys" = "file://$boot/kubeplay-archive-keyring.gpg" ]; then
+            die "the bundle's $distro $release repo has no package signing key (RPM-GPG-KEY-*): its packages' signatures cannot be checked" \
+                "rebuild the bundle with os[].keyring naming $distro's RPM-GPG-KEY" 2
+        fi
+        mkdir -p "$boot/yum.repos.d"
+        # repomd.xml is checked against the bundle key, every package against the distro's key.
+        printf '[kubeplay-bootstrap]\nname=kubeplay bundle %s %s\nbaseurl=file://%s/$basearch\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=%s\n' \
+            "$distro" "$release" "$repo" "$gpgkeys" >"$boot/yum.repos.d/kubeplay-bootstrap.repo"
+        # shellcheck disable=SC2086
+        dnf -y -q --setopt=reposdir="$boot/yum.repos.d" --disablerepo='*' --enablerepo=kubeplay-bootstrap \
+            --releasever="$release" --setopt=install_weak_deps=False --setopt=gpgcheck=1 --setopt=localpkg_gpgcheck=1 \
+            install $packages >&2 || die "installing $packages from the bundle's repo failed (see above)" "" 1
+    fi
+    new=$(installed_packages "$family" | comm -13 "$before" -)
+    rm -f "$before"
+    # shellcheck disable=SC2086
+    write_record $new
+    say "installed from the bundle: $(echo $new) (kubeplay uninstall --purge-packages removes exactly these)"
+}
+
 if ! pick_python; then
     have=$(cd "$bundle/wheels" && ls requirements-*.txt 2>/dev/null | sed 's/^requirements-//; s/\.txt$//' | tr '\n' ' ')
-    die "no Python here matches the bundle's wheels for $machine (the bundle has: ${have:-none})" \
-        "install a matching python3.x from the OS (it needs the venv module), or set KUBEPLAY_PYTHON" 2
+    # A bundle without os: targets has no OS repo to bring Python from.
+    [ -f "$bundle/deploy-node.txt" ] ||
+        die "no Python here matches the bundle's wheels for $machine (the bundle has: ${have:-none})" \
+            "install a matching python3.x from the OS (it needs the venv module), or set KUBEPLAY_PYTHON" 2
+    bootstrap_python
+    pick_python || die "Python $pyver from the bundle does not match its wheels for $machine (it has: ${have:-none})" \
+        "rebuild the bundle" 1
 fi
 
 # The venv is rebuilt only when the pinned wheel set changed; a re-run after an interruption reuses it.

@@ -1,0 +1,197 @@
+"""install.sh on deploy nodes without a usable Python: it brings Python up from the bundle's own OS repo.
+
+A bundle holding only what this needs (wheels/ for the Pythons the rules pick, the OS repos of Debian 12
+and 13 with their Python packages, install.sh, deploy-node.txt, SHA256SUMS), built from PyPI and this
+machine's configured Debian mirror. Deploy nodes are fresh mmdebstrap roots (variant minbase: no python3)
+with no apt source at all, run in an empty network namespace: `kubeplay --version` from the venv proves
+Python, the venv and the wheels all came from the bundle.
+
+Needs root (chroot, unshare), mmdebstrap and the mirror; roots and packages are cached in
+KUBEPLAY_TEST_CACHE (default /var/tmp/kubeplay-test-cache).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubeplay import __version__
+from kubeplay.bundle.install_files import add_install_files
+from kubeplay.bundle.manifest import write_sha256sums
+from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
+from kubeplay.fetch.http import Downloader
+from kubeplay.lab.rootfs import RootfsError, debian_mirror
+from kubeplay.osrepo import build_os_repos
+from kubeplay.osrepo.deploy_python import deploy_table, plan_deploy
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="requires root (chroot, unshare)"),
+    pytest.mark.skipif(platform.machine() != "x86_64", reason="the test bundle carries x86_64 wheels"),
+    pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap not installed"),
+]
+
+CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+MOUNT = "/srv/kubeplay-bundle"
+
+
+def _mirror() -> str:
+    try:
+        uri = debian_mirror("bookworm")
+        httpx.head(f"{uri}/dists/trixie/InRelease", timeout=15, follow_redirects=True).raise_for_status()
+    except (RootfsError, httpx.HTTPError) as exc:
+        pytest.skip(f"no reachable Debian mirror with trixie: {exc}")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """wheels/ + Debian 12 and 13 repos holding only the deploy node's Python (packages.defaults: false)."""
+    mirror = _mirror()
+    root = tmp_path_factory.mktemp("bundle") / "bundle"
+    kubespray = root / "kubespray"
+    (kubespray / "playbooks").mkdir(parents=True)
+    (kubespray / "requirements.txt").write_text("ansible==11.13.0\njmespath==1.1.0\nnetaddr==1.3.0\n")
+    (kubespray / "playbooks/ansible_version.yml").write_text(
+        "- hosts: all\n  vars:\n    minimal_ansible_version: 2.18.0\n    maximal_ansible_version: 2.19.0\n"
+    )
+    spec = BundleSpec.model_validate(
+        {
+            "kubespray": {"version": "v2.31.0", "source": str(kubespray)},
+            "os": [
+                {"distro": "debian", "release": "12", "mirror": mirror},
+                {"distro": "debian", "release": "13", "mirror": mirror},
+            ],
+            "packages": {"defaults": False},
+        }
+    )
+    deploy = plan_deploy(spec, kubespray)
+    assert deploy.pythons == ("3.11", "3.13")
+    out = Output(quiet=True)
+    build_os_repos(spec, root, Downloader(progress=False, out=out), out=out, cache_dir=CACHE / "osrepo", deploy=deploy)
+    add_install_files(
+        root,
+        kube_version="1.33.4",
+        arches=["amd64"],
+        pythons=deploy.pythons,
+        kubespray_dir=kubespray,
+        deploy_table=deploy_table(deploy),
+    )
+    write_sha256sums(root, use_cache=False)
+    return root
+
+
+def _rootfs(suite: str, tmp: Path) -> Path:
+    """A fresh minbase root of `suite` (cached tarball) with no apt source and no python3."""
+    tarball = CACHE / f"{suite}-minbase-amd64.tar"
+    if not tarball.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        part = tarball.with_name(tarball.name + ".part.tar")
+        src = f"deb [signed-by={DEBIAN_KEYRING}] {_mirror()} {suite} main"
+        subprocess.run(
+            ["mmdebstrap", "--quiet", "--variant=minbase", "--architectures=amd64", suite, str(part), src],
+            check=True,
+            timeout=1200,
+        )
+        part.replace(tarball)
+    root = tmp / suite
+    root.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(root, filter="fully_trusted")
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    for leftover in (root / "etc/apt/sources.list.d").glob("*"):
+        leftover.unlink()
+    assert not list((root / "usr/bin").glob("python3*"))
+    (root / MOUNT.lstrip("/")).mkdir(parents=True)
+    return root
+
+
+def _install_sh(root: Path, bundle: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """install.sh inside `root` (chroot, empty network namespace), bundle mounted read-only; kubeplay --version."""
+    exports = {"KUBEPLAY_COMMAND": "--version", "KUBEPLAY_LINK": "", **env}
+    script = (
+        "set -e\n"
+        f"mount --rbind /dev {root}/dev\nmount -t proc proc {root}/proc\n"
+        f"mount --bind {bundle} {root}{MOUNT}\nmount -o remount,bind,ro {root}{MOUNT}\n"
+        f"exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+        + " ".join(f"{k}={v}" for k, v in exports.items())
+        + f" chroot {root} sh {MOUNT}/install.sh\n"
+    )
+    return subprocess.run(
+        ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+
+
+def _installed(root: Path) -> set[str]:
+    status = subprocess.run(
+        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split()[1] for line in status.splitlines() if line.startswith("ii")}
+
+
+@pytest.mark.parametrize(("suite", "python"), [("bookworm", "3.11"), ("trixie", "3.13")])
+def test_python_comes_from_the_bundle(bundle: Path, tmp_path: Path, suite: str, python: str) -> None:
+    root = _rootfs(suite, tmp_path)
+    before = _installed(root)
+    proc = _install_sh(root, bundle)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert __version__ in proc.stdout  # `kubeplay --version`, run from the venv the bundle's wheels made
+    assert f"installing Python {python} (python3 python3-venv) from the bundle's debian" in proc.stderr
+    assert (root / f"opt/kubeplay/venv/bin/python{python}").exists()
+    added = _installed(root) - before
+    assert {"python3", "python3-venv", f"python{python}"} <= added
+    record = (root / "var/lib/kubeplay/bootstrap/installed").read_text()
+    recorded = {line.split()[1].removesuffix(":amd64") for line in record.splitlines() if line.startswith("package ")}
+    assert recorded == added  # every package that came with Python, and nothing the node had before
+    assert "created /var/lib/kubeplay" in record
+    # the node's apt sources were never touched: the bundle's repo was a source for this one run only
+    assert not list((root / "etc/apt/sources.list.d").iterdir())
+    again = _install_sh(root, bundle, KUBEPLAY_SKIP_VERIFY="1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "installing Python" not in again.stderr and "creating" not in again.stderr
+
+
+def test_an_os_the_bundle_has_no_repo_for_is_refused(bundle: Path, tmp_path: Path) -> None:
+    root = _rootfs("bookworm", tmp_path)
+    os_release = root / "etc/os-release"
+    os_release.unlink()
+    os_release.write_text('PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n')
+    proc = _install_sh(root, bundle, KUBEPLAY_SKIP_VERIFY="1")
+    assert proc.returncode == 2, proc.stderr
+    assert "this node runs Ubuntu 24.04 LTS (ubuntu 24.04); the bundle has no OS repo for it" in proc.stderr
+    assert "(it has: debian 12, debian 13)" in proc.stderr
+    assert not (root / "var/lib/kubeplay").exists()
+
+
+def test_a_cluster_only_os_is_refused_naming_the_deploy_node_oses(bundle: Path, tmp_path: Path) -> None:
+    # a bundle whose deploy-node.txt says Debian 12 has a repo but no deploy-node Python (as Debian 11 would)
+    site = tmp_path / "site"
+    shutil.copytree(bundle, site, symlinks=True)
+    table = site / "deploy-node.txt"
+    table.write_text(
+        table.read_text().replace(
+            "3.11 amd64 repos/apt/debian/bookworm python3 python3-venv", "- amd64 repos/apt/debian/bookworm -"
+        )
+    )
+    root = _rootfs("bookworm", tmp_path)
+    proc = _install_sh(root, site, KUBEPLAY_SKIP_VERIFY="1")
+    assert proc.returncode == 2, proc.stderr
+    assert "Debian GNU/Linux 12 (bookworm) (debian 12) can be a cluster node but not the deploy node" in proc.stderr
+    assert "deploy-node OSes of this bundle: debian 13" in proc.stderr
