@@ -16,7 +16,7 @@ Use in any test under tests/e2e/:
 
 Each node has `.name`, `.ip`, `.run(cmd, timeout=, check=, input=) -> CompletedProcess[str]`,
 `.ssh_argv(cmd)`, `.copy_in(src, dest)` and `.root` (its directory on the host).
-Labs live where `kubeplay lab status` sees them (unique names t<pid>x<n>); the rootfs cache is shared ($KUBEPLAY_CACHE or /var/cache/kubeplay).
+Labs live where `kubeplay lab status` sees them (unique names t<pid>x<n>); the rootfs cache is shared (lab/ of the cache root: $KUBEPLAY_CACHE_DIR or /var/cache/kubeplay).
 """
 
 from __future__ import annotations

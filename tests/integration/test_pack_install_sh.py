@@ -1,7 +1,7 @@
 """The deploy-node path with no network at all: wheels from PyPI at build time, then pack, extract,
 install.sh inside an empty network namespace creates the venv from wheels/ and runs kubeplay from it.
 
-Needs PyPI at build time (wheels are cached in ~/.cache/kubeplay/wheels, or KUBEPLAY_WHEEL_CACHE) and
+Needs PyPI at build time (wheels are cached in wheels/ of the cache root, see KUBEPLAY_CACHE_DIR) and
 root (install.sh insists on it; `unshare --net` makes the air gap).
 """
 

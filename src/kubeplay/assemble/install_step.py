@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from kubeplay import __version__
+from kubeplay import __version__, settings
 from kubeplay.bundle.install_files import add_install_files
 from kubeplay.bundle.wheels import DEFAULT_PYTHONS, WHEELS_DIR, find_source_tree
 from kubeplay.fetch.verified import VerifiedCache
@@ -44,7 +44,8 @@ def source_fingerprint(root: Path | None) -> list[tuple[str, int, int]] | None:
 
 def wheels_inputs(kubespray_identity: str, arches: Sequence[str]) -> str:
     """Hash of everything the content of wheels/ depends on (besides what PyPI serves)."""
-    own = os.environ.get("KUBEPLAY_WHEEL")
+    own_wheel = settings.from_environ().kubeplay_wheel
+    own = str(own_wheel) if own_wheel else None
     own_stat = None
     if own:
         with suppress(OSError):

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import httpx
 
+from kubeplay import settings
 from kubeplay.bootstrap.registry import TaggedImage, blob_path, manifest_children, tagged_images
 from kubeplay.errors import BadInput, BundleError, FetchError
 from kubeplay.fetch.auth import AuthFailed
@@ -289,9 +290,9 @@ def load_credentials(env: dict[str, str], file: Path | None) -> Credentials | No
         if not values.get("username") or "password" not in values:
             raise BadInput(f"{file}: expected `username:` and `password:` lines")
         return Credentials(values["username"], values["password"])
-    user = env.get("KUBEPLAY_PUSH_USERNAME")
+    user = env.get(settings.PUSH_USERNAME)
     if user:
-        return Credentials(user, env.get("KUBEPLAY_PUSH_PASSWORD", ""))
+        return Credentials(user, env.get(settings.PUSH_PASSWORD, ""))
     return None
 
 

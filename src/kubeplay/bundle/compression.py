@@ -23,6 +23,7 @@ from typing import IO, BinaryIO, Protocol, cast
 
 import zstandard
 
+from kubeplay import settings
 from kubeplay.errors import BadInput, BundleError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -215,7 +216,7 @@ class _PigzWriter:
 
 def gzip_tool() -> str | None:
     """Path of `pigz` when installed (KUBEPLAY_PIGZ=0 turns it off), else None for in-process zlib."""
-    if os.environ.get("KUBEPLAY_PIGZ", "1") == "0":
+    if not settings.from_environ().pigz:
         return None
     return shutil.which("pigz")
 

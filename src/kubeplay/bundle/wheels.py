@@ -16,7 +16,6 @@ that pin is the combination kubespray's CI tests. It is one wheel shared by ever
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from kubeplay import settings
 from kubeplay.errors import BadInput, BundleError
 
 WHEELS_DIR = "wheels"
@@ -153,17 +153,16 @@ def build_kubeplay_wheel(out_dir: Path, source: Path | None = None, run: Runner 
 
     `KUBEPLAY_WHEEL` names a ready wheel instead (for a kubeplay installed from a wheel, with no tree).
     """
-    ready = os.environ.get("KUBEPLAY_WHEEL")
-    if ready:
-        wheel = Path(ready)
+    wheel = settings.from_environ().kubeplay_wheel
+    if wheel:
         if not wheel.is_file() or not wheel.name.startswith("kubeplay-") or wheel.suffix != ".whl":
-            raise BadInput(f"KUBEPLAY_WHEEL={ready}: not a kubeplay wheel file")
+            raise BadInput(f"{settings.WHEEL}={wheel}: not a kubeplay wheel file")
         return wheel
     tree = source or find_source_tree()
     if tree is None:
         raise BundleError(
             "cannot find kubeplay's source tree to build the wheel the deploy node installs",
-            hint="run kubeplay from a source checkout, or set KUBEPLAY_WHEEL to a kubeplay .whl file",
+            hint=f"run kubeplay from a source checkout, or set {settings.WHEEL} to a kubeplay .whl file",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("kubeplay-*.whl"):
@@ -215,14 +214,6 @@ class WheelsResult:
         return sum(p.stat().st_size for p in self.wheels)
 
 
-def default_cache_dir() -> Path:
-    """KUBEPLAY_WHEEL_CACHE, else $XDG_CACHE_HOME/kubeplay/wheels (~/.cache/...): shared by every build."""
-    explicit = os.environ.get("KUBEPLAY_WHEEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubeplay" / "wheels"
-
-
 def _pip_download(target: WheelTarget, requirements: list[str], dest: Path, cache: Path, offline: bool) -> list[str]:
     args = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:"]
     args += [*target.pip_platform_args(), "-d", str(dest), "--find-links", str(cache)]
@@ -242,7 +233,7 @@ def download_wheels(
 ) -> WheelsResult:
     """Fill `bundle_dir/wheels/` for every target; raise BundleError naming the target pip could not satisfy."""
     kubespray_dir = kubespray_dir or bundle_dir / "kubespray"
-    cache = (cache_dir or default_cache_dir()).resolve()
+    cache = (cache_dir or settings.from_environ().cache.wheels).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     wheels_dir = bundle_dir / WHEELS_DIR
     wheels_dir.mkdir(parents=True, exist_ok=True)

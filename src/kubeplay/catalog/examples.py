@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import kubeplay
+from kubeplay import settings
 
 RELEASE_NAME_RE = re.compile(r"kubespray-v(\d+)\.(\d+)\.(\d+)\.tar\.gz$")
 
@@ -18,8 +18,8 @@ def example_tree_path() -> Path:
 
 def shared_dir() -> Path:
     """$KUBEPLAY_SHARED, else `../shared` next to the repository this package runs from."""
-    if env := os.environ.get("KUBEPLAY_SHARED"):
-        return Path(env)
+    if shared := settings.from_environ().shared:
+        return shared
     return (Path(kubeplay.__file__).resolve().parents[2] / ".." / "shared").resolve()
 
 

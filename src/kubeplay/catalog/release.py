@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from kubeplay.catalog.source import KubesprayTree, default_cache_dir, load_tree
+from kubeplay import settings
+from kubeplay.catalog.source import KubesprayTree, load_tree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.errors import CatalogError
 
@@ -33,7 +34,7 @@ def version_from_source(source: str) -> str | None:
 
 
 def archive_cache(cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / "kubespray"
+    return cache_dir / "kubespray" if cache_dir else settings.from_environ().cache.kubespray
 
 
 def open_release(

@@ -8,7 +8,6 @@ Two layouts are understood:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from kubeplay import settings
 from kubeplay.errors import CatalogError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -58,13 +58,6 @@ class KubesprayTree:
         return f"kubespray {self.version}" if self.version else f"kubespray tree {self.root}"
 
 
-def default_cache_dir() -> Path:
-    if env := os.environ.get("KUBEPLAY_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubeplay"
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -101,7 +94,8 @@ def load_tree(path: Path, expected_sha256: str | None = None, cache_dir: Path | 
                     f"{path}: sha256 mismatch: expected {expected}, actual {sha256}",
                     hint="download the archive again, or fix kubespray.sha256 in bundle.yaml if the release changed",
                 )
-        root = extract_archive(path, sha256, (cache_dir or default_cache_dir()) / "kubespray")
+        cache = cache_dir / "kubespray" if cache_dir else settings.from_environ().cache.kubespray
+        root = extract_archive(path, sha256, cache)
     else:
         root = find_root(path)
     layout = detect_layout(root)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
 
@@ -23,7 +24,7 @@ def baseline(
     capture: Annotated[str, typer.Argument(help=CAPTURE_HELP)],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", envvar="KUBEPLAY_BASELINE_OUTPUT", help="Write here (default: stdout)."),
+        typer.Option("--output", "-o", envvar=settings.BASELINE_OUTPUT, help="Write here (default: stdout)."),
     ] = None,
 ) -> None:
     """Normalize a node's package list; point os[].baseline in bundle.yaml at it to bundle only what nodes lack."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.bundle.compression import Compression
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import FetchError
@@ -21,28 +22,28 @@ def build(
         typer.Option(
             "--output",
             "-o",
-            envvar="KUBEPLAY_BUILD_OUTPUT",
+            envvar=settings.BUILD_OUTPUT,
             help="Bundle directory (default: ./kubeplay-<kube_version>-<distros>-<arches>). Re-using it resumes "
             "and updates: only what is missing or changed is fetched.",
         ),
     ] = None,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, max=64, envvar="KUBEPLAY_JOBS", help="Parallel downloads.")
+        int, typer.Option("--jobs", "-j", min=1, max=64, envvar=settings.JOBS, help="Parallel downloads.")
     ] = 8,
     retries: Annotated[
-        int, typer.Option("--retries", min=1, max=20, envvar="KUBEPLAY_RETRIES", help="Tries per download.")
+        int, typer.Option("--retries", min=1, max=20, envvar=settings.RETRIES, help="Tries per download.")
     ] = 5,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, envvar="KUBEPLAY_TIMEOUT", help="Seconds without data before a retry.")
+        float, typer.Option("--timeout", min=1, envvar=settings.TIMEOUT, help="Seconds without data before a retry.")
     ] = 60.0,
     wheels: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--wheels/--no-wheels",
-            envvar="KUBEPLAY_WHEELS",
-            help="Put Python wheels for the deploy node (kubeplay, Ansible, kubespray's requirements) in wheels/.",
+            help="Put Python wheels for the deploy node (kubeplay, Ansible, kubespray's requirements) in wheels/ "
+            f"(default: yes; env {settings.WHEELS}).",
         ),
-    ] = True,
+    ] = None,
     pack: Annotated[
         bool, typer.Option("--pack", help="Also pack the bundle into one .tar.zst beside it (see `kubeplay pack`).")
     ] = False,
@@ -53,7 +54,7 @@ def build(
         Compression,
         typer.Option(
             "--compression",
-            envvar="KUBEPLAY_PACK_COMPRESSION",
+            envvar=settings.PACK_COMPRESSION,
             case_sensitive=False,
             help="With --pack: zstd, or gzip for plain `tar xzf` (see `kubeplay pack`).",
         ),
@@ -67,6 +68,7 @@ def build(
     out = get_output()
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
+    wheels = settings.from_environ().wheels if wheels is None else wheels
     result = run_build(spec, target, BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels))
     for failure in result.failures:
         where = f" ({failure.label})" if failure.label else ""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.cli.plan import PlanIncomplete, print_plan, totals
 from kubeplay.console import get_output
 from kubeplay.errors import StepFailed
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         workdir: Annotated[
             Path,
-            typer.Option("--workdir", envvar="KUBEPLAY_DEMO_DIR", help="Work directory; its build cache is reused."),
+            typer.Option("--workdir", envvar=settings.DEMO_DIR, help="Work directory; its build cache is reused."),
         ] = Path("demo-out"),
         nodes: Annotated[int, typer.Option("--nodes", min=2, max=8, help="Lab nodes; node0 is the deploy node.")] = 4,
         keep: Annotated[bool, typer.Option("--keep", help="Leave the lab up and the archive in place.")] = False,

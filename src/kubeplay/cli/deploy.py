@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.console import get_output
 
 if TYPE_CHECKING:
@@ -18,17 +19,17 @@ if TYPE_CHECKING:
 # kubeplay.deploy.context.DEFAULT_STATE: importing that module here costs ~90 ms on every kubeplay run.
 DEFAULT_STATE = Path("/var/lib/kubeplay/deploy")
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="KUBEPLAY_CONFIG", help="config.yaml")]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar=settings.CONFIG, help="config.yaml")]
 BundleOpt = Annotated[
     Path | None,
-    typer.Option("--bundle", envvar="KUBEPLAY_BUNDLE", help="Unpacked bundle (default: beside config.yaml, or .)."),
+    typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle (default: beside config.yaml, or .)."),
 ]
 StateOpt = Annotated[
-    Path, typer.Option("--state-dir", envvar="KUBEPLAY_DEPLOY_STATE", help="Inventory, ledger and logs of deploy.")
+    Path, typer.Option("--state-dir", envvar=settings.DEPLOY_STATE, help="Inventory, ledger and logs of deploy.")
 ]
 CaOpt = Annotated[
     Path | None,
-    typer.Option("--ca", envvar="KUBEPLAY_CA", help="Registry CA (default: the one `kubeplay install` made)."),
+    typer.Option("--ca", envvar=settings.CA, help="Registry CA (default: the one `kubeplay install` made)."),
 ]
 NoPreflight = Annotated[bool, typer.Option("--skip-preflight", help="Do not check SSH access first.")]
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.console import get_output
 from kubeplay.errors import BadInput
 
@@ -41,25 +42,25 @@ def _default_bundle(config: Path) -> Path:
 
 
 def install(
-    config: Annotated[Path, typer.Option("--config", "-c", envvar="KUBEPLAY_CONFIG", help="config.yaml")] = Path(
+    config: Annotated[Path, typer.Option("--config", "-c", envvar=settings.CONFIG, help="config.yaml")] = Path(
         "config.yaml"
     ),
     bundle: Annotated[
         Path | None,
-        typer.Option("--bundle", envvar="KUBEPLAY_BUNDLE", help="Unpacked bundle (default: beside config.yaml, or .)."),
+        typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle (default: beside config.yaml, or .)."),
     ] = None,
     from_step: Annotated[
         str | None, typer.Option("--from", help=f"Re-run from this step on, even if done: {', '.join(STEP_NAMES)}.")
     ] = None,
     no_systemd: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--no-systemd",
-            envvar="KUBEPLAY_NO_SYSTEMD",
-            help="Where systemd is not PID 1: run registry and nginx as child processes and serve in the foreground.",
+            help="Where systemd is not PID 1: run registry and nginx as child processes and serve in the foreground "
+            f"(env {settings.NO_SYSTEMD}).",
         ),
-    ] = False,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
+    ] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
 ) -> None:
     """Serve the bundle from this deploy node: OS repo, certificates, registry, nginx, chrony, health check."""
     from kubeplay.bootstrap.context import prepare_context
@@ -67,6 +68,7 @@ def install(
     from kubeplay.bootstrap.steps import foreground, run_install
 
     out = get_output()
+    no_systemd = settings.from_environ().no_systemd if no_systemd is None else no_systemd
     paths = HostPaths(state_override=state_dir)
     ctx = prepare_context(config, (bundle or _default_bundle(config)).resolve(), paths, no_systemd)
     if ctx.cfg.internal_ip_detected:
@@ -89,7 +91,7 @@ def uninstall(
     purge_packages: Annotated[
         bool, typer.Option("--purge-packages", help="Also remove OS packages install added.")
     ] = False,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
 ) -> None:
     """Remove everything install added (units, configs, hosts lines, CA trust, repo entries) and nothing else."""
     from kubeplay.bootstrap.hostinfo import is_root, systemd_running
@@ -111,10 +113,10 @@ def uninstall(
 
 
 def status(
-    bundle: Annotated[Path | None, typer.Option("--bundle", envvar="KUBEPLAY_BUNDLE", help="Unpacked bundle.")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle.")] = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Probe the services once, as a node would.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
-    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar="KUBEPLAY_STATE_DIR", help=STATE_HELP)] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
 ) -> None:
     """Which install steps are done, whether the services run, and whether they answer."""
     from rich.table import Table

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BadInput
 
@@ -26,15 +27,15 @@ lab_app = typer.Typer(help="Air-gapped lab nodes: Debian in systemd-nspawn, a pr
 
 NameOpt = Annotated[
     str | None,
-    typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (default: the only lab that is up, else 'lab')."),
+    typer.Option("--name", envvar=settings.LAB_NAME, help="Lab name (default: the only lab that is up, else 'lab')."),
 ]
 DirOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", envvar="KUBEPLAY_LAB_DIR", help="Where labs live (default /var/lib/kubeplay/lab)."),
+    typer.Option("--state-dir", envvar=settings.LAB_DIR, help="Where labs live (default /var/lib/kubeplay/lab)."),
 ]
 CacheOpt = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Rootfs cache (default $KUBEPLAY_CACHE/lab or /var/cache/kubeplay/lab)."),
+    typer.Option("--cache-dir", help="Rootfs cache (default: lab/ in the cache root, see KUBEPLAY_CACHE_DIR)."),
 ]
 NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. node1.")]
 
@@ -54,10 +55,10 @@ def up(
     *,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes (node0, node1, ...).")] = 2,
     name: Annotated[
-        str, typer.Option("--name", envvar="KUBEPLAY_LAB_NAME", help="Lab name (1-12 of a-z, 0-9, -).")
+        str, typer.Option("--name", envvar=settings.LAB_NAME, help="Lab name (1-12 of a-z, 0-9, -).")
     ] = "lab",
     subnet: Annotated[
-        str, typer.Option("--subnet", envvar="KUBEPLAY_LAB_SUBNET", help="Private IPv4 subnet, only inside the lab.")
+        str, typer.Option("--subnet", envvar=settings.LAB_SUBNET, help="Private IPv4 subnet, only inside the lab.")
     ] = DEFAULT_SUBNET,
     state_dir: DirOpt = None,
     nspawn_arg: Annotated[
@@ -216,14 +217,14 @@ def cache_prune(
     ] = False,
 ) -> None:
     """Remove rootfs cache entries no lab that is up was made from (keeping the most recently used one)."""
-    from kubeplay.lab import cache, record, rootfs
+    from kubeplay.lab import cache, record
 
     out = get_output()
     root = state_dir or record.default_state_root()
     _, unknown = cache.keys_in_use(root)
     if unknown:
         out.warn(f"lab(s) {', '.join(unknown)} recorded no rootfs key (made by an older kubeplay); not protected")
-    directory = cache_dir or rootfs.default_cache_dir()
+    directory = cache_dir or settings.from_environ().cache.lab
     result = cache.prune(directory, root, keep_latest=not all_unused)
     for entry in result.removed:
         out.info(f"  removed rootfs-{entry.key} ({human_bytes(entry.size)})")

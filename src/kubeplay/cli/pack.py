@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.bundle.compression import Compression
 from kubeplay.console import get_output, human_bytes
 
@@ -50,16 +51,14 @@ def pack(
         typer.Option(
             "--output",
             "-o",
-            envvar="KUBEPLAY_PACK_OUTPUT",
+            envvar=settings.PACK_OUTPUT,
             help="Directory for the archive (default: beside the bundle).",
         ),
     ] = None,
-    split_size: Annotated[
-        str | None, typer.Option("--split-size", envvar="KUBEPLAY_SPLIT_SIZE", help=SPLIT_HELP)
-    ] = None,
+    split_size: Annotated[str | None, typer.Option("--split-size", envvar=settings.SPLIT_SIZE, help=SPLIT_HELP)] = None,
     compression: Annotated[
         Compression,
-        typer.Option("--compression", envvar="KUBEPLAY_PACK_COMPRESSION", case_sensitive=False, help=COMPRESSION_HELP),
+        typer.Option("--compression", envvar=settings.PACK_COMPRESSION, case_sensitive=False, help=COMPRESSION_HELP),
     ] = Compression.ZSTD,
     level: Annotated[
         int | None,
@@ -67,7 +66,7 @@ def pack(
             "--level",
             min=1,
             max=19,
-            envvar=["KUBEPLAY_PACK_LEVEL", "KUBEPLAY_ZSTD_LEVEL"],
+            envvar=[settings.PACK_LEVEL, settings.ZSTD_LEVEL],
             help="Compression level, speed vs size: zstd 1-19 (default 3), gzip 1-9 (default 6).",
         ),
     ] = None,
@@ -123,7 +122,7 @@ def extract(
         Path, typer.Argument(help="A .tar.zst or .tar.gz (told by content), its .parts.json, or a .partNNN file.")
     ],
     dest: Annotated[
-        Path, typer.Option("--dest", "-C", envvar="KUBEPLAY_EXTRACT_DEST", help="Directory to extract into.")
+        Path, typer.Option("--dest", "-C", envvar=settings.EXTRACT_DEST, help="Directory to extract into.")
     ] = Path("."),
 ) -> None:
     """Extract a packed bundle safely, checking every digest on the way; the bundle directory appears only if all pass."""

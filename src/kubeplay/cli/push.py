@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.console import get_output, human_bytes
 
 
@@ -19,7 +20,7 @@ def push(
         str,
         typer.Option(
             "--registry",
-            envvar="KUBEPLAY_PUSH_REGISTRY",
+            envvar=settings.PUSH_REGISTRY,
             help="HOST, HOST:PORT or HOST/PREFIX; PREFIX replaces the bundle project (library).",
         ),
     ],
@@ -29,7 +30,7 @@ def push(
         Path | None,
         typer.Option(
             "--credentials-file",
-            envvar="KUBEPLAY_PUSH_CREDENTIALS_FILE",
+            envvar=settings.PUSH_CREDENTIALS_FILE,
             help="0600 file with `username:` and `password:` lines (else KUBEPLAY_PUSH_USERNAME/PASSWORD).",
         ),
     ] = None,

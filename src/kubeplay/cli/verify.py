@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.cli.pack import byte_progress
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BundleError
@@ -25,7 +26,7 @@ def verify(
         str | None,
         typer.Option(
             "--sums-sha256",
-            envvar="KUBEPLAY_SUMS_SHA256",
+            envvar=settings.SUMS_SHA256,
             help="The SHA256SUMS digest `kubeplay build` printed; checks the list itself, not only the files.",
         ),
     ] = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from kubeplay import settings
 from kubeplay.errors import BadInput, KubeplayError
 from kubeplay.lab import boot, machines, network, record, rootfs, ssh, teardown
 from kubeplay.lab.boot import BOOT_TIMEOUT, LabError
@@ -168,7 +169,7 @@ class Lab:
         boots a node again the same way. Returns the running Lab. On any failure everything created so far
         is removed and the error re-raised.
         """
-        subnet = subnet or os.environ.get("KUBEPLAY_LAB_SUBNET", DEFAULT_SUBNET)
+        subnet = subnet or settings.from_environ().lab_subnet
         if not network.valid_name(name):
             raise BadInput(f"lab name {name!r} is invalid", hint="1-12 characters: lowercase letters, digits, '-'")
         machines.check_env(nspawn_env or {})
@@ -219,7 +220,7 @@ class Lab:
         t0 = time.monotonic()
         try:
             # The cache entry stays locked (shared) until the node roots are copied: prune skips it meanwhile.
-            with rootfs.base_tree(spec, cache_dir or rootfs.default_cache_dir()) as (base, built):
+            with rootfs.base_tree(spec, cache_dir or settings.from_environ().cache.lab) as (base, built):
                 lab.timings["rootfs_build" if built else "rootfs_cached"] = time.monotonic() - t0
                 lab._create(base, plan)
             lab._boot(rec.nodes, boot_timeout)

@@ -17,15 +17,6 @@ from kubeplay.errors import FetchError
 from kubeplay.fetch.http import Downloader, DownloadItem
 
 
-def default_cache_dir() -> Path:
-    """$KUBEPLAY_CACHE_DIR/osrepo, else $XDG_CACHE_HOME/kubeplay/osrepo, else ~/.cache/kubeplay/osrepo."""
-    env = os.environ.get("KUBEPLAY_CACHE_DIR")
-    if env:
-        return Path(env) / "osrepo"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kubeplay" / "osrepo"
-
-
 @dataclass(frozen=True)
 class Wanted:
     """One upstream file with the digest and size its index promises."""

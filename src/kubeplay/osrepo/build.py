@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from kubeplay import settings
 from kubeplay.config.bundle import BundleSpec, OsTarget
 from kubeplay.console import get_output, human_bytes
 from kubeplay.errors import BadInput
@@ -20,7 +21,7 @@ from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.apt_target import AptPlan, PackageRequest, plan_apt_target
 from kubeplay.osrepo.baseline import read_baseline
-from kubeplay.osrepo.blobcache import Wanted, default_cache_dir, fetch_into_cache, place
+from kubeplay.osrepo.blobcache import Wanted, fetch_into_cache, place
 from kubeplay.osrepo.rpm_repo import write_rpm_repo
 from kubeplay.osrepo.rpm_target import RpmPlan, plan_rpm_target
 from kubeplay.osrepo.signing import KEYRING_NAME, BundleSigner
@@ -113,7 +114,7 @@ def build_os_repos(
     """Resolve, download and write the OS repos of spec.os into bundle_dir/repos; raise on any problem first."""
     out = get_output()
     started = time.monotonic()
-    cache = cache_dir or default_cache_dir()
+    cache = cache_dir or settings.from_environ().cache.osrepo
     cache.mkdir(parents=True, exist_ok=True)
     seen: set[tuple[str, str]] = set()
     plans: list[tuple[OsTarget, Target, AptPlan | RpmPlan]] = []

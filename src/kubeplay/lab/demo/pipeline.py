@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kubeplay import settings
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.examples import example_tree_path, newest_release_archive
 from kubeplay.catalog.planner import make_plan
@@ -265,7 +266,7 @@ class Demo:
 
     def _rootfs(self) -> Path:
         started = time.monotonic()
-        base, built = rootfs.ensure_base_tree(NODE_ROOTFS, rootfs.default_cache_dir())
+        base, built = rootfs.ensure_base_tree(NODE_ROOTFS, settings.from_environ().cache.lab)
         detail = "mmdebstrap, Debian 12" if built else "cached"
         self.report.phases.append(
             PhaseResult("lab rootfs (beside the build)", time.monotonic() - started, "ok", detail, within="parallel")
