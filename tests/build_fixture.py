@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -165,8 +167,44 @@ def sha256sum_check(bundle: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def mirrors_with(sim: UpstreamSimulator, **overrides: str) -> dict[str, Any]:
+    """sim.mirrors() with the url of some hosts replaced: `dl_k8s_io="https://…"` for dl.k8s.io."""
+    mirrors = sim.mirrors()
+    for host, url in overrides.items():
+        mirrors[host.replace("_", ".")] = {**mirrors[host.replace("_", ".")], "url": url}
+    return mirrors
+
+
 def plan_json(plan: Plan) -> str:
     return json.dumps(plan.model_dump(mode="json"))
+
+
+# Runs `kubeplay ARGS…` with the planner replaced by the plan in argv[1] (the catalog is tested on its own).
+PLAN_DRIVER = """
+import sys
+import kubeplay.assemble.pipeline as pipeline
+from kubeplay.catalog.model import Plan
+plan = Plan.model_validate_json(open(sys.argv[1]).read())
+pipeline.cached_plan = lambda spec, tree, identity, state: plan
+sys.argv = ["kubeplay", *sys.argv[2:]]
+from kubeplay.cli.app import main
+main()
+"""
+
+
+def kubeplay_with_plan(
+    plan: Plan, workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """The real CLI (`kubeplay ARGS…`) building `plan` (written to workdir/plan.json), stdout/stderr piped."""
+    plan_file = workdir / "plan.json"
+    plan_file.write_text(plan_json(plan))
+    return subprocess.Popen(
+        [sys.executable, "-c", PLAN_DRIVER, str(plan_file), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # Runs `kubeplay` on a prepared plan (argv[1]) and records its own peak RSS (VmHWM) in

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,26 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import (
     file_artifact,
     image_artifact,
+    kubeplay_with_plan,
     kubespray_archive,
     make_plan,
-    plan_json,
+    mirrors_with,
     sha256sum_check,
     write_spec,
 )
 
 pytestmark = pytest.mark.integration
-
-# Runs the real CLI with the plan handed in (the catalog is tested on its own).
-DRIVER = """
-import sys
-import kubeplay.assemble.pipeline as pipeline
-from kubeplay.catalog.model import Plan
-plan = Plan.model_validate_json(open(sys.argv[1]).read())
-pipeline.cached_plan = lambda spec, tree, identity, state: plan
-sys.argv = ["kubeplay", *sys.argv[2:]]
-from kubeplay.cli.app import main
-main()
-"""
 
 
 def build(spec_path: Path, out: Path, plan: Plan) -> BuildResult:
@@ -52,23 +39,7 @@ def build(spec_path: Path, out: Path, plan: Plan) -> BuildResult:
     return run_build(spec, out, BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan), out=Output(quiet=True))
 
 
-def cli(plan: Plan, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan_json(plan))
-    return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(plan_file), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def mirrors_with(sim: UpstreamSimulator, **overrides: str) -> dict[str, Any]:
-    mirrors = sim.mirrors()
-    for host, url in overrides.items():
-        mirrors[host.replace("_", ".")] = {**mirrors[host.replace("_", ".")], "url": url}
-    return mirrors
+cli = kubeplay_with_plan
 
 
 def test_cut_file_and_cut_blob_resume_with_range(upstream: UpstreamSimulator, tmp_path: Path) -> None:

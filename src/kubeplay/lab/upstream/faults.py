@@ -21,7 +21,10 @@ i.e. registry base faults_url and repository prefix `fault/<kind>/<n>/<host>/`):
   /v2/                                   proxied unchanged (the auth challenge comes from the registry)
   /v2/fault/<kind>/<n>/<repository>/…    proxied to /v2/<repository>/…; GETs of blobs and manifests get
                                          the fault: fail/<n>, cut/<k>, cut-every/<k>, slow/<bps>, corrupt/0,
-                                         status/<code>; cut/corrupt/slow count only 200/206 answers
+                                         status/<code>; cut/corrupt/slow count only 200/206 answers.
+                                         A kind may end in a target: -manifests, -tags (manifests by
+                                         tag), -digests (manifests by digest), -blobs; e.g.
+                                         fault/fail-manifests/2/… or fault/corrupt-digests/0/…
 The token service grants scopes for `fault/<kind>/<n>/<repository>` as for `<repository>`.
 
 Run: python -m kubeplay.lab.upstream.faults CONFIG.json
@@ -256,7 +259,7 @@ class FaultHandler(BaseHTTPRequestHandler):
             if fault is None:
                 return self.plain(404, "unknown registry fault; see kubeplay.lab.upstream.faults\n", head), 0
             upstream_path = "/v2/" + "/".join(rest)
-        content = self.command == "GET" and ("/blobs/" in upstream_path or "/manifests/" in upstream_path)
+        content = self.command == "GET" and fault is not None and fault.applies_to(upstream_path)
         if fault is not None and content:
             if fault.kind == "status":
                 return self.plain(fault.number, f"{fault.number} (injected)\n", head), 0
