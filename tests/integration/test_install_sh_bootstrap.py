@@ -12,11 +12,15 @@ KUBEPLAY_TEST_CACHE (default /var/tmp/kubeplay-test-cache).
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import platform
 import shutil
 import subprocess
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +35,7 @@ from kubeplay.fetch.http import Downloader
 from kubeplay.lab.rootfs import RootfsError, debian_mirror
 from kubeplay.osrepo import build_os_repos
 from kubeplay.osrepo.deploy_python import deploy_table, plan_deploy
+from kubeplay.osrepo.targets import find_target
 
 pytestmark = [
     pytest.mark.integration,
@@ -195,3 +200,194 @@ def test_a_cluster_only_os_is_refused_naming_the_deploy_node_oses(bundle: Path, 
     assert proc.returncode == 2, proc.stderr
     assert "Debian GNU/Linux 12 (bookworm) (debian 12) can be a cluster node but not the deploy node" in proc.stderr
     assert "deploy-node OSes of this bundle: debian 13" in proc.stderr
+
+
+# The rpm path. This Debian machine has dnf and rpmbuild but no EL repos: the deploy node is a Debian root
+# with dnf, rpm and the Python dnf itself runs on, calling itself openEuler 24.03 (whose rule is Python 3.11
+# from the package `python3`); the bundle's repo holds an rpmbuild-made `python3` that puts python3.11 on
+# /usr/local/bin, the one place KUBEPLAY_PYTHON looks. Bootstrapping must go through dnf, that repo alone,
+# its repomd signature and the package's signature.
+
+RPM_TOOLS = ("rpmbuild", "rpmsign", "gpg", "createrepo_c")
+OPENEULER = (
+    'NAME="openEuler"\nVERSION="24.03 (LTS)"\nID="openEuler"\nVERSION_ID="24.03"\nPRETTY_NAME="openEuler 24.03 (LTS)"\n'
+)
+PYTHON_SPEC = """Name: python3
+Version: 3.11.6
+Release: 1
+Summary: kubeplay test stand-in for openEuler's python3
+License: MIT
+BuildArch: noarch
+AutoReqProv: no
+%description
+kubeplay test stand-in: python3.11 on /usr/local/bin
+%install
+mkdir -p %{buildroot}/usr/local/bin
+ln -s /usr/bin/python3.11 %{buildroot}/usr/local/bin/python3.11
+%files
+/usr/local/bin/python3.11
+"""
+
+
+def _gpg_key(home: Path, email: str) -> tuple[list[str], Path]:
+    home.mkdir(mode=0o700, parents=True)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run(
+        [*gpg, "--quick-gen-key", f"test <{email}>", "rsa2048", "sign", "never"], check=True, capture_output=True
+    )
+    key = home.parent / f"RPM-GPG-KEY-{email.split('@', maxsplit=1)[0]}"
+    key.write_text(
+        subprocess.run([*gpg, "--armor", "--export", email], check=True, capture_output=True, text=True).stdout
+    )
+    return gpg, key
+
+
+@pytest.fixture(scope="module")
+def rpm_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Three upstream repos on loopback (good: signed by the key; unsigned; wrongkey: signed by another key);
+    yields the server's base URL and the good key."""
+    if missing := [t for t in RPM_TOOLS if shutil.which(t) is None]:
+        pytest.skip(f"needs {', '.join(missing)}")
+    work = tmp_path_factory.mktemp("rpm-upstream")
+    spec = work / "python3.spec"
+    spec.write_text(PYTHON_SPEC)
+    subprocess.run(
+        ["rpmbuild", "--define", f"_topdir {work / 'build'}", "-bb", str(spec)], check=True, capture_output=True
+    )
+    [rpm] = (work / "build/RPMS/noarch").glob("*.rpm")
+    _, good = _gpg_key(work / "gnupg-good", "good@test.invalid")
+    _gpg_key(work / "gnupg-other", "other@test.invalid")
+    for name, signer in (("good", "good"), ("unsigned", None), ("wrongkey", "other")):
+        repo = work / "srv" / name / "x86_64"
+        (repo / "Packages").mkdir(parents=True)
+        copy = repo / "Packages" / rpm.name
+        shutil.copy(rpm, copy)
+        if signer is not None:
+            subprocess.run(
+                [
+                    "rpmsign", "--define", f"__gpg {shutil.which('gpg')}", "--define", f"_gpg_name {signer}@test.invalid",
+                    "--define", "_gpg_sign_cmd_extra_args --batch --pinentry-mode loopback --passphrase ''",
+                    "--addsign", str(copy),
+                ],
+                env={**os.environ, "GNUPGHOME": str(work / f"gnupg-{signer}")},
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+        subprocess.run(["createrepo_c", "--quiet", "--general-compress-type=gz", str(repo)], check=True)
+    handler = functools.partial(QuietHandler, directory=str(work / "srv"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", good
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        for home in ("gnupg-good", "gnupg-other"):
+            subprocess.run(["gpgconf", "--homedir", str(work / home), "--kill", "all"], check=False, timeout=30)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _rpm_bundle(root: Path, baseurl: str, key: Path, wheels: bool) -> Path:
+    kubespray = root / "kubespray"
+    kubespray.mkdir(parents=True)
+    spec = BundleSpec.model_validate(
+        {
+            "kubespray": {"version": "v2.31.0", "source": str(kubespray)},
+            "os": [
+                {
+                    "distro": "openeuler",
+                    "release": "24.03",
+                    "sources": [{"url": baseurl + "/$basearch", "name": "OS"}],
+                    "keyring": str(key),
+                }
+            ],
+            "packages": {"defaults": False},
+        }
+    )
+    deploy = plan_deploy(spec, None)  # the fallback ansible-core 2.18: Python 3.11 from `python3`
+    assert deploy.packages_for(find_target("openeuler", "24.03")) == ("python3",)
+    out = Output(quiet=True)
+    build_os_repos(
+        spec, root, Downloader(progress=False, out=out), out=out, cache_dir=root.parent / "cache", deploy=deploy
+    )
+    add_install_files(root, kube_version="1.33.4", arches=["amd64"], pythons=["3.11"], with_wheels=wheels,
+                      deploy_table=deploy_table(deploy))  # fmt: skip
+    (root / "wheels").mkdir(exist_ok=True)
+    write_sha256sums(root, use_cache=False)
+    return root
+
+
+def _dnf_root(tmp: Path) -> Path:
+    """A bookworm root with dnf and rpm (cached tarball), calling itself openEuler 24.03, no apt source."""
+    tarball = CACHE / "bookworm-minbase-dnf-amd64.tar"
+    if not tarball.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        part = tarball.with_name(tarball.name + ".part.tar")
+        src = f"deb [signed-by={DEBIAN_KEYRING}] {_mirror()} bookworm main"
+        subprocess.run(
+            ["mmdebstrap", "--quiet", "--variant=minbase", "--include=dnf,rpm", "--architectures=amd64", "bookworm",
+             str(part), src],
+            check=True,
+            timeout=1200,
+        )  # fmt: skip
+        part.replace(tarball)
+    root = tmp / "el"
+    root.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(root, filter="fully_trusted")
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    (root / "etc/os-release").unlink()
+    (root / "etc/os-release").write_text(OPENEULER)
+    (root / MOUNT.lstrip("/")).mkdir(parents=True)
+    return root
+
+
+def _rpms(root: Path) -> set[str]:
+    out = subprocess.run(
+        ["chroot", str(root), "rpm", "-qa", "--qf", "%{NAME}\n"], capture_output=True, text=True, check=True
+    )
+    return {n for n in out.stdout.split() if n != "gpg-pubkey"}
+
+
+def test_rpm_python_comes_from_the_bundle_with_signatures_checked(
+    rpm_upstream: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, key = rpm_upstream
+    bundle = _rpm_bundle(tmp_path / "bundle", base + "/good", key, wheels=True)
+    assert (bundle / "deploy-node.txt").read_text().splitlines()[-1] == (
+        "openeuler 24.03 - rpm 3.11 amd64 repos/rpm/openeuler/24.03 python3"
+    )
+    root = _dnf_root(tmp_path)
+    proc = _install_sh(root, bundle, KUBEPLAY_PYTHON="/usr/local/bin/python3.11")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert __version__ in proc.stdout
+    assert "installing Python 3.11 (python3) from the bundle's openeuler 24.03 repo" in proc.stderr
+    assert _rpms(root) == {"python3"}
+    repo = (root / "var/lib/kubeplay/bootstrap/yum.repos.d/kubeplay-bootstrap.repo").read_text()
+    assert "gpgcheck=1\nrepo_gpgcheck=1\n" in repo and "RPM-GPG-KEY-openeuler" in repo
+    record = (root / "var/lib/kubeplay/bootstrap/installed").read_text()
+    assert "family rpm\n" in record and "package python3\n" in record
+
+
+@pytest.mark.parametrize("variant", ["unsigned", "wrongkey"])
+def test_rpm_bootstrap_refuses_a_package_the_distro_key_did_not_sign(
+    rpm_upstream: tuple[str, Path], tmp_path: Path, variant: str
+) -> None:
+    base, key = rpm_upstream
+    bundle = _rpm_bundle(tmp_path / "bundle", f"{base}/{variant}", key, wheels=False)
+    root = _dnf_root(tmp_path)
+    proc = _install_sh(root, bundle, KUBEPLAY_PYTHON="/usr/local/bin/python3.11")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "installing python3 from the bundle's repo failed" in proc.stderr
+    expected = (
+        "is not signed" if variant == "unsigned" else "Public key for python3-3.11.6-1.noarch.rpm is not installed"
+    )
+    assert expected in proc.stderr and "GPG check FAILED" in proc.stderr  # dnf's own refusal
+    assert _rpms(root) == set()
+    assert not (root / "usr/local/bin/python3.11").exists()
