@@ -7,15 +7,15 @@ before the index or tag that names them, so a tag never points at something inco
 A connection that breaks mid-request (a reset, a timeout, a 502/503/504 from a proxy in front of the
 registry) does not end the push: the whole step is tried again with backoff — a blob from its HEAD
 (it may have arrived before the answer was lost), a manifest from its HEAD — so a retry never sends a
-chunk twice into one upload session. Bounded in count and time (fetch.retry.RetryPolicy).
+chunk twice into one upload session. Bounded in count and time (fetch.retry.RetryPolicy). Ctrl-C stops
+the uploads within about a second (fetch.workers) and raises Interrupted; a re-run skips what arrived.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -24,11 +24,11 @@ import httpx
 
 from kubeplay import settings
 from kubeplay.bootstrap.registry import TaggedImage, blob_path, manifest_children, tagged_images
-from kubeplay.errors import BadInput, BundleError, FetchError
-from kubeplay.fetch.auth import AuthFailed
+from kubeplay.errors import AuthFailed, BadInput, BundleError, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool, Session
 from kubeplay.fetch.mirrors import Credentials, Tls
-from kubeplay.fetch.retry import RetryPolicy, describe
+from kubeplay.fetch.retry import RetryPolicy, TransientError, describe
+from kubeplay.fetch.workers import WorkerPool
 
 # Faults after which the step may succeed when tried again. Not ConnectError: a refused connection or a
 # certificate the CA does not sign is an answer about --registry/--ca, reported at once.
@@ -127,49 +127,62 @@ def plan_push(storage: Path, target: Target) -> list[ImagePlan]:
     return plans
 
 
-class StepFailed(FetchError):
-    """A request failed in a way another try of its step may fix."""
-
-
 class Pusher:
+    """Copies planned images into the target registry; `stop` (set on Ctrl-C) ends every upload and backoff."""
+
     def __init__(
-        self, storage: Path, target: Target, session: Session, jobs: int = 4, policy: RetryPolicy | None = None
+        self,
+        storage: Path,
+        target: Target,
+        session: Session,
+        jobs: int = 4,
+        policy: RetryPolicy | None = None,
+        *,
+        stop: threading.Event | None = None,
     ) -> None:
         self.storage = storage
         self.target = target
         self.session = session
         self.jobs = jobs
         self.policy = policy or RetryPolicy(attempts=4, deadline=300)
+        self.stop = stop or threading.Event()
         self.report = PushReport()
 
     def _retrying(self, step: Callable[[], _T]) -> _T:
-        """Run `step`; on a transient failure run it again after a backoff, while the policy allows."""
+        """Run `step`; on a transient failure run it again after a backoff, while the policy allows.
+
+        Raises FetchError when the tries are used up, Interrupted when the push is being stopped.
+        """
         clock = self.policy.start()
         while True:
+            if self.stop.is_set():
+                raise Interrupted("push stopped")
             try:
                 return step()
-            except StepFailed:
+            except TransientError as exc:
                 wait = clock.next_wait()
                 if wait is None:
-                    raise
-                time.sleep(wait)
+                    raise FetchError(str(exc), hint="check the network to the registry") from exc
+                if self.stop.wait(wait):
+                    raise Interrupted("push stopped") from exc
 
     def _req(self, method: str, url: str, **kw: object) -> httpx.Response:
         try:
             return self.session.client.request(method, url, auth=self.session.auth, **kw)  # type: ignore[arg-type]
         except AuthFailed as exc:
-            raise FetchError(
+            raise AuthFailed(
                 f"{self.target.host}: {exc}", hint="set KUBEPLAY_PUSH_USERNAME/PASSWORD or --credentials-file"
-            ) from None
+            ) from exc
         except TRANSIENT as exc:
-            raise StepFailed(f"{method} {url}: {describe(exc)}", hint="check the network to the registry") from None
+            raise TransientError(f"{method} {url}: {describe(exc)}") from exc
         except httpx.HTTPError as exc:
-            raise FetchError(f"{method} {url}: {exc}", hint="check --registry, --ca and the network") from None
+            raise FetchError(f"{method} {url}: {exc}", hint="check --registry, --ca and the network") from exc
 
-    def _fail(self, what: str, r: httpx.Response) -> FetchError:
+    def _fail(self, what: str, r: httpx.Response) -> Exception:
+        """The error for an unexpected answer: TransientError (the step is tried again) for 502/503/504."""
         detail = r.text[:200].strip().replace("\n", " ")
-        error = StepFailed if r.status_code in TRANSIENT_STATUS else FetchError
-        return error(f"{what}: HTTP {r.status_code} from {self.target.host}: {detail}")
+        message = f"{what}: HTTP {r.status_code} from {self.target.host}: {detail}"
+        return TransientError(message) if r.status_code in TRANSIENT_STATUS else FetchError(message)
 
     def _abs(self, location: str) -> str:
         return location if "://" in location else self.target.base + location
@@ -233,6 +246,21 @@ class Pusher:
         return True
 
     def run(self, plans: list[ImagePlan]) -> PushReport:
+        """Push every planned image; raises FetchError, or Interrupted on Ctrl-C (a re-run skips what arrived)."""
+        try:
+            self._blobs(plans)
+            self._manifests(plans)
+        except KeyboardInterrupt as exc:
+            self.stop.set()
+            r = self.report
+            raise Interrupted(
+                f"push to {self.target.host} interrupted: {r.images} of {len(plans)} image(s) complete, "
+                f"{r.blobs_uploaded + r.blobs_mounted + r.blobs_present} blob(s) in place; "
+                "a re-run skips the blobs and manifests already there"
+            ) from exc
+        return self.report
+
+    def _blobs(self, plans: list[ImagePlan]) -> None:
         # One task per unique blob: upload into the first repository needing it, mount into the others.
         needs: dict[str, list[str]] = {}
         for p in plans:
@@ -258,10 +286,12 @@ class Pusher:
                 failed.set()
                 raise
 
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+        with WorkerPool(self.jobs, "kubeplay-push", self.stop) as pool:
             futures = [pool.submit(place, d, repos) for d, repos in needs.items()]
             for f in as_completed(futures):
                 f.result()
+
+    def _manifests(self, plans: list[ImagePlan]) -> None:
         for p in plans:
             for digest, media in p.manifests[:-1]:
                 put = self._retrying(lambda: self.put_manifest(p.repository, digest, media, digest))  # noqa: B023
@@ -269,7 +299,6 @@ class Pusher:
             top, media = p.manifests[-1]
             put = self._retrying(lambda: self.put_manifest(p.repository, top, media, p.image.tag))  # noqa: B023
             self.report.add(**{"manifests_put" if put else "manifests_present": 1}, images=1)
-        return self.report
 
 
 def load_credentials(env: dict[str, str], file: Path | None) -> Credentials | None:
@@ -299,7 +328,7 @@ def load_credentials(env: dict[str, str], file: Path | None) -> Credentials | No
 def push_bundle(
     bundle_dir: Path, target: Target, ca: Path | None, credentials: Credentials | None, jobs: int = 4
 ) -> PushReport:
-    """Copy every tagged image of the bundle into `target`; return counts. Raises FetchError/BundleError."""
+    """Copy every tagged image of the bundle into `target`; return counts. Raises FetchError/BundleError/Interrupted."""
     storage = bundle_dir / "registry"
     if not (storage / "docker/registry/v2").is_dir():
         raise BundleError(
@@ -308,4 +337,4 @@ def push_bundle(
     plans = plan_push(storage, target)
     with ClientPool(connections=jobs, timeout=300) as pool:
         session = pool.session(Tls(ca=ca), credentials, label=target.host)
-        return Pusher(storage, target, session, jobs).run(plans)
+        return Pusher(storage, target, session, jobs, stop=pool.stop).run(plans)

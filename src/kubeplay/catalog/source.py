@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from kubeplay import settings
-from kubeplay.errors import CatalogError
+from kubeplay.errors import ArchiveDigestMismatch, CatalogError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 NEW_LAYOUT = "kubespray_defaults"
@@ -29,10 +29,6 @@ REQUIRED_FILES = {
 }
 # Roles whose defaults and vars Ansible has in scope in contrib/offline/generate_list.yml.
 ROLES_LOADED = ("download",)
-
-
-class ArchiveDigestMismatch(CatalogError):
-    """The kubespray archive's sha256 is not the one bundle.yaml expects."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +139,15 @@ def detect_version(root: Path) -> str | None:
     return f"v{match.group(1)}" if match else None
 
 
+_STAGING = re.compile(r"\.[0-9a-f]{12}-")  # extract_archive's staging trees: .<sha256[:12]>-<random>
+
+
 def extract_archive(archive: Path, sha256: str, cache: Path) -> Path:
-    """Extract once into `cache/<sha256>/`; return the single top directory inside it."""
+    """Extract once into `cache/<sha256>/`; return the single top directory inside it.
+
+    The tree is extracted into a hidden staging directory and renamed into place when complete; a kill
+    (SIGKILL) can leave that staging tree behind: `remove_unfinished_extractions` removes such trees.
+    """
     target = cache / sha256
     if not (target / ".complete").exists():
         cache.mkdir(parents=True, exist_ok=True)
@@ -158,8 +161,25 @@ def extract_archive(archive: Path, sha256: str, cache: Path) -> Path:
             staging.rename(target)
         except (tarfile.TarError, OSError, EOFError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise CatalogError(f"{archive}: cannot extract: {exc}", hint="is it a complete .tar.gz?") from None
+            raise CatalogError(f"{archive}: cannot extract: {exc}", hint="is it a complete .tar.gz?") from exc
+        except BaseException:  # Ctrl-C: leave no half tree
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     tops = [p for p in target.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise CatalogError(f"{archive}: expected one top-level directory, found {len(tops)}")
     return tops[0]
+
+
+def remove_unfinished_extractions(cache: Path) -> int:
+    """Remove the staging trees killed extractions left in `cache`; return how many there were.
+
+    Call it only while holding the lock that keeps other extractions out of `cache` (a build's lock for
+    its own `.kubeplay-build/cache/kubespray`): a live extraction's staging tree looks the same.
+    """
+    if not cache.is_dir():
+        return 0
+    found = [p for p in cache.iterdir() if _STAGING.match(p.name) and p.is_dir() and not p.is_symlink()]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)
