@@ -34,6 +34,7 @@ from kubeplay.console import Output
 from kubeplay.deploy.context import build_context
 from kubeplay.deploy.steps import deploy
 from kubeplay.lab.nodes import Lab, unavailable_reason
+from kubeplay.steps import Selection
 
 TARGET = 1.5
 TRIALS = 5
@@ -79,7 +80,7 @@ def node_prep_seconds(lab: Lab, side: DeploySide, bundle: Path, nodes: list[str]
         exec_prefix=("ip", "netns", "exec", lab.netns),
     )
     started, busy = time.monotonic(), cpu_busy_seconds()
-    deploy(ctx, only="node-prep", preflight=False)
+    deploy(ctx, Selection(only="node-prep"), preflight=False)
     return time.monotonic() - started, cpu_busy_seconds() - busy
 
 

@@ -1,4 +1,4 @@
-"""The step ledger: which steps of install/deploy are done, keyed by a hash of their inputs.
+"""The step ledger: which steps of a command are done, keyed by a hash of their inputs (kubeplay.steps runs them).
 
 A step whose recorded input hash matches is skipped on a re-run; a changed input (a new registry
 domain, say) makes it run again. The ledger is written atomically after every step, so a `kill -9`
@@ -39,7 +39,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 class Ledger:
-    """Persisted record of completed steps: {step: {"hash": ..., "finished": epoch}}."""
+    """Persisted record of completed steps: {step: {"hash": ..., "finished": epoch, "seconds": ...}}."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -51,8 +51,10 @@ class Ledger:
         entry = self.steps.get(step)
         return entry is not None and entry.get("hash") == digest
 
-    def mark_done(self, step: str, digest: str) -> None:
+    def mark_done(self, step: str, digest: str, seconds: float | None = None) -> None:
         self.steps[step] = {"hash": digest, "finished": time.time()}
+        if seconds is not None:
+            self.steps[step]["seconds"] = round(seconds, 1)
         self._save()
 
     def forget(self, step: str) -> None:

@@ -151,9 +151,9 @@ def test_access_log_accounts_for_every_fetch_of_a_node() -> None:
 def test_deploy_output_names_where_it_stopped_and_why() -> None:
     text = "\n".join(
         [
-            '{"event": "step", "step": "node-prep", "status": "started"}',
-            '{"event": "step", "step": "node-prep", "status": "done", "seconds": 41.5}',
-            '{"event": "step", "step": "container-engine", "status": "started"}',
+            '{"event": "step", "command": "deploy", "step": "node-prep", "status": "started"}',
+            '{"event": "step", "command": "deploy", "step": "node-prep", "status": "done", "seconds": 41.5}',
+            '{"event": "step", "command": "deploy", "step": "container-engine", "status": "started"}',
             "error: container-engine: task 'containerd | Ensure containerd is started and enabled' failed on node1:",
             "Unable to start service containerd: Job for containerd.service failed",
             "  stopped at container-engine: node1 is a systemd-nspawn container: cgroups: no delegated controllers",

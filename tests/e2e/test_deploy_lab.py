@@ -33,7 +33,7 @@ from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context
 from kubeplay.deploy.day2 import add_nodes, remove_nodes, reset_cluster
 from kubeplay.deploy.limits import DeployStopped
-from kubeplay.deploy.steps import NODE_PREP, deploy, run_preflight
+from kubeplay.deploy.steps import NODE_PREP, PREFLIGHT, check_nodes, deploy
 from kubeplay.errors import KubeplayError, StepFailed
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.record import default_state_root
@@ -256,7 +256,7 @@ def test_deploy_resumes_after_a_node_dies_then_stops_where_a_container_must(
     # A node powering off mid-task shows as unreachable, or as a module whose files vanished under it.
     assert " on node1: " in died.message and "resume at os-bootstrap" in (died.hint or "")
     assert died.reason.limit is None  # not blamed on the container
-    assert {"event": "step", "step": NODE_PREP, "status": "done"}.items() <= next(
+    assert {"event": "step", "command": "deploy", "step": NODE_PREP, "status": "done"}.items() <= next(
         e for e in out.events if e.get("step") == NODE_PREP and e.get("status") == "done"
     ).items()
 
@@ -267,16 +267,17 @@ def test_deploy_resumes_after_a_node_dies_then_stops_where_a_container_must(
     with pytest.raises(DeployStopped) as info:
         deploy(ctx)  # the same command again
     started = [e["step"] for e in out.events if e.get("event") == "step" and e.get("status") == "started"]
-    # node-prep was done: resumed at the step that failed
-    assert started == ["os-bootstrap", STOP_STEP], f"{info.value.message}\n{info.value.hint}"
+    # node-prep was done: preflight, then resumed at the step that failed
+    assert started == [PREFLIGHT, "os-bootstrap", STOP_STEP], f"{info.value.message}\n{info.value.hint}"
     assert_container_stop(info.value, STOP_STEP, set(names))
     if interrupted:  # the interrupted package install was finished before kubespray ran again
         assert any(
             e.get("run") == "node-repair" and e.get("host") == "node1" and e.get("status") == "changed"
             for e in out.events
         ), [e for e in out.events if e.get("run") == "node-repair"]
-    stopped = [e for e in out.events if e.get("status") == "stopped"]
+    stopped = [e for e in out.events if e.get("event") == "step" and e.get("status") == "failed"]
     assert stopped and stopped[0]["step"] == STOP_STEP and stopped[0]["container"] == "systemd-nspawn"
+    assert stopped[0]["error"] == info.value.message
     print(f"\nlab stopped: {info.value.message}\n  ({info.value.hint})")
 
     for node in names:
@@ -314,7 +315,7 @@ def test_preflight_reinstalls_a_package_cut_mid_unpack(
     assert "/repos/apt/" in sh(lab, "node1", "apt-cache policy libnetfilter-conntrack3")
     lab.node("node1").run(["python3", "-"], input=CUT_MID_UNPACK, check=True)
     assert "reinstalled" in sh(lab, "node1", "dpkg --audit")
-    run_preflight(ctx, limit="node1")
+    check_nodes(ctx, limit="node1")
     repair = [e for e in out.events if e.get("run") == "node-repair" and e.get("host") == "node1"]
     assert any(e.get("status") == "changed" for e in repair), repair
     assert sh(lab, "node1", "dpkg --audit") == ""

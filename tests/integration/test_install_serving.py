@@ -14,7 +14,8 @@ import pytest
 
 from kubeplay.bootstrap.health import MANIFEST_ACCEPT
 from kubeplay.bootstrap.registry import blob_path, manifest_children, tagged_images
-from kubeplay.bootstrap.steps import foreground, run_install
+from kubeplay.bootstrap.steps import STEPS, foreground, run_install
+from kubeplay.steps import StepResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import free_ports, make_bundle, make_context
@@ -27,7 +28,11 @@ pytestmark = [
     ),
 ]
 DOMAIN = "kube.registry.local"
-SERVING = ["certs", "registry", "nginx", "services", "health"]
+SERVING = tuple(s for s in STEPS if s.name in ("certs", "registry", "nginx", "services", "health"))
+
+
+def messages(results: list[StepResult]) -> dict[str, str]:
+    return {r.name: r.message for r in results}
 
 
 @pytest.fixture
@@ -36,7 +41,7 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     http, https, push = free_ports(3)
     ctx = make_context(tmp_path, bundle, ports=(http, https, push), domain=DOMAIN)
     try:
-        results = run_install(ctx, only=SERVING)  # type: ignore[arg-type]
+        results = run_install(ctx, steps=SERVING)  # type: ignore[arg-type]
         yield ctx, results
     finally:
         foreground().stop()
@@ -50,7 +55,7 @@ def client(ctx: object) -> tuple[httpx.Client, str, dict[str, object]]:
 
 def test_every_image_pulls_over_tls_by_domain_and_push_is_refused(served) -> None:  # type: ignore[no-untyped-def]
     ctx, results = served
-    assert dict(results)["health"].startswith("registry /v2/ over TLS")
+    assert messages(results)["health"].startswith("registry /v2/ over TLS")
     storage = ctx.bundle.registry_dir
     images = tagged_images(storage)
     assert len(images) == 3
@@ -102,11 +107,11 @@ def test_rerun_restarts_cleanly_after_the_first_run_died(tmp_path: Path) -> None
     ports = tuple(free_ports(3))
     ctx = make_context(tmp_path, bundle, ports=ports)  # type: ignore[arg-type]
     try:
-        run_install(ctx, only=SERVING)  # type: ignore[arg-type]
+        run_install(ctx, steps=SERVING)  # type: ignore[arg-type]
         first = [s.proc.pid for s in foreground().services if s.proc]
         foreground().services.clear()  # forget them, as a kill -9 of kubeplay would
         again = make_context(tmp_path, bundle, ports=ports)  # type: ignore[arg-type]
-        results = dict(run_install(again, only=SERVING))  # type: ignore[arg-type]
+        results = messages(run_install(again, steps=SERVING))  # type: ignore[arg-type]
         assert results["certs"] == "done earlier, inputs unchanged"
         assert "registry /v2/ over TLS" in results["health"]
         second = [s.proc.pid for s in foreground().services if s.proc]
@@ -162,7 +167,7 @@ def test_a_deploy_node_without_a_registry_package_runs_the_bundled_release(
     monkeypatch.setattr(registry_module, "REGISTRY_BINARIES", (str(owned),))
     monkeypatch.setenv("PATH", f"{owned.parent}:/usr/sbin:/sbin")
     try:
-        results = dict(run_install(ctx, only=SERVING))  # type: ignore[arg-type]
+        results = messages(run_install(ctx, steps=SERVING))  # type: ignore[arg-type]
         assert f"({owned} from registry_2.8.2_linux_amd64.tar.gz)" in results["registry"]
         assert owned.read_bytes() == Path("/usr/bin/docker-registry").read_bytes()
         assert owned.stat().st_mode & 0o777 == 0o755

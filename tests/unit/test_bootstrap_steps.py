@@ -13,49 +13,53 @@ import pytest
 from kubeplay.bootstrap import preflight
 from kubeplay.bootstrap.bundleinfo import read_bundle
 from kubeplay.bootstrap.hostinfo import parse_os_release
-from kubeplay.bootstrap.steps import run_install
+from kubeplay.bootstrap.steps import STEPS, run_install
 from kubeplay.bootstrap.uninstall import uninstall
 from kubeplay.errors import BadInput
+from kubeplay.steps import Selection, StepResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import DEBIAN_12, make_bundle, make_context
 
 LISTENER = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)"
 FILE_STEPS = ["certs", "hosts", "registry", "nginx"]
+# The steps that write files only (no root, no packages, no services): run without preflight.
+FILE_ONLY = tuple(s for s in STEPS if s.name in FILE_STEPS)
 needs_nginx = pytest.mark.skipif(
     shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx not installed"
 )
 
 
-def ran(results: list[tuple[str, str]]) -> list[str]:
-    return [name for name, msg in results if msg != "done earlier, inputs unchanged"]
+def ran(results: list[StepResult]) -> list[str]:
+    return [r.name for r in results if r.ran]
 
 
 @needs_nginx
 def test_rerun_skips_done_steps_and_domain_change_reruns_dependents(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path)
     ctx = make_context(tmp_path, bundle)
-    assert ran(run_install(ctx, only=FILE_STEPS)) == FILE_STEPS  # type: ignore[arg-type]
+    assert ran(run_install(ctx, steps=FILE_ONLY)) == FILE_STEPS  # type: ignore[arg-type]
     ca_before = ctx.paths.ca_cert.read_bytes()  # type: ignore[attr-defined]
-    assert ran(run_install(make_context(tmp_path, bundle), only=FILE_STEPS)) == []  # type: ignore[arg-type]
+    assert ran(run_install(make_context(tmp_path, bundle), steps=FILE_ONLY)) == []  # type: ignore[arg-type]
 
     changed = make_context(tmp_path, bundle, domain="registry.site.example")
-    assert ran(run_install(changed, only=FILE_STEPS)) == ["certs", "hosts", "nginx"]  # type: ignore[arg-type]
+    assert ran(run_install(changed, steps=FILE_ONLY)) == ["certs", "hosts", "nginx"]  # type: ignore[arg-type]
     hosts = changed.paths.hosts_file.read_text()  # type: ignore[attr-defined]
     assert "127.0.0.1 registry.site.example" in hosts and "kube.registry.local" not in hosts
     assert changed.paths.ca_cert.read_bytes() == ca_before  # type: ignore[attr-defined]
     assert "server_name registry.site.example" in changed.paths.nginx_conf.read_text()  # type: ignore[attr-defined]
 
     forced = make_context(tmp_path, bundle, domain="registry.site.example")
-    assert ran(run_install(forced, from_step="registry", only=FILE_STEPS)) == ["registry", "nginx"]  # type: ignore[arg-type]
+    assert ran(run_install(forced, Selection(from_step="registry"), steps=FILE_ONLY)) == ["registry", "nginx"]  # type: ignore[arg-type]
 
 
 def test_unknown_from_step_is_bad_input(tmp_path: Path) -> None:
     ctx = make_context(tmp_path, make_bundle(tmp_path))
     with pytest.raises(BadInput) as info:
-        run_install(ctx, from_step="nginxx")  # type: ignore[arg-type]
-    assert "--from nginxx: unknown step" in str(info.value)
-    assert info.value.hint and "preflight, os-packages" in info.value.hint
+        run_install(ctx, Selection(from_step="nginxx"))  # type: ignore[arg-type]
+    assert str(info.value) == "--from nginxx: no such install step"
+    assert info.value.hint and info.value.hint.startswith("install steps: preflight, os-packages, tools, certs")
+    assert not ctx.paths.state.exists()  # type: ignore[attr-defined]
 
 
 @needs_nginx
@@ -65,7 +69,7 @@ def test_uninstall_removes_what_install_wrote_and_nothing_else(tmp_path: Path) -
     root = ctx.paths.root  # type: ignore[attr-defined]
     (root / "etc/kubeplay-unrelated.conf").write_text("keep me\n")
     before_hosts = ctx.paths.hosts_file.read_text()  # type: ignore[attr-defined]
-    run_install(ctx, only=FILE_STEPS)  # type: ignore[arg-type]
+    run_install(ctx, steps=FILE_ONLY)  # type: ignore[arg-type]
     assert ctx.paths.nginx_conf.exists() and ctx.paths.server_key.exists()  # type: ignore[attr-defined]
     done = uninstall(ctx.paths, systemd=False)  # type: ignore[attr-defined]
     assert any("kubeplay lines" in line for line in done)
@@ -121,7 +125,7 @@ def test_status_reports_recorded_steps_and_certificate(tmp_path: Path) -> None:
 
     bundle = make_bundle(tmp_path)
     ctx = make_context(tmp_path, bundle)
-    run_install(ctx, only=FILE_STEPS)  # type: ignore[arg-type]
+    run_install(ctx, steps=FILE_ONLY)  # type: ignore[arg-type]
     report = collect_status(ctx.paths, bundle, probe=False)  # type: ignore[attr-defined]
     done = [name for name, when in report["steps"].items() if when]
     assert done == FILE_STEPS
@@ -136,6 +140,16 @@ def test_refused_preflight_writes_nothing(tmp_path: Path) -> None:
         run_install(ctx)  # type: ignore[arg-type]
     assert "this node is" in str(info.value) or "preflight found" in str(info.value)
     assert not ctx.paths.state.exists(), "a refused install leaves no state behind"  # type: ignore[attr-defined]
+
+
+def test_refused_preflight_lists_a_distro_the_bundle_lacks(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, make_bundle(tmp_path))
+    ctx.os_info = parse_os_release('ID=ubuntu\nVERSION_ID="22.04"\nVERSION_CODENAME=jammy\n')  # type: ignore[attr-defined]
+    with pytest.raises(BadInput) as info:
+        run_install(ctx)  # type: ignore[arg-type]
+    assert str(info.value).startswith("preflight found")
+    assert "no OS package repo for this node's ubuntu jammy" in str(info.value)
+    assert not ctx.paths.state.exists()  # type: ignore[attr-defined]
 
 
 def test_el_repo_without_a_registry_package_relies_on_the_bundled_release() -> None:

@@ -169,7 +169,7 @@ def test_deploy_stops_at_a_container_limit_with_an_event(tmp_path: Path) -> None
         deploy(ctx, preflight=False)
     assert info.value.reason.step == "preinstall" and info.value.reason.limit is not None
     assert "stopped at preinstall: node1 is a systemd-nspawn container: kernel parameters" in info.value.message
-    stopped = [e for e in events if e.get("status") == "failed"]
+    stopped = [e for e in events if e.get("event") == "step" and e.get("status") == "failed"]
     assert len(stopped) == 1 and stopped[0]["step"] == "preinstall" and stopped[0]["task"] == "Enable ip forwarding"
     assert stopped[0]["command"] == "deploy" and stopped[0]["container"] == "systemd-nspawn"
     assert stopped[0]["log"] == str(info.value.log) and stopped[0]["error"] == info.value.message

@@ -22,38 +22,25 @@ from kubeplay.deploy.context import DeployContext
 from kubeplay.deploy.inventory import parse_inventory
 from kubeplay.deploy.phases import kubespray_phases, phase_playbook, read_cluster_plays
 from kubeplay.deploy.runner import Workspace
-from kubeplay.deploy.steps import NODE_PREP, deploy, select_steps
+from kubeplay.deploy.steps import NODE_PREP, deploy, deploy_runner
 from kubeplay.errors import BadInput, StepFailed
 from kubeplay.state import Ledger, input_hash
+from kubeplay.steps import Selection
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 ORDER = ["node-prep", "os-bootstrap", "preinstall", "container-engine", "download", "etcd", "node"]
 
 
-@pytest.mark.parametrize(
-    ("done", "options", "expected"),
-    [
-        (set(), {}, [(s, True) for s in ORDER]),
-        (
-            {"node-prep", "os-bootstrap"},
-            {},
-            [("node-prep", False), ("os-bootstrap", False)] + [(s, True) for s in ORDER[2:]],
-        ),
-        (set(ORDER), {"from_step": "etcd"}, [(s, s in ("etcd", "node")) for s in ORDER]),
-        (set(), {"only": "download"}, [("download", True)]),
-        (set(), {"to_step": "preinstall"}, [(s, True) for s in ORDER[:3]]),
-        ({"node-prep"}, {"from_step": "preinstall", "to_step": "download"}, [(s, s in ORDER[2:5]) for s in ORDER[:5]]),
-    ],
-)
-def test_select_steps(done: set[str], options: dict[str, str], expected: list[tuple[str, bool]]) -> None:
-    assert select_steps(ORDER, done, **options) == expected
-
-
-def test_unknown_step_lists_the_steps() -> None:
+def test_deploy_steps_and_unknown_step_wording(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, fake_kubespray(tmp_path))
+    runner = deploy_runner(ctx)
+    assert runner.names == ["preflight", *ORDER]
+    assert deploy_runner(ctx, preflight=False).names == ORDER
     with pytest.raises(BadInput) as info:
-        select_steps(ORDER, set(), from_step="kubeadm")
-    assert "--from kubeadm: no such step" in info.value.message
-    assert "node-prep, os-bootstrap" in (info.value.hint or "")
+        deploy(ctx, Selection(from_step="kubeadm"))
+    assert info.value.message == "--from kubeadm: no such deploy step"
+    assert info.value.hint == "deploy steps: preflight, " + ", ".join(ORDER)
+    assert not ctx.ws.root.exists(), "a refused selection writes nothing"
 
 
 def _role(root: Path, name: str, tasks: list[dict[str, object]], tasks_file: str = "main.yml") -> None:
@@ -158,6 +145,12 @@ def make_context(tmp_path: Path, ks: Path) -> DeployContext:
     )
 
 
+def screen(ctx: DeployContext) -> str:
+    console_file = ctx.out.console.file
+    assert isinstance(console_file, io.StringIO)
+    return console_file.getvalue()
+
+
 def take_trace(tmp_path: Path) -> list[str]:
     path = tmp_path / "trace"
     words = path.read_text().split() if path.exists() else []
@@ -192,12 +185,14 @@ def test_failed_phase_resumes_where_it_stopped(tmp_path: Path) -> None:
     (tmp_path / "fail").unlink()
     outcomes = deploy(ctx, preflight=False)
     assert [(o.name, o.ran) for o in outcomes] == [(s, s == "node") for s in ORDER]
+    assert "- etcd: done earlier, inputs unchanged" in screen(ctx)
+    assert "✓ node: 1 host(s)" in screen(ctx)
     assert take_trace(tmp_path) == ["facts", "node"]
 
     assert [o.name for o in deploy(ctx, preflight=False) if o.ran] == []
-    assert [o.name for o in deploy(ctx, from_step="etcd", preflight=False) if o.ran] == ["etcd", "node"]
+    assert [o.name for o in deploy(ctx, Selection(from_step="etcd"), preflight=False) if o.ran] == ["etcd", "node"]
     assert take_trace(tmp_path) == ["facts", "etcd", "facts", "node"]
-    assert [o.name for o in deploy(ctx, only="preinstall", preflight=False) if o.ran] == ["preinstall"]
+    assert [o.name for o in deploy(ctx, Selection(only="preinstall"), preflight=False) if o.ran] == ["preinstall"]
     assert take_trace(tmp_path) == ["preinstall"]
 
 

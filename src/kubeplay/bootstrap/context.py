@@ -62,7 +62,9 @@ def run_command(
     return proc
 
 
-def prepare_context(config_path: Path, bundle_dir: Path, paths: HostPaths, no_systemd: bool) -> InstallContext:
+def prepare_context(
+    config_path: Path, bundle_dir: Path, paths: HostPaths, no_systemd: bool, out: Output | None = None
+) -> InstallContext:
     """Load and resolve config.yaml, read the bundle and the host: everything steps need, nothing written."""
     cfg = load_install_config(config_path)
     detected = detect_primary_address() if cfg.compose.internal_ip is None else None
@@ -77,4 +79,5 @@ def prepare_context(config_path: Path, bundle_dir: Path, paths: HostPaths, no_sy
         arch=machine_arch(),
         no_systemd=no_systemd,
         record=InstallRecord.load(paths.record),
+        out=out if out is not None else get_output(),
     )

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubeplay.bootstrap.bundleinfo import BundleFacts
-from kubeplay.bootstrap.hostinfo import OsInfo
+from kubeplay.bootstrap.context import InstallContext
+from kubeplay.bootstrap.hostinfo import OsInfo, is_root, systemd_running
 from kubeplay.bootstrap.ports import Holder, Listener, ports_in_use
+from kubeplay.errors import BadInput
 
 MIN_FREE_STATE = 256 * 1024 * 1024
 MIN_PYTHON = (3, 11)
@@ -116,3 +118,28 @@ def check_privileges(is_root: bool, systemd: bool, no_systemd: bool) -> list[Pro
             )
         )
     return problems
+
+
+def check_host(ctx: InstallContext) -> str:
+    """Install's preflight: every check at once; return what was found, or raise BadInput listing each problem."""
+    c = ctx.cfg
+    wanted = {
+        c.nginx_http_port: "nginx (files, repos, CA over HTTP)",
+        c.registry_https_port: "nginx (registry over TLS)",
+        c.registry_push_port: "the registry (push, loopback)",
+    }
+    own = [str(ctx.paths.nginx_conf), str(ctx.paths.registry_conf)]
+    problems = [
+        *check_privileges(is_root(), systemd_running(), ctx.no_systemd),
+        *check_os(ctx.os_info, ctx.arch, ctx.bundle),
+        *check_bundle(ctx.bundle),
+        *check_ports(wanted, own),
+        *check_disk(ctx.paths.state),
+        *check_python(),
+    ]
+    if problems:
+        lines = "\n".join(f"  - {p.line()}" for p in problems)
+        raise BadInput(
+            f"preflight found {len(problems)} problem(s):\n{lines}", hint="fix these, then run install again"
+        )
+    return f"{ctx.os_info.pretty}, {ctx.arch}, ports {', '.join(str(p) for p in sorted(wanted))} free"

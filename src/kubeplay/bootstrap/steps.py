@@ -1,24 +1,21 @@
-"""The install steps in order, and the engine that runs them against the ledger.
+"""The install steps in order, run by kubeplay.steps against install's ledger.
 
-Each step has an inputs function (a hash; None = always run) and a run function. A step whose hash
+Each step has an inputs function (a hash; none = run every time) and a run function. A step whose hash
 matches the ledger is skipped, so a re-run after `kill -9` resumes at the step that was interrupted,
 and a changed registry domain or IP re-runs exactly the steps that depend on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from kubeplay.bootstrap import certs, packages, preflight
+from kubeplay.bootstrap import certs, packages
 from kubeplay.bootstrap.bundleinfo import BundleFacts, probe_file
 from kubeplay.bootstrap.chrony import find_layout, render_chrony_conf, render_chrony_dropin, upstream_servers
 from kubeplay.bootstrap.context import InstallContext, run_command
 from kubeplay.bootstrap.health import HealthTarget, wait_healthy
-from kubeplay.bootstrap.hostinfo import is_root, systemd_running
 from kubeplay.bootstrap.hosts import apply_block, hosts_lines, other_entries_for
 from kubeplay.bootstrap.nginx import (
     choose_worker_user,
@@ -29,54 +26,23 @@ from kubeplay.bootstrap.nginx import (
     settings_for,
 )
 from kubeplay.bootstrap.paths import UNIT_NGINX, UNIT_REGISTRY, HostPaths
+from kubeplay.bootstrap.preflight import check_host
 from kubeplay.bootstrap.record import ensure_dir, write_owned
 from kubeplay.bootstrap.registry import registry_binary, render_registry_config, render_registry_unit, tagged_images
 from kubeplay.bootstrap.services import ChildService, ForegroundServices, install_unit, start_units
 from kubeplay.config.install import EffectiveConfig
 from kubeplay.errors import BadInput, StepFailed
 from kubeplay.state import Ledger, atomic_write, input_hash
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    summary: str
-    inputs: Callable[[InstallContext], str | None]
-    run: Callable[[InstallContext], str]
-
-
-def _always(ctx: InstallContext) -> str | None:
-    return None
-
-
-# ---- preflight
-
-
-def run_preflight(ctx: InstallContext) -> str:
-    c = ctx.cfg
-    wanted = {
-        c.nginx_http_port: "nginx (files, repos, CA over HTTP)",
-        c.registry_https_port: "nginx (registry over TLS)",
-        c.registry_push_port: "the registry (push, loopback)",
-    }
-    own = [str(ctx.paths.nginx_conf), str(ctx.paths.registry_conf)]
-    problems = [
-        *preflight.check_privileges(is_root(), systemd_running(), ctx.no_systemd),
-        *preflight.check_os(ctx.os_info, ctx.arch, ctx.bundle),
-        *preflight.check_bundle(ctx.bundle),
-        *preflight.check_ports(wanted, own),
-        *preflight.check_disk(ctx.paths.state),
-        *preflight.check_python(),
-    ]
-    if problems:
-        lines = "\n".join(f"  - {p.line()}" for p in problems)
-        raise BadInput(
-            f"preflight found {len(problems)} problem(s):\n{lines}", hint="fix these, then run install again"
-        )
-    return f"{ctx.os_info.pretty}, {ctx.arch}, ports {', '.join(str(p) for p in sorted(wanted))} free"
-
+from kubeplay.steps import Selection, Step, StepResult, StepRunner
 
 # ---- packages and tools
+
+
+def os_packages_inputs(ctx: InstallContext) -> str | None:
+    # No repo for this OS: preflight, which runs before this step, says so along with every other problem.
+    if ctx.bundle.repo_for(ctx.os_info.id, *ctx.os_info.release_names) is None:
+        return None
+    return packages.os_packages_inputs(ctx)
 
 
 def run_os_packages(ctx: InstallContext) -> str:
@@ -326,18 +292,18 @@ def run_health(ctx: InstallContext) -> str:
     return "; ".join(passed)
 
 
-STEPS: tuple[Step, ...] = (
-    Step("preflight", "OS, arch, ports, disk, Python", _always, run_preflight),
-    Step("os-packages", "bundle OS repo and packages", packages.os_packages_inputs, run_os_packages),
-    Step("tools", "kubectl and helm", packages.tools_inputs, run_tools),
-    Step("certs", "CA and registry certificate", certs_inputs, run_certs),
-    Step("trust", "CA trusted system-wide", trust_inputs, run_trust),
-    Step("hosts", "/etc/hosts entry", hosts_inputs, run_hosts),
-    Step("registry", "registry config and unit", registry_inputs, run_registry),
-    Step("nginx", "nginx config and unit", nginx_inputs, run_nginx),
-    Step("chrony", "time server for the cluster", chrony_inputs, run_chrony),
-    Step("services", "start registry and nginx", _always, run_services),
-    Step("health", "health check", _always, run_health),
+STEPS: tuple[Step[InstallContext], ...] = (
+    Step("preflight", "OS, arch, ports, disk, Python", check_host, check=True),
+    Step("os-packages", "bundle OS repo and packages", run_os_packages, os_packages_inputs),
+    Step("tools", "kubectl and helm", run_tools, packages.tools_inputs),
+    Step("certs", "CA and registry certificate", run_certs, certs_inputs),
+    Step("trust", "CA trusted system-wide", run_trust, trust_inputs),
+    Step("hosts", "/etc/hosts entry", run_hosts, hosts_inputs),
+    Step("registry", "registry config and unit", run_registry, registry_inputs),
+    Step("nginx", "nginx config and unit", run_nginx, nginx_inputs),
+    Step("chrony", "time server for the cluster", run_chrony, chrony_inputs),
+    Step("services", "start registry and nginx", run_services),
+    Step("health", "health check", run_health),
 )
 STEP_NAMES = [s.name for s in STEPS]
 
@@ -349,52 +315,19 @@ def write_effective_config(ctx: InstallContext) -> None:
     atomic_write(ctx.paths.effective_config, body.encode(), mode=0o600)
 
 
-def _open_state(ctx: InstallContext, from_step: str | None) -> Ledger:
+def _open_state(ctx: InstallContext) -> None:
+    # Called once preflight has passed: a refused install leaves no trace.
     ensure_dir(ctx.record, ctx.paths.state)
-    ledger = Ledger(ctx.paths.ledger)
     ctx.record.add("file", ctx.paths.ledger)
-    if from_step:
-        ledger.forget_from(STEP_NAMES, from_step)
     write_effective_config(ctx)
-    return ledger
 
 
 def run_install(
-    ctx: InstallContext, from_step: str | None = None, only: list[str] | None = None
-) -> list[tuple[str, str]]:
-    """Run the steps in order; return (step, what happened) pairs. Raises the first step's failure."""
-    if from_step is not None and from_step not in STEP_NAMES:
-        raise BadInput(f"--from {from_step}: unknown step", hint=f"steps: {', '.join(STEP_NAMES)}")
-    ledger: Ledger | None = None
-    results: list[tuple[str, str]] = []
-    for step in STEPS:
-        if only is not None and step.name not in only:
-            continue
-        if ledger is None and step.name != "preflight":
-            # Nothing is written until preflight has passed: a refused install leaves no trace.
-            ledger = _open_state(ctx, from_step)
-            for name, _ in results:  # preflight, which ran before there was a state dir
-                ledger.mark_done(name, "always")
-        digest = step.inputs(ctx)
-        if digest is not None and ledger is not None and ledger.is_done(step.name, digest):
-            results.append((step.name, "done earlier, inputs unchanged"))
-            ctx.out.event("step", name=step.name, status="skipped")
-            continue
-        ctx.out.event("step", name=step.name, status="running")
-        with ctx.out.console.status(f"{step.name}: {step.summary}") if not ctx.out.quiet else _null():
-            message = step.run(ctx)
-        if ledger is not None:
-            # Steps without inputs run every time; they are recorded too, so `status` shows when.
-            ledger.mark_done(step.name, digest or "always")
-        ctx.out.info(f"[green]✓[/] {step.name}: {message}")
-        ctx.out.event("step", name=step.name, status="done", message=message)
-        results.append((step.name, message))
-    return results
+    ctx: InstallContext, selection: Selection | None = None, steps: tuple[Step[InstallContext], ...] = STEPS
+) -> list[StepResult]:
+    """Run the install steps that `selection` asks for and are not done; return what each did.
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    Raises BadInput for an unknown step name or a refused preflight, StepFailed for a failed step.
+    """
+    runner = StepRunner("install", steps, ctx.out, Ledger(ctx.paths.ledger), on_start=lambda: _open_state(ctx))
+    return runner.run(ctx, selection)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.console import get_output
+from kubeplay.cli.output import command_output
+from kubeplay.console import Output
 
 if TYPE_CHECKING:
     from kubeplay.deploy.context import DeployContext
@@ -43,18 +44,21 @@ def _bundle(config: Path, bundle: Path | None) -> Path:
     return Path.cwd()
 
 
-def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None) -> DeployContext:
+def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None, out: Output) -> DeployContext:
     from kubeplay.deploy.context import build_context
 
-    return build_context(config, _bundle(config, bundle), state_dir=state_dir, ca_path=ca)
+    return build_context(config, _bundle(config, bundle), state_dir=state_dir, ca_path=ca, out=out)
 
 
 def deploy_command(
+    ctx: typer.Context,
     *,
     config: ConfigOpt = Path("config.yaml"),
     bundle: BundleOpt = None,
     from_step: Annotated[str | None, typer.Option("--from", help="Re-run from this step on, even if done.")] = None,
-    only: Annotated[str | None, typer.Option("--only", help="Run just this step.")] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run just this step (after preflight), even if done.")
+    ] = None,
     to_step: Annotated[str | None, typer.Option("--to", help="Stop after this step.")] = None,
     list_steps: Annotated[bool, typer.Option("--list-steps", help="Print the steps and whether each is done.")] = False,
     skip_preflight: NoPreflight = False,
@@ -62,32 +66,26 @@ def deploy_command(
     ca: CaOpt = None,
 ) -> None:
     """Deploy the cluster: preflight, node prep, then kubespray's cluster.yml phase by phase (resumable)."""
-    from kubeplay.deploy.steps import deploy, deploy_steps
+    from kubeplay.deploy.steps import deploy_runner
+    from kubeplay.steps import Selection
 
-    out = get_output()
-    ctx = _context(config, bundle, state_dir, ca)
+    out = command_output(ctx)
+    cluster = _context(config, bundle, state_dir, ca, out)
+    runner = deploy_runner(cluster, preflight=not skip_preflight)
     if list_steps:
-        from rich.table import Table
-
-        from kubeplay.state import Ledger, input_hash
-
-        ledger = Ledger(ctx.ws.ledger)
-        table = Table("step", "done", "what", box=None)
-        for step in deploy_steps(ctx.kubespray_dir):
-            digest = input_hash({"step": step.name, "inputs": ctx.inputs_digest})
-            table.add_row(step.name, "yes" if ledger.is_done(step.name, digest) else "-", step.description)
-        out.console.print(table)
+        out.table(runner.listing(cluster))
         return
-    outcomes = deploy(ctx, from_step=from_step, only=only, to_step=to_step, preflight=not skip_preflight)
-    ran = [o for o in outcomes if o.ran]
-    times = ", ".join(f"{o.name} {o.seconds:.0f}s" for o in ran)
+    results = runner.run(cluster, Selection(from_step, only, to_step))
+    ran = [r for r in results if r.ran]
+    times = ", ".join(f"{r.name} {r.seconds:.0f}s" for r in ran)
     out.summary(
-        f"deployed Kubernetes {ctx.bundle.kube_version} to {len(ctx.inventory.hosts)} node(s): "
-        f"{len(ran)} step(s) run, {len(outcomes) - len(ran)} already done" + (f" ({times})" if times else "")
+        f"deployed Kubernetes {cluster.bundle.kube_version} to {len(cluster.inventory.hosts)} node(s): "
+        f"{len(ran)} step(s) run, {len(results) - len(ran)} already done" + (f" ({times})" if times else "")
     )
 
 
 def add_node_command(
+    ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Inventory names of the nodes to add (from config.yaml).")],
     *,
     config: ConfigOpt = Path("config.yaml"),
@@ -99,11 +97,13 @@ def add_node_command(
     """Add worker nodes: inventory rebuilt from config.yaml, node prep, kubespray's scale.yml --limit."""
     from kubeplay.deploy.day2 import add_nodes
 
-    done = add_nodes(_context(config, bundle, state_dir, ca), names, preflight=not skip_preflight)
-    get_output().summary(f"added {', '.join(done.hosts)} to the cluster")
+    out = command_output(ctx)
+    done = add_nodes(_context(config, bundle, state_dir, ca, out), names, preflight=not skip_preflight)
+    out.summary(f"added {', '.join(done.hosts)} to the cluster")
 
 
 def remove_node_command(
+    ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Inventory names of the nodes to remove.")],
     *,
     unreachable: Annotated[
@@ -117,13 +117,13 @@ def remove_node_command(
     """Remove nodes with kubespray's remove-node.yml (unattended), then undo node prep on them."""
     from kubeplay.deploy.day2 import remove_nodes
 
-    done = remove_nodes(_context(config, bundle, state_dir, ca), names, unreachable=unreachable)
-    get_output().summary(
-        f"removed {', '.join(done.hosts)}; now delete them from config.yaml's inventory",
-    )
+    out = command_output(ctx)
+    done = remove_nodes(_context(config, bundle, state_dir, ca, out), names, unreachable=unreachable)
+    out.summary(f"removed {', '.join(done.hosts)}; now delete them from config.yaml's inventory")
 
 
 def reset_command(
+    ctx: typer.Context,
     *,
     keep_node_prep: Annotated[
         bool, typer.Option("--keep-node-prep", help="Leave the bundle repo, CA, hosts entry and chrony in place.")
@@ -142,10 +142,11 @@ def reset_command(
     """Tear the cluster down with kubespray's reset.yml (unattended) and undo node prep on every node."""
     from kubeplay.deploy.day2 import reset_cluster
 
-    ctx = _context(config, bundle, state_dir, ca)
-    done = reset_cluster(ctx, keep_node_prep=keep_node_prep, node_prep_only=node_prep_only)
+    out = command_output(ctx)
+    cluster = _context(config, bundle, state_dir, ca, out)
+    done = reset_cluster(cluster, keep_node_prep=keep_node_prep, node_prep_only=node_prep_only)
     what = "node prep undone" if node_prep_only else f"node prep {'kept' if keep_node_prep else 'undone'}"
-    get_output().summary(f"reset {len(done.hosts)} node(s); {what}")
+    out.summary(f"reset {len(done.hosts)} node(s); {what}")
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.console import get_output
+from kubeplay.cli.output import command_output
 from kubeplay.errors import BadInput
 
 # Shown in the --from help, which typer builds at start-up for every command. A copy of
@@ -32,6 +32,7 @@ STEP_NAMES = (
 )
 
 STATE_HELP = "Where install keeps its ledger and record (default /var/lib/kubeplay)."
+STEPS_HELP = ", ".join(STEP_NAMES)
 
 
 def _default_bundle(config: Path) -> Path:
@@ -42,6 +43,7 @@ def _default_bundle(config: Path) -> Path:
 
 
 def install(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", envvar=settings.CONFIG, help="config.yaml")] = Path(
         "config.yaml"
     ),
@@ -50,8 +52,12 @@ def install(
         typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle (default: beside config.yaml, or .)."),
     ] = None,
     from_step: Annotated[
-        str | None, typer.Option("--from", help=f"Re-run from this step on, even if done: {', '.join(STEP_NAMES)}.")
+        str | None, typer.Option("--from", help=f"Re-run from this step on, even if done: {STEPS_HELP}.")
     ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run just this step (after preflight), even if done.")
+    ] = None,
+    to_step: Annotated[str | None, typer.Option("--to", help="Stop after this step.")] = None,
     no_systemd: Annotated[
         bool | None,
         typer.Option(
@@ -66,18 +72,19 @@ def install(
     from kubeplay.bootstrap.context import prepare_context
     from kubeplay.bootstrap.paths import HostPaths
     from kubeplay.bootstrap.steps import foreground, run_install
+    from kubeplay.steps import Selection
 
-    out = get_output()
+    out = command_output(ctx)
     no_systemd = settings.from_environ().no_systemd if no_systemd is None else no_systemd
     paths = HostPaths(state_override=state_dir)
-    ctx = prepare_context(config, (bundle or _default_bundle(config)).resolve(), paths, no_systemd)
-    if ctx.cfg.internal_ip_detected:
-        out.info(f"compose.internal_ip is empty: using {ctx.cfg.internal_ip} (the primary address)")
+    host = prepare_context(config, (bundle or _default_bundle(config)).resolve(), paths, no_systemd, out)
+    if host.cfg.internal_ip_detected:
+        out.info(f"compose.internal_ip is empty: using {host.cfg.internal_ip} (the primary address)")
     try:
-        results = run_install(ctx, from_step=from_step)
-        ran = sum(1 for _, m in results if m != "done earlier, inputs unchanged")
+        results = run_install(host, Selection(from_step, only, to_step))
+        ran = sum(1 for r in results if r.ran)
         out.summary(
-            f"serving https://{ctx.cfg.registry_url} and {ctx.cfg.offline_resources_url}: "
+            f"serving https://{host.cfg.registry_url} and {host.cfg.offline_resources_url}: "
             f"{ran} step(s) run, {len(results) - ran} already done; effective config in {paths.effective_config}"
         )
         if no_systemd:
@@ -88,6 +95,7 @@ def install(
 
 
 def uninstall(
+    ctx: typer.Context,
     purge_packages: Annotated[
         bool, typer.Option("--purge-packages", help="Also remove OS packages install added.")
     ] = False,
@@ -97,13 +105,14 @@ def uninstall(
     from kubeplay.bootstrap.hostinfo import is_root, systemd_running
     from kubeplay.bootstrap.paths import HostPaths
     from kubeplay.bootstrap.record import InstallRecord
+    from kubeplay.bootstrap.uninstall import read_bootstrap
     from kubeplay.bootstrap.uninstall import uninstall as run_uninstall
 
-    out = get_output()
+    out = command_output(ctx)
     paths = HostPaths(state_override=state_dir)
     if not is_root():
         raise BadInput("uninstall must run as root", hint="run it with sudo")
-    if not InstallRecord.load(paths.record).items:
+    if not InstallRecord.load(paths.record).items and read_bootstrap(paths.state) is None:
         out.summary(f"nothing to remove: no install record in {paths.state}")
         return
     done = run_uninstall(paths, systemd_running(), purge_packages, note=out.warn)
@@ -113,29 +122,29 @@ def uninstall(
 
 
 def status(
+    ctx: typer.Context,
     bundle: Annotated[Path | None, typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle.")] = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Probe the services once, as a node would.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
 ) -> None:
     """Which install steps are done, whether the services run, and whether they answer."""
-    from rich.table import Table
-
     from kubeplay.bootstrap.paths import HostPaths
     from kubeplay.bootstrap.status import collect_status
+    from kubeplay.console import Cell, Table
 
-    out = get_output()
+    out = command_output(ctx)
     report = collect_status(HostPaths(state_override=state_dir), bundle, probe)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
-        table = Table("step", "done at", box=None)
+        table = Table(columns=("step", "done at"), boxed=False)
         for name, when in report["steps"].items():
-            table.add_row(name, when or "[yellow]pending[/]")
-        out.console.print(table)
+            table.add(name, when or Cell("pending", "warn"))
+        out.table(table)
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
-                out.console.print(f"{key}: {report[key]}")
+                out.line(f"{key}: {report[key]}")
     done = sum(1 for when in report["steps"].values() if when)
     healthy = report.get("healthy")
     out.summary(f"{done}/{len(report['steps'])} steps recorded" + ("" if healthy is None else f"; healthy: {healthy}"))

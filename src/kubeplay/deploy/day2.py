@@ -1,7 +1,8 @@
 """Day 2: add nodes, remove nodes, reset the cluster — kubespray's own playbooks, run unattended.
 
 Every command rebuilds the inventory from config.yaml first (never a stale copy), and runs the preflight
-on the hosts it will touch before anything changes.
+on the hosts it will touch before anything changes. Each is a short list of steps run by kubeplay.steps
+(no ledger: every step runs), so its lines and JSON events are those of install and deploy.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeplay.deploy.context import DeployContext
-from kubeplay.deploy.limits import raise_for_step
-from kubeplay.deploy.runner import Playbook, run_playbook, write_inventory
-from kubeplay.deploy.steps import kubeplay_playbook, node_prep_playbook, run_preflight
+from kubeplay.deploy.runner import Playbook, write_inventory
+from kubeplay.deploy.steps import NODE_PREP, kubeplay_playbook, node_prep_playbook, play, preflight_step, stop_fields
 from kubeplay.errors import BadInput
 from kubeplay.state import Ledger
+from kubeplay.steps import Step, StepRunner
 
 CONTROL_GROUPS = ("kube_control_plane", "etcd")
 CONTROL_PLANE_STEP = "control-plane"
@@ -54,10 +55,21 @@ def cluster_formed(ctx: DeployContext) -> bool:
     return CONTROL_PLANE_STEP in Ledger(ctx.ws.ledger).steps
 
 
-def _undo_node_prep(ctx: DeployContext, limit: str | None = None) -> float:
-    undone = run_playbook(ctx.ws, ctx.inventory, kubeplay_playbook(ctx, "node-prep-undo", limit), ctx.out)
-    raise_for_step(undone, ctx.ws.root, hint="run the same command again")
-    return undone.seconds
+UNDO_NODE_PREP = "node-prep-undo"
+
+
+def _undo_node_prep(limit: str | None = None) -> Step[DeployContext]:
+    def run(ctx: DeployContext) -> str:
+        return play(ctx, kubeplay_playbook(ctx, UNDO_NODE_PREP, limit), hint="run the same command again")
+
+    return Step(
+        UNDO_NODE_PREP, "undo kubeplay's node prep: own apt/yum sources, CA, hosts, chrony back", run, own_progress=True
+    )
+
+
+def _run(ctx: DeployContext, command: str, steps: list[Step[DeployContext]], hosts: list[str]) -> Day2Outcome:
+    results = StepRunner(command, steps, ctx.out, details=stop_fields).run(ctx)
+    return Day2Outcome(command, hosts, sum(r.seconds for r in results))
 
 
 def add_nodes(ctx: DeployContext, names: list[str], preflight: bool = True) -> Day2Outcome:
@@ -71,17 +83,35 @@ def add_nodes(ctx: DeployContext, names: list[str], preflight: bool = True) -> D
         )
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
     limit = ",".join(names)
-    seconds = 0.0
-    if preflight:
-        seconds += run_preflight(ctx, limit=limit).seconds
-    prep = run_playbook(ctx.ws, ctx.inventory, node_prep_playbook(ctx, limit), ctx.out)
-    raise_for_step(prep, ctx.ws.root, hint="fix the node and run add-node again")
-    # kubespray's documented order: facts for every node first, then scale.yml limited to the new ones.
-    facts = run_playbook(ctx.ws, ctx.inventory, _kubespray_playbook(ctx, "facts", "playbooks/facts.yml"), ctx.out)
-    raise_for_step(facts, ctx.ws.root, hint="every node must be reachable for facts; run add-node again")
-    scale = run_playbook(ctx.ws, ctx.inventory, _kubespray_playbook(ctx, "scale", "scale.yml", limit=limit), ctx.out)
-    raise_for_step(scale, ctx.ws.root, hint="run add-node again; kubespray's scale.yml is idempotent")
-    return Day2Outcome("add-node", names, seconds + prep.seconds + facts.seconds + scale.seconds)
+    facts = _kubespray_playbook(ctx, "facts", "playbooks/facts.yml")
+    scale = _kubespray_playbook(ctx, "scale", "scale.yml", limit=limit)
+    steps = (
+        [preflight_step(limit, f"SSH to {', '.join(names)}; finish any interrupted package install")]
+        if preflight
+        else []
+    )
+    steps += [
+        Step(
+            NODE_PREP,
+            f"kubeplay node prep on {', '.join(names)}",
+            lambda c: play(c, node_prep_playbook(c, limit), hint="fix the node and run add-node again"),
+            own_progress=True,
+        ),
+        # kubespray's documented order: facts for every node first, then scale.yml limited to the new ones.
+        Step(
+            "facts",
+            "kubespray facts.yml on every node",
+            lambda c: play(c, facts, hint="every node must be reachable for facts; run add-node again"),
+            own_progress=True,
+        ),
+        Step(
+            "scale",
+            f"kubespray scale.yml --limit {limit}",
+            lambda c: play(c, scale, hint="run add-node again; kubespray's scale.yml is idempotent"),
+            own_progress=True,
+        ),
+    ]
+    return _run(ctx, "add-node", steps, names)
 
 
 def remove_nodes(ctx: DeployContext, names: list[str], unreachable: bool = False) -> Day2Outcome:
@@ -103,12 +133,18 @@ def remove_nodes(ctx: DeployContext, names: list[str], unreachable: bool = False
             f"no control plane was deployed from {ctx.ws.root}: nothing to drain; resetting {', '.join(names)}"
         )
     pb = _kubespray_playbook(ctx, "remove-node", "remove-node.yml", extravars=extravars, skip_tags=skip)
-    result = run_playbook(ctx.ws, ctx.inventory, pb, ctx.out)
-    raise_for_step(result, ctx.ws.root, hint="if the node is gone for good, run remove-node again with --unreachable")
-    seconds = result.seconds
+    hint = "if the node is gone for good, run remove-node again with --unreachable"
+    steps: list[Step[DeployContext]] = [
+        Step(
+            "remove-node",
+            f"kubespray remove-node.yml for {', '.join(names)}",
+            lambda c: play(c, pb, hint),
+            own_progress=True,
+        )
+    ]
     if not unreachable:
-        seconds += _undo_node_prep(ctx, ",".join(names))
-    return Day2Outcome("remove-node", names, seconds)
+        steps.append(_undo_node_prep(",".join(names)))
+    return _run(ctx, "remove-node", steps, names)
 
 
 def reset_cluster(ctx: DeployContext, keep_node_prep: bool = False, node_prep_only: bool = False) -> Day2Outcome:
@@ -119,14 +155,14 @@ def reset_cluster(ctx: DeployContext, keep_node_prep: bool = False, node_prep_on
     if keep_node_prep and node_prep_only:
         raise BadInput("--keep-node-prep and --node-prep-only together would do nothing")
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
-    seconds = 0.0
+    steps: list[Step[DeployContext]] = []
     if not node_prep_only:
         extravars = {"skip_confirmation": True, "reset_confirmation": True}
         pb = _kubespray_playbook(ctx, "reset", "reset.yml", extravars=extravars)
-        result = run_playbook(ctx.ws, ctx.inventory, pb, ctx.out)
-        raise_for_step(result, ctx.ws.root, hint="run reset again; kubespray's reset.yml is idempotent")
-        seconds += result.seconds
+        hint = "run reset again; kubespray's reset.yml is idempotent"
+        steps.append(Step("reset", "kubespray reset.yml on every node", lambda c: play(c, pb, hint), own_progress=True))
     if not keep_node_prep:
-        seconds += _undo_node_prep(ctx)
+        steps.append(_undo_node_prep())
+    outcome = _run(ctx, "reset", steps, list(ctx.inventory.hosts))
     ctx.ws.ledger.unlink(missing_ok=True)
-    return Day2Outcome("reset", list(ctx.inventory.hosts), seconds)
+    return outcome

@@ -1,4 +1,4 @@
-"""ansible-runner's event stream, turned into a rich display, a JSON event log and a plain full log.
+"""ansible-runner's event stream, turned into a live table on the Output, a JSON event log and a plain full log.
 
 Every event is redacted in place before anything sees it (ansible-runner writes the same dict to its
 artifacts afterwards), so a secret never reaches the screen, the logs or the artifacts directory.
@@ -11,9 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from kubeplay.console import LiveTable, Output, Table
 
 REDACTED = "********"
 FACT_PREFIX = "kubeplay fact:"
@@ -108,12 +106,10 @@ class RunDisplay:
     """Consumes ansible-runner events: live table on a terminal, a line per play otherwise, and two logs."""
 
     label: str
-    console: Console
+    out: Output
     log: IO[str]
     events: IO[str]
     secrets: list[str] = field(default_factory=list)
-    quiet: bool = False
-    emit: Any = None  # Output.event for --json-events, or None
     hosts: dict[str, HostTally] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     # host -> {task: stdout} for tasks named "kubeplay fact: ..." (what preflight learns about each node)
@@ -122,31 +118,32 @@ class RunDisplay:
     task: str = ""
     tasks_seen: int = 0
     started: float = field(default_factory=time.monotonic)
-    _live: Live | None = None
+    _live: LiveTable | None = None
 
     def __enter__(self) -> RunDisplay:
-        if not self.quiet and self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
-            self._live.__enter__()
-        elif not self.quiet:
-            self.console.print(f"[bold]{self.label}[/]")
+        live = self.out.live_table(self._render())
+        if live.active:
+            self._live = live.__enter__()
+        else:
+            self.out.heading(self.label)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.__exit__(None, None, None)
             self._live = None
-        if not self.quiet:
-            self.console.print(self.recap())
+        if not self.out.quiet:
+            self.out.table(self.recap())
 
     def _render(self) -> Table:
-        table = Table(title=f"{self.label} — {self.play or 'starting'}", title_justify="left", expand=False)
-        table.add_column("host")
-        for name in ("ok", "changed", "failed", "unreachable"):
-            table.add_column(name, justify="right")
+        table = Table(
+            columns=("host", "ok", "changed", "failed", "unreachable"),
+            title=f"{self.label} — {self.play or 'starting'}",
+            caption=f"task: {self.task}" if self.task else None,
+            right=frozenset({"ok", "changed", "failed", "unreachable"}),
+        )
         for host, t in sorted(self.hosts.items()):
-            table.add_row(host, str(t.ok), str(t.changed), str(t.failed), str(t.unreachable))
-        table.caption = f"task: {self.task}" if self.task else None
+            table.add(host, t.ok, t.changed, t.failed, t.unreachable)
         return table
 
     def recap(self) -> Table:
@@ -168,8 +165,8 @@ class RunDisplay:
         if kind == "playbook_on_play_start":
             self.play = str(data.get("play") or data.get("name") or "")
             record = {"play": self.play}
-            if not self.quiet and self._live is None:
-                self.console.print(f"  play: {self.play}")
+            if self._live is None:
+                self.out.info(f"  play: {self.play}")
         elif kind == "playbook_on_task_start":
             self.task = str(data.get("task") or "")
             self.tasks_seen += 1
@@ -182,8 +179,8 @@ class RunDisplay:
             line = {"time": event.get("created"), "run": self.label, "event": kind, **record}
             self.events.write(json.dumps(line, default=str) + "\n")
             self.events.flush()
-            if self.emit is not None and kind != "playbook_on_task_start":
-                self.emit("ansible", **{k: v for k, v in line.items() if k != "event"}, ansible_event=kind)
+            if kind != "playbook_on_task_start":
+                self.out.event("ansible", **{k: v for k, v in line.items() if k != "event"}, ansible_event=kind)
         if self._live is not None:
             self._live.update(self._render())
         return True
@@ -215,6 +212,6 @@ class RunDisplay:
             record["message"] = message
             action = str(data.get("task_action") or "")
             self.failures.append(Failure(host, record["task"], self.play, message, status == "unreachable", action))
-            if not self.quiet and self._live is None:
-                self.console.print(f"  [red]{status}[/] {host}: {record['task']}: {message}", soft_wrap=True)
+            if not self.out.quiet and self._live is None:
+                self.out.mark("failed", f"{status} {host}: {record['task']}: {message}")
         return record

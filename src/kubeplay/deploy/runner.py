@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from kubeplay.console import Output, get_output
+from kubeplay.console import Output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory
 from kubeplay.deploy.progress import Failure, RunDisplay
 from kubeplay.errors import StepFailed
@@ -199,13 +199,12 @@ def run_playbook(
     ws: Workspace,
     inv: ClusterInventory,
     pb: Playbook,
-    out: Output | None = None,
+    out: Output,
     run_fn: Callable[..., Any] | None = None,
 ) -> RunResult:
     """Run `pb` against the written inventory; return the result (raise nothing for a failed play)."""
     import ansible_runner  # noqa: PLC0415 - ansible is only needed on the deploy node
 
-    out = out or get_output()
     ws.prepare()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ident = f"{stamp}-{pb.label}"
@@ -222,15 +221,7 @@ def run_playbook(
         with (
             open(log_path, "w", encoding="utf-8") as log,
             open(events_path, "w", encoding="utf-8") as events,
-            RunDisplay(
-                pb.label,
-                out.console,
-                log,
-                events,
-                secrets=secrets,
-                quiet=out.quiet,
-                emit=out.event if out.json_events else None,
-            ) as display,
+            RunDisplay(pb.label, out, log, events, secrets=secrets) as display,
         ):
             os.chmod(log_path, 0o600)
             os.chmod(events_path, 0o600)

@@ -1,73 +1,31 @@
-"""The deploy steps and their ledger: preflight, node-prep, then kubespray's cluster.yml phase by phase.
+"""The deploy steps: preflight, node-prep, then kubespray's cluster.yml phase by phase, run by kubeplay.steps.
 
 A step whose recorded input hash matches is skipped; a failed step stays open, so running the same
 command again resumes there. `--from STEP` forgets STEP and everything after it; `--only STEP` runs just
-that step; `--to STEP` stops after it.
+that step; `--to STEP` stops after it. Preflight is a check: it runs before the first step with work.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from kubeplay.console import Output
 from kubeplay.deploy.context import NODE_GROUPS, DeployContext
 from kubeplay.deploy.inventory import ClusterInventory
-from kubeplay.deploy.limits import DeployStopped, containers_from_facts, raise_for_step, save_node_facts
+from kubeplay.deploy.limits import containers_from_facts, raise_for_step, save_node_facts
 from kubeplay.deploy.phases import Phase, kubespray_phases, write_phase_playbook
 from kubeplay.deploy.progress import Failure
 from kubeplay.deploy.runner import Playbook, RunResult, Workspace, raise_for_result, run_playbook, write_inventory
-from kubeplay.errors import BadInput, StepFailed
-from kubeplay.state import Ledger, atomic_write, input_hash
+from kubeplay.errors import DeployStopped, KubeplayError, StepFailed
+from kubeplay.state import Ledger, input_hash
+from kubeplay.steps import Selection, Step, StepResult, StepRunner
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
+PREFLIGHT = "preflight"
 NODE_PREP = "node-prep"
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    description: str
-    phase: Phase | None = None
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    name: str
-    ran: bool
-    seconds: float
-
-
-def deploy_steps(kubespray_dir: Path) -> list[Step]:
-    """node-prep, then every phase of kubespray's cluster.yml, in order."""
-    steps = [Step(NODE_PREP, "kubeplay node prep: bundle repo, CA, /etc/hosts, chrony, firewall")]
-    steps += [Step(p.name, p.description, p) for p in kubespray_phases(kubespray_dir)]
-    return steps
-
-
-def select_steps(
-    order: list[str],
-    done: set[str],
-    from_step: str | None = None,
-    only: str | None = None,
-    to_step: str | None = None,
-) -> list[tuple[str, bool]]:
-    """(step, run it?) for each step in scope; raise BadInput for an unknown step name."""
-    for option, value in (("--from", from_step), ("--only", only), ("--to", to_step)):
-        if value is not None and value not in order:
-            raise BadInput(f"{option} {value}: no such step", hint=f"steps: {', '.join(order)}")
-    if only is not None:
-        return [(only, True)]
-    start = order.index(from_step) if from_step else 0
-    end = order.index(to_step) + 1 if to_step else len(order)
-    if end <= start:
-        raise BadInput(f"--to {to_step} comes before --from {from_step}", hint=f"steps: {', '.join(order)}")
-    plan: list[tuple[str, bool]] = []
-    for i, name in enumerate(order[:end]):
-        plan.append((name, i >= start and (from_step is not None or name not in done)))
-    return plan
+PREFLIGHT_SUMMARY = "SSH to every node; finish any package install a node was interrupted in"
 
 
 def describe_failure(f: Failure) -> str:
@@ -91,7 +49,7 @@ def describe_failure(f: Failure) -> str:
     return f"{f.host}: {why}: {text}"
 
 
-def run_preflight(ctx: DeployContext, limit: str | None = None) -> RunResult:
+def check_nodes(ctx: DeployContext, limit: str | None = None) -> RunResult:
     """Connect to every target once (StepFailed naming each unreachable or refused host), then finish any
     package install a node was interrupted in (node-repair.yml)."""
     write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
@@ -152,64 +110,70 @@ def phase_playbook(ctx: DeployContext, phase: Phase, limit: str | None = None) -
     return Playbook(phase.name, path, ctx.kubespray_dir, limit=limit, kubespray_dir=ctx.kubespray_dir)
 
 
-def run_step(ctx: DeployContext, step: Step, limit: str | None = None) -> RunResult:
-    pb = phase_playbook(ctx, step.phase, limit) if step.phase else node_prep_playbook(ctx, limit)
+def ran(result: RunResult) -> str:
+    """What a playbook run did, in one line: hosts and changes."""
+    changed = sum(t["changed"] for t in result.hosts.values())
+    return f"{len(result.hosts)} host(s), {changed} change(s)"
+
+
+def play(ctx: DeployContext, pb: Playbook, hint: str) -> str:
+    """Run `pb`; raise DeployStopped (or StepFailed) naming host, task and log if it failed; else say what it did."""
     result = run_playbook(ctx.ws, ctx.inventory, pb, ctx.out)
-    raise_for_step(result, ctx.ws.root, hint=f"run the same command again to resume at {step.name}")
-    return result
+    raise_for_step(result, ctx.ws.root, hint=hint)
+    return ran(result)
 
 
-def record_timing(ctx: DeployContext, name: str, seconds: float) -> None:
-    path = ctx.ws.root / "timings.json"
-    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    data[name] = round(seconds, 1)
-    atomic_write(path, json.dumps(data, indent=2).encode())
+def preflight_step(limit: str | None = None, summary: str = PREFLIGHT_SUMMARY) -> Step[DeployContext]:
+    return Step(PREFLIGHT, summary, lambda ctx: ran(check_nodes(ctx, limit)), check=True, own_progress=True)
 
 
-def deploy(
-    ctx: DeployContext,
-    from_step: str | None = None,
-    only: str | None = None,
-    to_step: str | None = None,
-    preflight: bool = True,
-) -> list[StepOutcome]:
-    """Run the deploy steps that are not done yet; raise StepFailed at the first failing one."""
-    steps = deploy_steps(ctx.kubespray_dir)
-    order = [s.name for s in steps]
-    ledger = Ledger(ctx.ws.ledger)
-    digests = {name: input_hash({"step": name, "inputs": ctx.inputs_digest}) for name in order}
-    done = {name for name in order if ledger.is_done(name, digests[name])}
-    plan = select_steps(order, done, from_step, only, to_step)
-    write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
-    if from_step:
-        ledger.forget_from(order, from_step)
-    if preflight and any(run for _, run in plan):
-        run_preflight(ctx)
-    by_name = {s.name: s for s in steps}
-    outcomes: list[StepOutcome] = []
-    for name, run in plan:
-        if not run:
-            ctx.out.info(f"[dim]{name}: done earlier, inputs unchanged[/]")
-            outcomes.append(StepOutcome(name, False, 0.0))
-            continue
-        ctx.out.event("step", step=name, status="started")
-        started = time.monotonic()
-        ledger.forget(name)
-        try:
-            run_step(ctx, by_name[name])
-        except DeployStopped as stop:
-            r = stop.reason
-            ctx.out.event(
-                "step", step=name, status="stopped", host=r.host, task=r.task, container=r.container,
-                limit=r.limit, message=r.message, log=str(stop.log),
-            )  # fmt: skip
-            raise
-        except StepFailed:
-            ctx.out.event("step", step=name, status="failed")
-            raise
-        seconds = time.monotonic() - started
-        ledger.mark_done(name, digests[name])
-        record_timing(ctx, name, seconds)
-        ctx.out.event("step", step=name, status="done", seconds=round(seconds, 1))
-        outcomes.append(StepOutcome(name, True, seconds))
-    return outcomes
+def _step_inputs(name: str, ctx: DeployContext) -> str:
+    return input_hash({"step": name, "inputs": ctx.inputs_digest})
+
+
+def _run_node_prep(ctx: DeployContext) -> str:
+    return play(ctx, node_prep_playbook(ctx), hint=f"run the same command again to resume at {NODE_PREP}")
+
+
+def _run_phase(phase: Phase, ctx: DeployContext) -> str:
+    return play(ctx, phase_playbook(ctx, phase), hint=f"run the same command again to resume at {phase.name}")
+
+
+def deploy_steps(kubespray_dir: Path, preflight: bool = True) -> list[Step[DeployContext]]:
+    """preflight (unless skipped), node-prep, then every phase of kubespray's cluster.yml, in order."""
+    steps = [preflight_step()] if preflight else []
+    prep = "kubeplay node prep: bundle repo, CA, /etc/hosts, chrony, firewall"
+    steps.append(Step(NODE_PREP, prep, _run_node_prep, partial(_step_inputs, NODE_PREP), own_progress=True))
+    for p in kubespray_phases(kubespray_dir):
+        steps.append(
+            Step(p.name, p.description, partial(_run_phase, p), partial(_step_inputs, p.name), own_progress=True)
+        )
+    return steps
+
+
+def stop_fields(exc: KubeplayError) -> dict[str, Any]:
+    """A failed deploy step's event fields beyond the error: where it stopped (host, task, container, log)."""
+    if not isinstance(exc, DeployStopped):
+        return {}
+    r = exc.reason
+    return {"host": r.host, "task": r.task, "container": r.container, "limit": r.limit, "log": str(exc.log)}
+
+
+def deploy_runner(ctx: DeployContext, preflight: bool = True) -> StepRunner[DeployContext]:
+    """The runner of `kubeplay deploy`: its steps, its ledger, the inventory written before the first step."""
+    return StepRunner(
+        "deploy",
+        deploy_steps(ctx.kubespray_dir, preflight),
+        ctx.out,
+        Ledger(ctx.ws.ledger),
+        on_start=lambda: write_inventory(ctx.ws, ctx.inventory, ctx.group_vars),
+        details=stop_fields,
+    )
+
+
+def deploy(ctx: DeployContext, selection: Selection | None = None, preflight: bool = True) -> list[StepResult]:
+    """Run the deploy steps that `selection` asks for and are not done; return what each did.
+
+    Raises BadInput for an unknown step name, StepFailed (DeployStopped: on a host) at the first failing step.
+    """
+    return deploy_runner(ctx, preflight).run(ctx, selection)

@@ -56,6 +56,7 @@ class DeployOutcome:
 def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
     """DeployOutcome from the merged stdout/stderr of `kubeplay --json-events deploy`."""
     outcome = DeployOutcome()
+    failed: str | None = None
     errors: list[str] = []
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -65,12 +66,15 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
                 event = json.loads(stripped)
             except ValueError:
                 continue
-            if event.get("event") == "step":
+            if event.get("event") == "step" and event.get("command") == "deploy":  # README: Events
                 name = str(event.get("step"))
                 if event.get("status") == "started":
                     outcome.started.append(name)
                 elif event.get("status") == "done":
                     outcome.done[name] = float(event.get("seconds", 0.0))
+                elif event.get("status") in ("failed", "interrupted"):
+                    failed = name
+                    outcome.message = str(event.get("error", ""))
         elif stripped.startswith("error:"):
             # The error may wrap over several lines; it runs until the hint or the end.
             block = [stripped.removeprefix("error:").strip()]
@@ -83,10 +87,11 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
                 block.append(follow.strip())
             errors.append(" ".join(b for b in block if b))
     if exit_code != 0:
+        # The error line as printed (its last line is the stop summary), else the failed step's event.
+        outcome.message = errors[-1] if errors else outcome.message or f"kubeplay deploy exited with {exit_code}"
         pending = [s for s in outcome.started if s not in outcome.done]
-        outcome.message = errors[-1] if errors else f"kubeplay deploy exited with {exit_code}"
         head = outcome.message.split(":", 1)[0].strip()
-        outcome.stopped_at = pending[-1] if pending else (head if head and " " not in head else "preflight")
+        outcome.stopped_at = failed or (pending[-1] if pending else (head if head and " " not in head else "preflight"))
     return outcome
 
 
