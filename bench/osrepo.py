@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
 from kubeplay.errors import KubeplayError
 from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo import build_os_repos
@@ -70,10 +71,16 @@ def main() -> int:
     try:
         # kubeplay, cold cache
         t0 = time.monotonic()
-        report = build_os_repos(SPEC, work / "bundle", Downloader(progress=False), cache_dir=work / "cache")
+        report = build_os_repos(
+            SPEC,
+            work / "bundle",
+            Downloader(out=Output(quiet=True), progress=False),
+            out=Output(quiet=True),
+            cache_dir=work / "cache",
+        )
         ours = time.monotonic() - t0
         plan = plan_apt_target(
-            SPEC.os[0], target, packages=request, downloader=Downloader(progress=False), cache=work / "cache",
+            SPEC.os[0], target, packages=request, downloader=Downloader(out=Output(quiet=True), progress=False), cache=work / "cache",
             keyring_base=Path("."),
         )  # fmt: skip
         wanted = [w for w in request.optional if w not in plan.skipped]

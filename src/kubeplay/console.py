@@ -234,9 +234,9 @@ class Output:
         if not self.quiet:
             self.console.print(message, markup=False, soft_wrap=True)
 
-    def heading(self, message: str) -> None:
-        """A bold line that opens a section of output; silenced by --quiet."""
-        if not self.quiet:
+    def heading(self, message: str, *, always: bool = False) -> None:
+        """A bold line that opens a section of output; silenced by --quiet unless `always` (a product's part)."""
+        if always or not self.quiet:
             self.console.print(f"[bold]{escape(message)}[/]", soft_wrap=True)
 
     def line(self, text: str = "") -> None:

@@ -74,6 +74,7 @@ def default_kube_version(kubespray: Path) -> str:
 def build_bundle(dest: Path) -> Path:
     """A bundle directory: signed Debian 12 amd64 repo (kubeplay's default package list), kubespray, manifest."""
     from kubeplay.config.bundle import BundleSpec
+    from kubeplay.console import Output
     from kubeplay.fetch.http import Downloader
     from kubeplay.osrepo import build_os_repos
     from kubeplay.osrepo.host_sources import host_sources_for
@@ -89,7 +90,13 @@ def build_bundle(dest: Path) -> Path:
             "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
         }
     )
-    build_os_repos(spec, dest, Downloader(progress=False), cache_dir=CACHE / "osrepo")
+    build_os_repos(
+        spec,
+        dest,
+        Downloader(out=Output(quiet=True), progress=False),
+        out=Output(quiet=True),
+        cache_dir=CACHE / "osrepo",
+    )
     manifest = {
         "kube_version": default_kube_version(kubespray),
         "arches": ["amd64"],

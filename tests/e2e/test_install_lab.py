@@ -67,6 +67,7 @@ def build_bundle(root: Path, baseline: Path) -> Path:
     from kubeplay.bundle.install_files import add_install_files
     from kubeplay.bundle.pack import pack_bundle
     from kubeplay.config.bundle import BundleSpec
+    from kubeplay.console import Output
     from kubeplay.fetch.http import Downloader
     from kubeplay.osrepo import build_os_repos
     from kubeplay.osrepo.host_sources import host_sources_for
@@ -81,7 +82,8 @@ def build_bundle(root: Path, baseline: Path) -> Path:
             "packages": {"defaults": False, "apt": DEPLOY_PACKAGES},
         }
     )
-    report = build_os_repos(spec, bundle, Downloader(progress=False), cache_dir=CACHE / "osrepo")
+    quiet = Output(quiet=True)
+    report = build_os_repos(spec, bundle, Downloader(out=quiet, progress=False), out=quiet, cache_dir=CACHE / "osrepo")
     manifest = read_manifest(bundle)
     manifest.os_repos = [
         OsRepoRecord(family=t.family, distro=t.distro, release=t.release, arches=t.arches, path=t.path)

@@ -16,6 +16,7 @@ import pytest
 from kubeplay.assemble.pipeline import BuildOptions, run_build
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.console import Output
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -37,7 +38,8 @@ pytestmark = pytest.mark.integration
 
 def build(spec_path: Path, out: Path, plan: object) -> object:
     spec = load_bundle_spec(spec_path)
-    return run_build(spec, out, BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan))  # type: ignore[arg-type,return-value]
+    options = BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan)  # type: ignore[arg-type,return-value]
+    return run_build(spec, out, options, out=Output(quiet=True))
 
 
 def test_token_auth_multiarch_cut_and_registry_serves_the_bundle(upstream: UpstreamSimulator, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import require_mirror, skip_or_fail
 
 from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
 from kubeplay.errors import StepFailed
 from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo import OsRepoReport, build_os_repos
@@ -62,8 +63,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OsRepoReport,
     _mirror()
     spec = BundleSpec.model_validate(SPEC)
     bundle = tmp_path_factory.mktemp("bundle")
-    downloader = Downloader(progress=False)
-    report = build_os_repos(spec, bundle, downloader, cache_dir=CACHE / "osrepo")
+    downloader = Downloader(out=Output(quiet=True), progress=False)
+    report = build_os_repos(spec, bundle, downloader, out=Output(quiet=True), cache_dir=CACHE / "osrepo")
     target = find_target("debian", "12")
     plan = plan_apt_target(
         spec.os[0],

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
 from kubeplay.errors import BadInput, FetchError
 from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo import build_os_repos
@@ -63,7 +64,13 @@ def test_index_signed_by_another_key_stops_the_build(impostor: tuple[str, Path],
     url, _ = impostor
     bundle = tmp_path / "bundle"
     with pytest.raises(FetchError) as err:
-        build_os_repos(_spec(url), bundle, Downloader(progress=False), cache_dir=tmp_path / "cache")
+        build_os_repos(
+            _spec(url),
+            bundle,
+            Downloader(out=Output(quiet=True), progress=False),
+            out=Output(quiet=True),
+            cache_dir=tmp_path / "cache",
+        )
     assert "not valid" in err.value.message and "debian-archive-keyring" in err.value.message
     assert not (bundle / "repos").exists()
 
@@ -72,7 +79,13 @@ def test_the_same_archive_passes_with_its_own_keyring(impostor: tuple[str, Path]
     url, key = impostor
     spec = _spec(url, keyring=str(key))
     with pytest.raises(FetchError) as err:  # the index verifies now; the pool file it lists is missing upstream
-        build_os_repos(spec, tmp_path / "bundle", Downloader(progress=False, retries=1), cache_dir=tmp_path / "cache")
+        build_os_repos(
+            spec,
+            tmp_path / "bundle",
+            Downloader(out=Output(quiet=True), progress=False, retries=1),
+            out=Output(quiet=True),
+            cache_dir=tmp_path / "cache",
+        )
     assert "pool/s.deb" in err.value.message
     assert not (tmp_path / "bundle" / "repos").exists()
 
@@ -81,7 +94,13 @@ def test_unknown_arch_in_the_mirror_is_bad_input(impostor: tuple[str, Path], tmp
     url, key = impostor
     spec = _spec(url, keyring=str(key), arches=["arm64"])
     with pytest.raises(BadInput) as err:
-        build_os_repos(spec, tmp_path / "bundle", Downloader(progress=False), cache_dir=tmp_path / "cache")
+        build_os_repos(
+            spec,
+            tmp_path / "bundle",
+            Downloader(out=Output(quiet=True), progress=False),
+            out=Output(quiet=True),
+            cache_dir=tmp_path / "cache",
+        )
     assert "arm64" in err.value.message and "amd64" in (err.value.hint or "")
 
 
@@ -93,7 +112,8 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
         build_os_repos(
             _spec(f"http://127.0.0.1:{port}/debian"),
             tmp_path / "bundle",
-            Downloader(progress=False, retries=1, timeout=5),
+            Downloader(out=Output(quiet=True), progress=False, retries=1, timeout=5),
+            out=Output(quiet=True),
             cache_dir=tmp_path / "cache",
         )
     assert f"127.0.0.1:{port}/debian/dists/bookworm/InRelease" in err.value.message

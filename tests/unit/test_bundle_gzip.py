@@ -27,7 +27,8 @@ from kubeplay.bundle.extract import extract_bundle, frame_content_size
 from kubeplay.bundle.pack import pack_bundle, pack_checked_bundle, unpack_commands
 from kubeplay.bundle.parts import open_archive_source
 from kubeplay.bundle.verify import verify_bundle
-from kubeplay.cli.pack import pack
+from kubeplay.cli.pack import pack_and_report
+from kubeplay.console import Output
 from kubeplay.errors import BadInput, BundleError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -355,8 +356,8 @@ def test_failing_pigz_leaves_no_archive_and_says_why(
 
 
 def test_build_pack_call_writes_gzip_beside_the_bundle(bundle: Path) -> None:
-    """`kubeplay build --pack --compression gzip` calls the pack command like this."""
-    pack(bundle=bundle, output=None, split_size=None, compression=GZ)
+    """`kubeplay build --pack --compression gzip` packs like this."""
+    pack_and_report(Output(quiet=True), bundle, None, compression=GZ)
     archive = bundle.parent / f"{STEM}.tar.gz"
     assert (
         _sh(f"sha256sum -c {archive.name}.sha256 && tar -tzf {archive.name} >/dev/null", bundle.parent).returncode == 0

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict
 
 from kubeplay.bundle.manifest import ImageRecord, PlatformRecord
 from kubeplay.catalog.model import Checksum, ImageArtifact
-from kubeplay.console import get_output
+from kubeplay.console import Output
+from kubeplay.errors import FetchError
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
 from kubeplay.fetch.mirrors import RegistryEndpoint, docker_repository, redact
 from kubeplay.fetch.oci import Fetched, RegistryClient
@@ -37,7 +38,7 @@ from kubeplay.fetch.platforms import (
     platform_string,
     select_platforms,
 )
-from kubeplay.fetch.retry import FinalError
+from kubeplay.fetch.workers import WorkerPool
 from kubeplay.state import atomic_write
 from kubeplay.store.registry import RegistryStorage, RepositoryContent
 
@@ -157,9 +158,11 @@ class ImageFetcher:
         downloader: Downloader,
         state_path: Path,
         *,
+        out: Output,
         platform_policy: str = "strict",
     ) -> None:
         self.storage = storage
+        self.out = out
         self.downloader = downloader
         self.client = RegistryClient(downloader.clients, downloader.policy)
         self.mirrors = downloader.clients.mirrors
@@ -252,10 +255,10 @@ class ImageFetcher:
         def one(artifact: ImageArtifact) -> ResolvedImage | DownloadFailure:
             try:
                 return self._resolve(artifact, _image_arches(artifact, arches))
-            except (FinalError, ValueError, KeyError) as exc:
+            except (FetchError, ValueError, KeyError) as exc:
                 return DownloadFailure(artifact.upstream, artifact.variable, redact(str(exc)))
 
-        with ThreadPoolExecutor(max_workers=self.downloader.jobs, thread_name_prefix="kubeplay-oci") as pool:
+        with WorkerPool(self.downloader.jobs, "kubeplay-oci", self.downloader.stop) as pool:
             for future in as_completed([pool.submit(one, a) for a in todo]):
                 outcome = future.result()
                 if isinstance(outcome, DownloadFailure):
@@ -268,7 +271,7 @@ class ImageFetcher:
         repository = docker_repository(artifact.registry, artifact.repository)
         reference = artifact.digest or artifact.tag
         if reference is None:
-            raise FinalError("image reference has neither tag nor digest")
+            raise FetchError("image reference has neither tag nor digest")
         top = self.client.manifest(endpoint, repository, reference)
         if top.media_type in INDEX_TYPES:
             selection = select_platforms(top.data, arches)
@@ -276,7 +279,7 @@ class ImageFetcher:
             for arch, desc in selection.chosen.items():
                 child = self.client.manifest(endpoint, repository, str(desc["digest"]))
                 if child.media_type not in MANIFEST_TYPES:
-                    raise FinalError(f"{platform_string(desc.get('platform') or {})}: unsupported {child.media_type}")
+                    raise FetchError(f"{platform_string(desc.get('platform') or {})}: unsupported {child.media_type}")
                 image.children[arch] = child
         elif top.media_type in MANIFEST_TYPES:
             config_digest = json.loads(top.data)["config"]["digest"]
@@ -289,14 +292,14 @@ class ImageFetcher:
                 image.children[own_arch] = top
             image.config_bytes = config
         else:
-            raise FinalError(f"unsupported manifest type {top.media_type!r} (schema 1 images are not supported)")
+            raise FetchError(f"unsupported manifest type {top.media_type!r} (schema 1 images are not supported)")
         if not image.children:
-            raise FinalError(f"no platform for {', '.join(arches)} in this image")
+            raise FetchError(f"no platform for {', '.join(arches)} in this image")
         if image.missing:
             message = f"{artifact.upstream} has no {', '.join(image.missing)} image"
             if self.policy == "strict":
-                raise FinalError(f"{message} (platform_policy: strict; set it to warn to bundle what exists)")
-            get_output().warn(f"{message}; bundling {', '.join(image.children)} only")
+                raise FetchError(f"{message} (platform_policy: strict; set it to warn to bundle what exists)")
+            self.out.warn(f"{message}; bundling {', '.join(image.children)} only")
         for child in image.children.values():
             for digest, size in manifest_blobs(child.data):
                 image.blobs[digest] = size

@@ -20,8 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kubeplay import __version__, settings
-from kubeplay.assemble.images import ImageFetcher
+from kubeplay import __version__
+from kubeplay.assemble.images import ImageFetcher, ImagesResult
 from kubeplay.assemble.install_step import add_install_files_kept
 from kubeplay.assemble.kubespray import copy_tree, obtain_tree, tree_identity
 from kubeplay.bundle.manifest import (
@@ -31,6 +31,7 @@ from kubeplay.bundle.manifest import (
     SUMS_NAME,
     BundleManifest,
     FileRecord,
+    KubesprayRecord,
     OsRepoRecord,
     Totals,
     utc_now,
@@ -42,14 +43,15 @@ from kubeplay.catalog.model import Checksum, FileArtifact, Plan
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import KubesprayTree
 from kubeplay.config.bundle import BundleSpec
-from kubeplay.console import get_output, human_bytes
+from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, ConfigError
-from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
+from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem, DownloadReport
 from kubeplay.fetch.mirrors import load_mirrors, redact
 from kubeplay.state import atomic_write, input_hash
 from kubeplay.store.registry import RegistryStorage
 
 Planner = Callable[[BundleSpec, KubesprayTree], Plan]
+FALSY = ("0", "false", "no", "off")
 
 
 @dataclass
@@ -61,7 +63,7 @@ class BuildOptions:
     environ: Mapping[str, str] | None = None
     planner: Planner | None = None  # default: the catalog's make_plan, cached per tree and spec
     # wheels/ for the deploy node (from PyPI); install.sh and config-sample.yaml are always written
-    wheels: bool = field(default_factory=lambda: settings.from_environ().wheels)
+    wheels: bool = field(default_factory=lambda: os.environ.get("KUBEPLAY_WHEELS", "1").lower() not in FALSY)
 
 
 @dataclass
@@ -160,7 +162,7 @@ def prune_files(bundle_dir: Path, keep: set[str]) -> int:
     return freed
 
 
-def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) -> list[OsRepoRecord]:
+def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader, out: Output) -> list[OsRepoRecord]:
     if not spec.os:
         return []
     try:
@@ -171,7 +173,7 @@ def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) 
             f"bundle.yaml has `os:` targets, but this kubeplay lacks {exc.name} to build OS repositories",
             hint="install the build extra: pip install 'kubeplay[build]' (and apt-get install python3-solv)",
         ) from None
-    report = build_os_repos(spec, bundle_dir, downloader, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
+    report = build_os_repos(spec, bundle_dir, downloader, out=out, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
     return [
         OsRepoRecord(
             family=t.family,
@@ -186,14 +188,14 @@ def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader) 
     ]
 
 
-def check_output_dir(out: Path) -> None:
+def check_output_dir(bundle_dir: Path) -> None:
     """Refuse to build into a directory holding something other than a kubeplay bundle (it prunes)."""
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"{out}: exists and is not a directory", hint="choose another -o/--output")
-    is_bundle = (out / BUILD_STATE_DIR).is_dir() or (out / MANIFEST_NAME).is_file()
-    if out.is_dir() and not is_bundle and any(out.iterdir()):
+    if bundle_dir.exists() and not bundle_dir.is_dir():
+        raise BadInput(f"{bundle_dir}: exists and is not a directory", hint="choose another -o/--output")
+    is_bundle = (bundle_dir / BUILD_STATE_DIR).is_dir() or (bundle_dir / MANIFEST_NAME).is_file()
+    if bundle_dir.is_dir() and not is_bundle and any(bundle_dir.iterdir()):
         raise BadInput(
-            f"{out}: not empty and not a kubeplay bundle",
+            f"{bundle_dir}: not empty and not a kubeplay bundle",
             hint="build into a new or empty directory, or into an earlier bundle to update it",
         )
 
@@ -222,95 +224,45 @@ def _redacted(value: Any) -> Any:
     return value
 
 
-def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) -> BuildResult:
-    """Build (or complete, or update) the bundle at `out`; failures of single items are in the result."""
+@dataclass
+class Fetched:
+    """What the download phases put into the bundle: files (with their digests) and images in the store."""
+
+    files: DownloadReport
+    images: ImagesResult
+    storage: RegistryStorage
+
+
+def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None = None, *, out: Output) -> BuildResult:
+    """Build (or complete, or update) the bundle at `bundle_dir`; failures of single items are in the result.
+
+    Phases, in order: lock the directory, kubespray tree, plan, files and images, OS repos (all downloads,
+    nothing pruned yet), then prune what the plan no longer lists, manifest, install files, SHA256SUMS.
+    Raises BadInput/BundleError/ConfigError for a build that cannot start.
+    """
     opts = options or BuildOptions()
-    output = get_output()
-    check_output_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = out / BUILD_STATE_DIR
-    result = BuildResult(out)
+    check_output_dir(bundle_dir)
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    state = bundle_dir / BUILD_STATE_DIR
+    result = BuildResult(bundle_dir)
     with build_lock(state):
-        (out / SUMS_NAME).unlink(missing_ok=True)  # not a bundle until this build succeeds
-        mirrors = load_mirrors(spec, opts.environ)
-        downloader = Downloader(
-            mirrors,
-            jobs=opts.jobs,
-            retries=opts.retries,
-            timeout=opts.timeout,
-            progress=opts.progress,
-            verified_cache=state / "verified.json",
-        )
-        with downloader:
+        (bundle_dir / SUMS_NAME).unlink(missing_ok=True)  # not a bundle until this build succeeds
+        with _downloader(spec, state, opts, out) as downloader:
             tree, kubespray = obtain_tree(spec, state, downloader)
             identity = tree_identity(tree)
-            copy_tree(tree, out, state, identity)
-            plan = opts.planner(spec, tree) if opts.planner else cached_plan(spec, tree, identity, state)
-            plan = plan.model_copy(update={"files": plan.files + deploy_node_files(spec, plan.arches)})
-            for problem in plan.problems:
-                output.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
-            output.info(
-                f"plan: {len(plan.files)} files, {len(plan.images)} images for kubernetes {plan.kube_version} "
-                f"({', '.join(plan.arches)}), kubespray {plan.kubespray_version}"
-            )
-            files = downloader.download_all(file_items(plan, out), title="files")
-            result.failures.extend(files.failed)
-            result.files_fetched, result.files_skipped = len(files.done), len(files.skipped)
-            storage = RegistryStorage(out / "registry")
-            fetcher = ImageFetcher(storage, downloader, state / "images.json", platform_policy=spec.platform_policy)
-            images = fetcher.run(plan.images, plan.arches)
-            result.failures.extend(images.failed)
-            result.images_skipped, result.images_resolved = images.skipped, images.resolved
-            result.bytes_fetched = files.bytes_fetched + images.bytes_fetched
+            copy_tree(tree, bundle_dir, state, identity, out=out)
+            plan = _plan(spec, tree, identity, state, opts, out)
+            fetched = _fetch(spec, plan, bundle_dir, downloader, out, result)
             if result.failures:
                 return result
-            os_repos = _build_os_repos(spec, out, downloader)
-        keep = {f.path for f in plan.files}
-        freed = prune_files(out, keep) + storage.prune(images.content)
-        if freed:
-            output.info(f"removed {human_bytes(freed)} the plan no longer lists")
-        records = []
-        for f in plan.files:
-            facts = files.facts[out / f.path]
-            records.append(
-                FileRecord(
-                    name=f.name,
-                    arch=f.arch,
-                    version=f.version,
-                    url=f.url,
-                    path=f.path,
-                    variable=f.variable,
-                    size=facts.size,
-                    sha256=facts.sha256,
-                    checksum=str(f.checksum) if f.checksum else None,
-                )
-            )
-        blob_sizes = storage.blob_sizes()
-        blob_count, blob_bytes = len(blob_sizes), sum(blob_sizes.values())
-        manifest = BundleManifest(
-            kubeplay_version=__version__,
-            created_at=utc_now(),
-            spec=_redacted(spec.model_dump(mode="json")),
-            kubespray=kubespray,
-            kube_version=plan.kube_version,
-            arches=list(plan.arches),
-            os=[t.model_dump(mode="json") for t in spec.os],
-            files=records,
-            images=sorted(images.records, key=lambda r: (r.repository, r.tag or "")),
-            os_repos=os_repos,
-            offline_vars=dict(plan.offline_vars),
-            tools=tool_versions(),
-            totals=Totals(
-                files=len(records),
-                files_size=sum(r.size for r in records),
-                images=len(images.records),
-                blobs=blob_count,
-                blobs_size=blob_bytes,
-            ),
-        )
+            os_repos = _build_os_repos(spec, bundle_dir, downloader, out)
+        _prune(bundle_dir, plan, fetched, out)
+        records = _file_records(plan, fetched.files, bundle_dir)
+        blob_sizes = fetched.storage.blob_sizes()
+        manifest = _manifest(spec, plan, kubespray, records, fetched.images, blob_sizes, os_repos)
         # install.sh, config-sample.yaml and wheels/ go in before SHA256SUMS so they are covered by it.
         add_install_files_kept(
-            out,
+            bundle_dir,
             state,
             downloader.cache,
             kube_version=plan.kube_version,
@@ -319,10 +271,117 @@ def run_build(spec: BundleSpec, out: Path, options: BuildOptions | None = None) 
             kubespray_identity=identity,
             with_wheels=opts.wheels,
         )
-        write_manifest(out, manifest)
+        write_manifest(bundle_dir, manifest)
         result.manifest = manifest
-        # Every blob was verified before it got its content-addressed name; files were verified on download.
-        verified = {r.path: r.sha256 for r in records}
-        verified.update({f"registry/{storage.blob_file(hexd)}": hexd for hexd in blob_sizes})
-        result.sums_sha256 = write_sha256sums(out, known=verified)
+        result.sums_sha256 = _write_sums(bundle_dir, manifest, fetched.storage, blob_sizes)
     return result
+
+
+def _downloader(spec: BundleSpec, state: Path, opts: BuildOptions, out: Output) -> Downloader:
+    return Downloader(
+        load_mirrors(spec, opts.environ, out=out),
+        out=out,
+        jobs=opts.jobs,
+        retries=opts.retries,
+        timeout=opts.timeout,
+        progress=opts.progress,
+        verified_cache=state / "verified.json",
+    )
+
+
+def _plan(spec: BundleSpec, tree: KubesprayTree, identity: str, state: Path, opts: BuildOptions, out: Output) -> Plan:
+    """The plan for this tree and spec, plus the deploy node's own files; render problems are warned about."""
+    plan = opts.planner(spec, tree) if opts.planner else cached_plan(spec, tree, identity, state)
+    plan = plan.model_copy(update={"files": plan.files + deploy_node_files(spec, plan.arches)})
+    for problem in plan.problems:
+        out.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
+    out.info(
+        f"plan: {len(plan.files)} files, {len(plan.images)} images for kubernetes {plan.kube_version} "
+        f"({', '.join(plan.arches)}), kubespray {plan.kubespray_version}"
+    )
+    return plan
+
+
+def _fetch(
+    spec: BundleSpec, plan: Plan, bundle_dir: Path, downloader: Downloader, out: Output, result: BuildResult
+) -> Fetched:
+    """Download the plan's files, then its images into the bundle's registry store; counts go into `result`."""
+    files = downloader.download_all(file_items(plan, bundle_dir), title="files")
+    result.failures.extend(files.failed)
+    result.files_fetched, result.files_skipped = len(files.done), len(files.skipped)
+    storage = RegistryStorage(bundle_dir / "registry")
+    state = bundle_dir / BUILD_STATE_DIR / "images.json"
+    fetcher = ImageFetcher(storage, downloader, state, out=out, platform_policy=spec.platform_policy)
+    images = fetcher.run(plan.images, plan.arches)
+    result.failures.extend(images.failed)
+    result.images_skipped, result.images_resolved = images.skipped, images.resolved
+    result.bytes_fetched = files.bytes_fetched + images.bytes_fetched
+    return Fetched(files, images, storage)
+
+
+def _prune(bundle_dir: Path, plan: Plan, fetched: Fetched, out: Output) -> None:
+    freed = prune_files(bundle_dir, {f.path for f in plan.files}) + fetched.storage.prune(fetched.images.content)
+    if freed:
+        out.info(f"removed {human_bytes(freed)} the plan no longer lists")
+
+
+def _file_records(plan: Plan, files: DownloadReport, bundle_dir: Path) -> list[FileRecord]:
+    records = []
+    for f in plan.files:
+        facts = files.facts[bundle_dir / f.path]
+        records.append(
+            FileRecord(
+                name=f.name,
+                arch=f.arch,
+                version=f.version,
+                url=f.url,
+                path=f.path,
+                variable=f.variable,
+                size=facts.size,
+                sha256=facts.sha256,
+                checksum=str(f.checksum) if f.checksum else None,
+            )
+        )
+    return records
+
+
+def _manifest(
+    spec: BundleSpec,
+    plan: Plan,
+    kubespray: KubesprayRecord,
+    records: list[FileRecord],
+    images: ImagesResult,
+    blob_sizes: Mapping[str, int],
+    os_repos: list[OsRepoRecord],
+) -> BundleManifest:
+    return BundleManifest(
+        kubeplay_version=__version__,
+        created_at=utc_now(),
+        spec=_redacted(spec.model_dump(mode="json")),
+        kubespray=kubespray,
+        kube_version=plan.kube_version,
+        arches=list(plan.arches),
+        os=[t.model_dump(mode="json") for t in spec.os],
+        files=records,
+        images=sorted(images.records, key=lambda r: (r.repository, r.tag or "")),
+        os_repos=os_repos,
+        offline_vars=dict(plan.offline_vars),
+        tools=tool_versions(),
+        totals=Totals(
+            files=len(records),
+            files_size=sum(r.size for r in records),
+            images=len(images.records),
+            blobs=len(blob_sizes),
+            blobs_size=sum(blob_sizes.values()),
+        ),
+    )
+
+
+def _write_sums(
+    bundle_dir: Path, manifest: BundleManifest, storage: RegistryStorage, blob_sizes: Mapping[str, int]
+) -> str:
+    """Write SHA256SUMS, the last file of a build; return its own sha256."""
+    # Every blob was verified before it got its content-addressed name; files were verified on download.
+    verified = {r.path: r.sha256 for r in manifest.files}
+    verified.update({f"registry/{storage.blob_file(hexd)}": hexd for hexd in blob_sizes})
+    return write_sha256sums(bundle_dir, known=verified)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.console import get_output
+from kubeplay.cli.output import command_output
 from kubeplay.errors import BadInput
 
 CAPTURE_HELP = (
@@ -21,6 +21,7 @@ CAPTURE_HELP = (
 
 
 def baseline(
+    ctx: typer.Context,
     capture: Annotated[str, typer.Argument(help=CAPTURE_HELP)],
     output: Annotated[
         Path | None,
@@ -31,7 +32,7 @@ def baseline(
     from kubeplay.osrepo.baseline import baseline_document, parse_baseline
     from kubeplay.state import atomic_write
 
-    out = get_output()
+    out = command_output(ctx)
     if capture == "-":
         text, origin = sys.stdin.read(), "stdin"
     else:

@@ -11,11 +11,13 @@ import typer
 
 from kubeplay import settings
 from kubeplay.bundle.compression import Compression
-from kubeplay.console import get_output, human_bytes
+from kubeplay.cli.output import command_output
+from kubeplay.console import human_bytes
 from kubeplay.errors import FetchError
 
 
 def build(
+    ctx: typer.Context,
     spec_path: Annotated[Path, typer.Argument(metavar="BUNDLE_YAML", help="The bundle description (bundle.yaml).")],
     output: Annotated[
         Path | None,
@@ -65,11 +67,12 @@ def build(
     from kubeplay.assemble.pipeline import BuildOptions, default_bundle_name, run_build
     from kubeplay.config.bundle import load_bundle_spec
 
-    out = get_output()
+    out = command_output(ctx)
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
     wheels = settings.from_environ().wheels if wheels is None else wheels
-    result = run_build(spec, target, BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels))
+    options = BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels)
+    result = run_build(spec, target, options, out=out)
     for failure in result.failures:
         where = f" ({failure.label})" if failure.label else ""
         out.error(f"{failure.url}{where}: {failure.reason}")
@@ -84,9 +87,9 @@ def build(
     out.event("built", bundle=str(target), sha256sums=result.sums_sha256, fetched=result.bytes_fetched)
     out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
     if pack:
-        from kubeplay.cli.pack import pack as pack_command
+        from kubeplay.cli.pack import pack_and_report
 
-        pack_command(bundle=target, output=None, split_size=split_size, compression=compression)
+        pack_and_report(out, target, None, split_size=split_size, compression=compression)
     out.summary(
         f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
         f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"

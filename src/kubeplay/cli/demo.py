@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.cli.plan import PlanIncomplete, print_plan, totals
-from kubeplay.console import get_output
-from kubeplay.errors import StepFailed
+from kubeplay.cli.output import command_output
+from kubeplay.cli.plan import print_plan, totals
+from kubeplay.console import Output
+from kubeplay.errors import PlanIncomplete, StepFailed
 
 # Documentation addresses (RFC 5737): printed as an example, never contacted.
 DEMO_FILES_REPO = "http://192.0.2.10:8080/files"
@@ -22,6 +23,7 @@ DEMO_REGISTRY = "192.0.2.10:5443"
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_command(
+        ctx: typer.Context,
         workdir: Annotated[
             Path,
             typer.Option("--workdir", envvar=settings.DEMO_DIR, help="Work directory; its build cache is reused."),
@@ -33,13 +35,14 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Rehearse the air gap here: simulated upstream, build, pack, lab nodes, install, kubespray deploy, checks."""
+        out = command_output(ctx)
         if plan_only:
-            plan_demo()
+            plan_demo(out)
             return
         # imported here: the rehearsal pulls in the simulator, the build pipeline and the lab
         from kubeplay.lab.demo import run_demo
 
-        report = run_demo(workdir, nodes=nodes, keep=keep)
+        report = run_demo(workdir, nodes=nodes, keep=keep, out=out)
         if not report.ok:
             failed = len(report.failed_checks())
             raise StepFailed(
@@ -48,7 +51,7 @@ def register(app: typer.Typer) -> None:
             )
 
 
-def plan_demo() -> None:
+def plan_demo(output: Output) -> None:
     """Plan a two-arch (amd64, arm64) bundle: a real kubespray release from ../shared, else the built-in example."""
     from kubeplay.catalog.examples import example_tree_path, newest_release_archive
     from kubeplay.catalog.offline import offline_vars
@@ -56,7 +59,6 @@ def plan_demo() -> None:
     from kubeplay.catalog.source import load_tree
     from kubeplay.config.bundle import BundleSpec, KubesprayRef
 
-    output = get_output()
     archive = newest_release_archive()
     if archive is not None:
         tree = load_tree(archive)
@@ -69,10 +71,11 @@ def plan_demo() -> None:
     plan = make_plan(BundleSpec(kubespray=ref, arches=["amd64", "arm64"]), tree)
     print_plan(plan, output)
     concrete = offline_vars(plan, files_repo=DEMO_FILES_REPO, registry_host=DEMO_REGISTRY)
-    output.console.print(f"\n[bold]the same, for a deploy node serving files at {DEMO_FILES_REPO}:[/]")
+    output.line()
+    output.heading(f"the same, for a deploy node serving files at {DEMO_FILES_REPO}:", always=True)
     for name in ("files_repo", "registry_host", "kube_image_repo", "github_url"):
         if name in concrete:
-            output.console.print(f'{name}: "{concrete[name]}"', markup=False, highlight=False)
+            output.line(f'{name}: "{concrete[name]}"')
     if plan.problems:
         raise PlanIncomplete(f"{len(plan.problems)} template(s) did not render")
     output.summary(f"demo planned {totals(plan)} from {tree.label}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubeplay.console import get_output
+from kubeplay.cli.output import command_output
 from kubeplay.errors import BadInput
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def check_against_release(
 def register(app: typer.Typer) -> None:
     @app.command("init")
     def init_command(
+        ctx: typer.Context,
         kubespray: Annotated[str, typer.Option("--kubespray", help="kubespray release: URL, .tar.gz or directory.")],
         output_path: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path("bundle.yaml"),
         sha256: Annotated[
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from kubeplay.config.bundle import load_bundle_spec
         from kubeplay.state import atomic_write
 
-        output = get_output()
+        output = command_output(ctx)
         if output_path.exists() and not force:
             raise BadInput(f"{output_path} exists; not overwriting it", hint="pass --force, or choose -o another path")
         facts, digest = facts_for_source(kubespray, sha256.lower().removeprefix("sha256:") if sha256 else None)

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.console import get_output, human_bytes
+from kubeplay.cli.output import command_output
+from kubeplay.console import Table, human_bytes
 from kubeplay.errors import BadInput
 
 if TYPE_CHECKING:
     from kubeplay.lab.nodes import Lab
 
 # Option defaults, needed when typer builds the commands at start-up. Copies of kubeplay.lab.nodes.DEFAULT_SUBNET
-# and kubeplay.lab.boot.BOOT_TIMEOUT: importing those modules here costs ~80 ms (pydantic) on every kubeplay run.
+# and kubeplay.lab.boot.BOOT_TIMEOUT: importing those modules here would load pydantic on every kubeplay run.
 DEFAULT_SUBNET = "10.213.0.0/24"
 BOOT_TIMEOUT = 120.0
 
@@ -52,6 +53,7 @@ def _load(name: str | None, state_dir: Path | None) -> Lab:
 
 @lab_app.command("up")
 def up(
+    ctx: typer.Context,
     *,
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes (node0, node1, ...).")] = 2,
     name: Annotated[
@@ -81,7 +83,7 @@ def up(
     from kubeplay.lab import machines
     from kubeplay.lab.nodes import Lab
 
-    out = get_output()
+    out = command_output(ctx)
     env = machines.parse_env(nspawn_env or [])
     out.info(f"lab {name}: {nodes} node(s) on {subnet} (building the rootfs on first use takes ~20 s)")
     lab = Lab.up(
@@ -102,6 +104,7 @@ def up(
 
 @lab_app.command("down")
 def down(
+    ctx: typer.Context,
     name: NameOpt = None,
     state_dir: DirOpt = None,
     all_labs: Annotated[
@@ -119,19 +122,17 @@ def down(
     )
     removed = [item for lab in labs for item in lab.down()]
     names = ", ".join(lab.name for lab in labs) or "no lab"
-    get_output().summary(f"{names} down: removed {len(removed)} recorded item(s)")
+    command_output(ctx).summary(f"{names} down: removed {len(removed)} recorded item(s)")
 
 
 @lab_app.command("status")
-def status(state_dir: DirOpt = None) -> None:
+def status(ctx: typer.Context, state_dir: DirOpt = None) -> None:
     """List labs with their nodes, addresses and whether each node is running."""
-    from rich.table import Table
-
     from kubeplay.lab import machines, network, record
 
-    out = get_output()
+    out = command_output(ctx)
     labs = record.list_labs(state_dir or record.default_state_root())
-    table = Table("lab", "node", "ip", "pid", "state", "netns")
+    table = Table(("lab", "node", "ip", "pid", "state", "netns"))
     for rec in labs:
         procs = {r.name: r for r in rec.resources if r.kind == "process"}
         for node in rec.nodes:
@@ -141,9 +142,9 @@ def status(state_dir: DirOpt = None) -> None:
             if not network.netns_exists(node.netns):
                 state += ", netns missing"
             pid = str(proc.pid) if proc and proc.pid else "-"
-            table.add_row(rec.name, node.name, node.ip, pid, state, node.netns)
+            table.add(rec.name, node.name, node.ip, pid, state, node.netns)
     if labs:
-        out.console.print(table)
+        out.table(table)
     out.summary(f"{len(labs)} lab(s)")
 
 
@@ -163,6 +164,7 @@ def ssh_cmd(
 
 @lab_app.command("cp")
 def cp(
+    ctx: typer.Context,
     src: Annotated[Path, typer.Argument(help="Host file or directory.", exists=True)],
     dest: Annotated[str, typer.Argument(help="NODE:/absolute/path inside the node.")],
     name: NameOpt = None,
@@ -173,11 +175,12 @@ def cp(
     if not sep or not path:
         raise BadInput(f"destination {dest!r} is not NODE:/path", hint="e.g. node0:/root/bundle.tar.zst")
     written = _load(name, state_dir).node(node_name).copy_in(src, path)
-    get_output().summary(f"copied {src} to {node_name}:{path} ({written})")
+    command_output(ctx).summary(f"copied {src} to {node_name}:{path} ({written})")
 
 
 @lab_app.command("power-off")
 def power_off(
+    ctx: typer.Context,
     node: NodeArg,
     cut: Annotated[
         bool, typer.Option("--cut", help="Kill every process in the node at once, mid-write, like a power cut.")
@@ -188,11 +191,12 @@ def power_off(
     """Switch a node off (a clean halt, or with --cut a power cut); its disk stays for `lab power-on`."""
     lab = _load(name, state_dir)
     lab.power_off(node, cut=cut)
-    get_output().summary(f"lab {lab.name}: {node} powered off ({'power cut' if cut else 'clean halt'})")
+    command_output(ctx).summary(f"lab {lab.name}: {node} powered off ({'power cut' if cut else 'clean halt'})")
 
 
 @lab_app.command("power-on")
 def power_on(
+    ctx: typer.Context,
     node: NodeArg,
     name: NameOpt = None,
     state_dir: DirOpt = None,
@@ -201,7 +205,7 @@ def power_on(
     """Boot a powered-off node again from its disk, with the lab's nspawn options; wait until sshd answers."""
     lab = _load(name, state_dir)
     lab.power_on(node, timeout=timeout)
-    get_output().summary(f"lab {lab.name}: {node} powered on, ssh answers ({lab.node(node).ip})")
+    command_output(ctx).summary(f"lab {lab.name}: {node} powered on, ssh answers ({lab.node(node).ip})")
 
 
 cache_app = typer.Typer(help="The rootfs cache that `lab up` copies nodes from.")
@@ -210,6 +214,7 @@ lab_app.add_typer(cache_app, name="cache")
 
 @cache_app.command("prune")
 def cache_prune(
+    ctx: typer.Context,
     cache_dir: CacheOpt = None,
     state_dir: DirOpt = None,
     all_unused: Annotated[
@@ -219,7 +224,7 @@ def cache_prune(
     """Remove rootfs cache entries no lab that is up was made from (keeping the most recently used one)."""
     from kubeplay.lab import cache, record
 
-    out = get_output()
+    out = command_output(ctx)
     root = state_dir or record.default_state_root()
     _, unknown = cache.keys_in_use(root)
     if unknown:

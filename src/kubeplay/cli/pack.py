@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +11,8 @@ import typer
 
 from kubeplay import settings
 from kubeplay.bundle.compression import Compression
-from kubeplay.console import get_output, human_bytes
+from kubeplay.cli.output import command_output
+from kubeplay.console import Output, human_bytes
 
 SPLIT_HELP = (
     "Write numbered parts of at most this size plus a parts manifest: K/M/G/T are powers of 1024, "
@@ -25,26 +24,8 @@ COMPRESSION_HELP = (
 )
 
 
-@contextmanager
-def byte_progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr fed with (done, total) bytes; silent with --quiet."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    out = get_output()
-    if out.quiet:
-        yield lambda done, total: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=out.console, transient=True) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
-
-
 def pack(
+    ctx: typer.Context,
     bundle: Annotated[Path, typer.Argument(help="The bundle directory `kubeplay build` wrote.")],
     output: Annotated[
         Path | None,
@@ -72,13 +53,25 @@ def pack(
     ] = None,
 ) -> None:
     """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst (or .tar.gz), checking every file."""
+    pack_and_report(command_output(ctx), bundle, output, split_size=split_size, compression=compression, level=level)
+
+
+def pack_and_report(
+    out: Output,
+    bundle: Path,
+    output: Path | None,
+    *,
+    split_size: str | None = None,
+    compression: Compression = Compression.ZSTD,
+    level: int | None = None,
+) -> None:
+    """`kubeplay pack` (also run by `kubeplay build --pack`): pack, then print what to do with the archive."""
     from kubeplay.bundle.pack import pack_checked_bundle, unpack_commands
     from kubeplay.bundle.parts import parse_size
 
-    out = get_output()
     split = parse_size(split_size) if split_size else None
     target = output if output is not None else bundle.resolve().parent
-    with byte_progress("packing") as progress:
+    with out.byte_progress("packing") as progress:
         result = pack_checked_bundle(
             bundle, target, split_size=split, compression=compression, level=level, on_progress=progress
         )
@@ -95,8 +88,7 @@ def pack(
             f"on the air-gapped side, in the directory holding {where} and the .sha256 files, check and unpack with plain tools:"
         )
         for command in commands:
-            # one physical line, no markup: the operator copies it as it is
-            out.console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
+            out.line(f"  {command}")  # one physical line: the operator copies it as it is
         if result.compression is Compression.ZSTD:
             out.info("  (needs the zstd binary, missing on a minimal Debian; `--compression gzip` needs only tar)")
     out.event(
@@ -118,6 +110,7 @@ def pack(
 
 
 def extract(
+    ctx: typer.Context,
     archive: Annotated[
         Path, typer.Argument(help="A .tar.zst or .tar.gz (told by content), its .parts.json, or a .partNNN file.")
     ],
@@ -128,8 +121,8 @@ def extract(
     """Extract a packed bundle safely, checking every digest on the way; the bundle directory appears only if all pass."""
     from kubeplay.bundle.extract import extract_bundle
 
-    out = get_output()
-    with byte_progress("extracting") as progress:
+    out = command_output(ctx)
+    with out.byte_progress("extracting") as progress:
         result = extract_bundle(archive, dest, on_progress=progress)
     out.event("extracted", path=str(result.root), files=result.files, size=result.size)
     out.summary(f"extracted {result.files} files ({human_bytes(result.size)}) into {result.root}; all digests match")

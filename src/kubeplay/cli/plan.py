@@ -10,31 +10,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kubeplay.console import Output, get_output
-from kubeplay.errors import KubeplayError
+from kubeplay.cli.output import command_output
+from kubeplay.console import Output, Table
+from kubeplay.errors import PlanIncomplete
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from kubeplay.catalog.model import Plan
 
 
-class PlanIncomplete(KubeplayError):
-    """Some templates did not render; the plan printed is missing those entries."""
-
-
 def plan_table(plan: Plan) -> Table:
-    from rich.table import Table
-
-    table = Table(title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}", title_justify="left")
-    table.add_column("kind", no_wrap=True)
-    table.add_column("name", overflow="fold")
-    table.add_column("version", no_wrap=True, max_width=20, overflow="ellipsis")
-    table.add_column("arch", no_wrap=True)
-    table.add_column("upstream", overflow="fold")
-    for row in plan_rows(plan):
-        table.add_row(*row)
-    return table
+    return Table(
+        ("kind", "name", "version", "arch", "upstream"),
+        rows=list(plan_rows(plan)),
+        title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}",
+        fold=frozenset({"name", "upstream"}),
+    )
 
 
 def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
@@ -56,23 +46,25 @@ def totals(plan: Plan) -> str:
 
 
 def print_offline_vars(plan: Plan, output: Output) -> None:
-    output.console.print(
-        "\n[bold]kubespray variables that send every download to the deploy node[/] "
-        "(inventory group_vars; deploy fills in files_repo and registry_host):"
+    output.line()
+    output.heading(
+        "kubespray variables that send every download to the deploy node "
+        "(inventory group_vars; deploy fills in files_repo and registry_host):",
+        always=True,
     )
     for name, value in plan.offline_vars.items():
-        output.console.print(f'{name}: "{value}"', highlight=False, markup=False, soft_wrap=True)
+        output.line(f'{name}: "{value}"')
 
 
 def print_plan(plan: Plan, output: Output) -> None:
     """The plan table, its totals, any render problems and the offline variables, on the console."""
-    if output.console.is_terminal:
-        output.console.print(plan_table(plan))
+    if output.is_terminal:
+        output.table(plan_table(plan))
     else:
-        # Piped: one artifact per line (rich would fold the URLs into an 80-column table).
+        # Piped: one artifact per line (a table would fold the URLs into 80 columns).
         for line in plan_lines(plan):
-            output.console.print(line, markup=False, highlight=False, soft_wrap=True)
-    output.console.print(f"total: {totals(plan)}")
+            output.line(line)
+    output.line(f"total: {totals(plan)}")
     for problem in plan.problems:
         output.warn(f"{problem.entry}: {problem.variable}: {problem.message}")
     print_offline_vars(plan, output)
@@ -81,6 +73,7 @@ def print_plan(plan: Plan, output: Output) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_command(
+        ctx: typer.Context,
         bundle: Annotated[Path, typer.Argument(help="bundle.yaml (see `kubeplay init`).")],
         arch: Annotated[
             list[str] | None, typer.Option("--arch", help="Only this arch (repeatable); default: the bundle's arches.")
@@ -94,15 +87,19 @@ def register(app: typer.Typer) -> None:
         from kubeplay.catalog.planner import make_plan
         from kubeplay.catalog.release import open_release
         from kubeplay.config.bundle import load_bundle_spec
+        from kubeplay.osrepo.deploy_python import plan_deploy
 
-        output = get_output()
+        output = command_output(ctx)
         spec = load_bundle_spec(bundle)
         tree = open_release(spec)
+        deploy = plan_deploy(spec, tree.root)  # BadInput for a deploy_node that cannot be one
         plan = make_plan(spec, tree, arches=arch or None, all_entries=all_entries)
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
         else:
             print_plan(plan, output)
+        for warning in deploy.warnings():
+            output.warn(warning)
         if plan.problems:
             raise PlanIncomplete(
                 f"{len(plan.problems)} template(s) did not render; the plan above lacks those entries",

@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.console import get_output, human_bytes
+from kubeplay.cli.output import command_output
+from kubeplay.console import human_bytes
 
 
 def push(
+    ctx: typer.Context,
     bundle: Annotated[Path, typer.Argument(help="Unpacked bundle directory.")],
     registry: Annotated[
         str,
@@ -40,7 +42,7 @@ def push(
     """Copy every bundled image into REGISTRY: present blobs skipped, mounts across repositories, resumable."""
     from kubeplay.bootstrap.push import Target, load_credentials, push_bundle
 
-    out = get_output()
+    out = command_output(ctx)
     target = Target.parse(registry, plain_http)
     creds = load_credentials(dict(os.environ), credentials_file)
     report = push_bundle(bundle, target, ca, creds, jobs)

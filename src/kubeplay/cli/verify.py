@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 
 from kubeplay import settings
-from kubeplay.cli.pack import byte_progress
-from kubeplay.console import get_output, human_bytes
+from kubeplay.cli.output import command_output
+from kubeplay.console import human_bytes
 from kubeplay.errors import BundleError
 
 
 def verify(
+    ctx: typer.Context,
     bundle: Annotated[
         Path,
         typer.Argument(
@@ -34,8 +35,8 @@ def verify(
     """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file."""
     from kubeplay.bundle.verify import verify_bundle
 
-    out = get_output()
-    with byte_progress("verifying") as progress:
+    out = command_output(ctx)
+    with out.byte_progress("verifying") as progress:
         result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256)
     report = result.report
     for kind, paths in (
@@ -53,7 +54,7 @@ def verify(
     out.event("verified", bundle_kind=result.kind, path=result.label, ok=result.ok, files=report.checked)
     if not result.ok:
         for line in report.lines():
-            out.console.print(f"  {line}", soft_wrap=True, markup=False)
+            out.line(f"  {line}")
         raise BundleError(
             f"{result.label}: verification failed: {report.counts()}",
             hint="copy the bundle again from the build machine, or rebuild it; do not install it as it is",

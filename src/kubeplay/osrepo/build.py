@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from kubeplay import settings
 from kubeplay.config.bundle import BundleSpec, OsTarget
-from kubeplay.console import get_output, human_bytes
+from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput
 from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.apt_target import AptPlan, PackageRequest, plan_apt_target
 from kubeplay.osrepo.baseline import read_baseline
-from kubeplay.osrepo.blobcache import Wanted, fetch_into_cache, place
+from kubeplay.osrepo.blobcache import Wanted, default_cache_dir, fetch_into_cache, place
 from kubeplay.osrepo.rpm_repo import write_rpm_repo
 from kubeplay.osrepo.rpm_target import RpmPlan, plan_rpm_target
 from kubeplay.osrepo.signing import KEYRING_NAME, BundleSigner
@@ -108,16 +108,42 @@ def _prune_stale(bundle_dir: Path, current: set[str]) -> None:
                     repo.parent.rmdir()
 
 
+TargetPlan = tuple[OsTarget, Target, AptPlan | RpmPlan]
+
+
 def build_os_repos(
-    spec: BundleSpec, bundle_dir: Path, downloader: Downloader, *, cache_dir: Path | None = None
+    spec: BundleSpec, bundle_dir: Path, downloader: Downloader, *, out: Output, cache_dir: Path | None = None
 ) -> OsRepoReport:
-    """Resolve, download and write the OS repos of spec.os into bundle_dir/repos; raise on any problem first."""
-    out = get_output()
+    """Resolve, download and write the OS repos of spec.os into bundle_dir/repos; raise on any problem first.
+
+    Phases: resolve each target's package closure, download every package into the cache, write and sign
+    the repos beside the bundle's and swap them in, remove repos of targets no longer listed.
+    """
     started = time.monotonic()
-    cache = cache_dir or settings.from_environ().cache.osrepo
+    cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    plans = _resolve_targets(spec, downloader, cache, out)
+    wanted: list[Wanted] = [w for _, _, p in plans for w in p.files.values()]
+    cached = fetch_into_cache(downloader, cache, wanted, title="OS packages")
+    reports, keyring_rel = _write_repos(spec, bundle_dir, plans, cached)
+    _prune_stale(bundle_dir, {r.path for r in reports})
+    report = OsRepoReport(
+        targets=reports,
+        keyring=keyring_rel,
+        bundled_bytes=sum(r.bytes for r in reports),
+        seconds=time.monotonic() - started,
+    )
+    out.info(
+        f"OS repos: {len(reports)} targets, {report.packages} packages, "
+        f"{human_bytes(report.bundled_bytes)} in {report.seconds:.0f}s"
+    )
+    return report
+
+
+def _resolve_targets(spec: BundleSpec, downloader: Downloader, cache: Path, out: Output) -> list[TargetPlan]:
+    """Each os: target's packages and their closure from its mirror's signed indexes; BadInput for a duplicate."""
     seen: set[tuple[str, str]] = set()
-    plans: list[tuple[OsTarget, Target, AptPlan | RpmPlan]] = []
+    plans: list[TargetPlan] = []
     for os_target in spec.os:
         target = find_target(os_target.distro, os_target.release)
         if (target.distro, target.release) in seen:
@@ -137,54 +163,59 @@ def build_os_repos(
         if plan.skipped:
             out.warn(f"{target.label}: default packages not in its repos, skipped: {', '.join(plan.skipped)}")
         plans.append((os_target, target, plan))
+    return plans
 
-    wanted: list[Wanted] = [w for _, _, p in plans for w in p.files.values()]
-    cached = fetch_into_cache(downloader, cache, wanted, title="OS packages")
-    bundled = 0
 
+def _write_repos(
+    spec: BundleSpec, bundle_dir: Path, plans: list[TargetPlan], cached: Mapping[str, Path]
+) -> tuple[list[OsRepoTargetReport], str]:
+    """Write every target's signed repo under repos/.staging, then move each into place with the public key.
+
+    Returns the reports and the bundle-relative keyring path.
+    """
     staging = bundle_dir / "repos" / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     reports: list[OsRepoTargetReport] = []
-    keyring_rel: str | None = None
     with BundleSigner() as signer:
         (staging / KEYRING_NAME).write_bytes(signer.public_key())
         for os_target, target, plan in plans:
             stage = staging / target.distro / (target.codename or target.release)
-            total = 0
-            for rel, want in plan.files.items():
-                place(cached[want.url], stage / rel)
-                total += want.size or 0
-            if isinstance(plan, AptPlan):
-                write_apt_repo(
-                    stage, AptRepoContent(target.distro, target.release, target.codename, plan.paragraphs), signer
-                )
-                count = len(plan.files)
-            else:
-                count = write_rpm_repo(stage, plan, signer, spec.base_dir)
-            reports.append(
-                OsRepoTargetReport(
-                    distro=target.distro,
-                    release=target.release,
-                    family=target.family,
-                    arches=list(os_target.arches),
-                    path=str(_repo_dir(target)),
-                    packages=count,
-                    bytes=total,
-                    skipped_defaults=plan.skipped,
-                )
-            )
-            bundled += total
+            reports.append(_write_repo(spec, stage, os_target, target, plan, cached, signer))
         keyring_rel = str(Path("repos") / KEYRING_NAME)
         for (_, target, _), done in zip(plans, reports, strict=True):
             _swap_in(staging / target.distro / (target.codename or target.release), bundle_dir / done.path)
         (staging / KEYRING_NAME).replace(bundle_dir / keyring_rel)
     shutil.rmtree(staging, ignore_errors=True)
-    _prune_stale(bundle_dir, {r.path for r in reports})
-    report = OsRepoReport(
-        targets=reports, keyring=keyring_rel, bundled_bytes=bundled, seconds=time.monotonic() - started
+    return reports, keyring_rel
+
+
+def _write_repo(
+    spec: BundleSpec,
+    stage: Path,
+    os_target: OsTarget,
+    target: Target,
+    plan: AptPlan | RpmPlan,
+    cached: Mapping[str, Path],
+    signer: BundleSigner,
+) -> OsRepoTargetReport:
+    """One target's packages placed from the cache and its signed indexes written, in `stage`."""
+    total = 0
+    for rel, want in plan.files.items():
+        place(cached[want.url], stage / rel)
+        total += want.size or 0
+    if isinstance(plan, AptPlan):
+        write_apt_repo(stage, AptRepoContent(target.distro, target.release, target.codename, plan.paragraphs), signer)
+        count = len(plan.files)
+    else:
+        count = write_rpm_repo(stage, plan, signer, spec.base_dir)
+    return OsRepoTargetReport(
+        distro=target.distro,
+        release=target.release,
+        family=target.family,
+        arches=list(os_target.arches),
+        path=str(_repo_dir(target)),
+        packages=count,
+        bytes=total,
+        skipped_defaults=plan.skipped,
     )
-    out.info(
-        f"OS repos: {len(reports)} targets, {report.packages} packages, {human_bytes(bundled)} in {report.seconds:.0f}s"
-    )
-    return report

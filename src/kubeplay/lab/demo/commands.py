@@ -35,7 +35,7 @@ class PhaseClock:
     @contextmanager
     def phase(self, name: str) -> Iterator[PhaseNote]:
         note = PhaseNote()
-        self.out.info(f"[bold]▶ {name}[/]")
+        self.out.mark("running", name)
         started = time.monotonic()
         try:
             yield note
@@ -45,7 +45,7 @@ class PhaseClock:
             raise
         seconds = time.monotonic() - started
         self.report.phases.append(PhaseResult(name, seconds, note.status, note.detail))
-        self.out.info(f"  [dim]{name}: {note.detail} ({seconds:.1f}s)[/]")
+        self.out.mark("done", f"{name}: {note.detail}", detail=f"({seconds:.1f}s)")
 
 
 def run_logged(argv: list[str], log: Path, what: str, out: Output, timeout: float = SUBPROCESS_TIMEOUT) -> str:
@@ -68,15 +68,14 @@ def stream_to_log(argv: list[str], log: Path, what: str, out: Output, timeout: f
     with log.open("wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            with out.console.status(what) as status:
+            with out.status(what) as status:
                 while proc.poll() is None:
                     if time.monotonic() > deadline:
                         proc.kill()
                         proc.wait(timeout=30)
                         raise StepFailed(f"{what} did not finish within {timeout:.0f}s", hint=f"output so far: {log}")
                     time.sleep(1)
-                    if not out.quiet:
-                        status.update(f"{what}: [dim]{_last_line(log)[:110]}[/]")
+                    status.update(f"{what}:", detail=_last_line(log)[:110])
         except BaseException:
             if proc.poll() is None:
                 proc.kill()

@@ -21,7 +21,7 @@ from kubeplay.catalog.examples import example_tree_path, newest_release_archive
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import load_tree
 from kubeplay.config.bundle import BundleSpec
-from kubeplay.console import Output, get_output, human_bytes
+from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, KubeplayError
 from kubeplay.lab import record, rootfs
 from kubeplay.lab.demo import inputs, probes
@@ -255,7 +255,7 @@ class Demo:
                 domain=inputs.DOMAIN,
                 http_port=inputs.HTTP_PORT,
             )
-            with self.out.console.status("gathering evidence on the nodes"):
+            with self.out.status("gathering evidence on the nodes"):
                 self.report.checks = probes.run_checks(site, self.prepared)
             failed = len(self.report.failed_checks())
             note.detail = f"{len(self.report.checks) - failed}/{len(self.report.checks)} passed"
@@ -327,7 +327,7 @@ def _bytes(value: object) -> str:
     return human_bytes(int(str(value or 0)))
 
 
-def run_demo(workdir: Path, *, nodes: int = 4, keep: bool = False, out: Output | None = None) -> DemoReport:
+def run_demo(workdir: Path, *, out: Output, nodes: int = 4, keep: bool = False) -> DemoReport:
     """Run the whole rehearsal in `workdir` (created; its build/ cache is reused) and print the report.
 
     Returns the DemoReport (its `ok` says whether every check passed); also saved as workdir/report.json.
@@ -339,10 +339,9 @@ def run_demo(workdir: Path, *, nodes: int = 4, keep: bool = False, out: Output |
     reason = unavailable_reason()
     if reason:
         raise BadInput(f"the demo cannot run lab nodes here: {reason}", hint="run it as root on Debian 12 (make demo)")
-    output = out or get_output()
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    report = Demo(workdir, nodes, keep, output).run()
+    report = Demo(workdir, nodes, keep, out).run()
     report.save(workdir / "report.json")
-    render_report(report, output.console)
+    render_report(report, out)
     return report

@@ -1,4 +1,4 @@
-"""What `kubeplay demo` found: phases with their times, checks per node, where the lab stopped; a rich table of it."""
+"""What `kubeplay demo` found: phases with their times, checks per node, where the lab stopped; tables of it."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from rich.console import Console
-from rich.table import Table
-
-from kubeplay.console import human_bytes
+from kubeplay.console import Cell, Output, Table, human_bytes
 
 PhaseStatus = Literal["ok", "failed", "stopped", "skipped"]
 
@@ -90,66 +87,71 @@ class DemoReport:
         return path
 
 
-_STATUS_STYLE = {
-    "ok": "[green]ok[/]",
-    "failed": "[red]FAILED[/]",
-    "stopped": "[yellow]stopped[/]",
+_STATUS_CELL = {
+    "ok": Cell("ok", "ok"),
+    "failed": Cell("FAILED", "failed"),
+    "stopped": Cell("stopped", "stopped"),
     "skipped": "skipped",
 }
 
 
 def built_table(b: Built) -> Table:
-    table = Table(title="built", box=None, show_header=False, title_justify="left")
-    table.add_row("kubespray", b.kubespray)
-    table.add_row("kubernetes", b.kube_version)
-    table.add_row("files", f"{b.files} ({human_bytes(b.files_bytes)})")
-    table.add_row("images (amd64)", f"{b.images}, {b.blobs} unique blobs ({human_bytes(b.blobs_bytes)})")
-    table.add_row("Debian 12 packages", f"{b.os_packages} ({human_bytes(b.os_bytes)})")
-    table.add_row("wheels", str(b.wheels))
-    table.add_row("bundle", human_bytes(b.bundle_bytes))
-    table.add_row("archive", f"{b.archive} ({human_bytes(b.archive_bytes)})" if b.archive else "-")
+    table = Table(("what", "built"), title="built", header=False, boxed=False)
+    table.add("kubespray", b.kubespray)
+    table.add("kubernetes", b.kube_version)
+    table.add("files", f"{b.files} ({human_bytes(b.files_bytes)})")
+    table.add("images (amd64)", f"{b.images}, {b.blobs} unique blobs ({human_bytes(b.blobs_bytes)})")
+    table.add("Debian 12 packages", f"{b.os_packages} ({human_bytes(b.os_bytes)})")
+    table.add("wheels", str(b.wheels))
+    table.add("bundle", human_bytes(b.bundle_bytes))
+    table.add("archive", f"{b.archive} ({human_bytes(b.archive_bytes)})" if b.archive else "-")
     return table
 
 
 def phases_table(phases: list[PhaseResult]) -> Table:
-    table = Table("phase", "time", "result", "note", title="phases", title_justify="left")
+    table = Table(("phase", "time", "result", "note"), title="phases")
     for p in phases:
-        table.add_row(p.name, f"{p.seconds:6.1f}s", _STATUS_STYLE[p.status], p.detail, end_section=False)
-    table.add_row("[bold]total[/]", f"{sum(p.seconds for p in phases if p.within is None):6.1f}s", "", "")
+        table.add(p.name, f"{p.seconds:6.1f}s", _STATUS_CELL[p.status], p.detail)
+    table.add(Cell("total", "running"), f"{sum(p.seconds for p in phases if p.within is None):6.1f}s", "", "")
     return table
 
 
 def checks_table(checks: list[CheckResult]) -> Table:
     """One row per check, one column per node: pass/FAIL; failures are listed below with their evidence."""
     nodes = list(dict.fromkeys(c.node for c in checks))
-    table = Table("check", *nodes, title="checks", title_justify="left")
+    table = Table(("check", *nodes), title="checks")
     for name in dict.fromkeys(c.check for c in checks):
-        cells = []
+        cells: list[object] = []
         for node in nodes:
             found = [c for c in checks if c.check == name and c.node == node]
-            cells.append("-" if not found else ("[green]pass[/]" if all(c.passed for c in found) else "[red]FAIL[/]"))
-        table.add_row(name, *cells)
+            cells.append(
+                "-" if not found else Cell("pass", "ok") if all(c.passed for c in found) else Cell("FAIL", "failed")
+            )
+        table.add(name, *cells)
     return table
 
 
-def render_report(report: DemoReport, console: Console) -> None:
+def render_report(report: DemoReport, out: Output) -> None:
     """Print the report: built, phases, checks (failures with evidence), where the lab stopped, the verdict."""
-    console.print()
-    console.print(built_table(report.built))
-    console.print(phases_table(report.phases))
+    out.line()
+    out.table(built_table(report.built))
+    out.table(phases_table(report.phases))
     if report.checks:
-        console.print(checks_table(report.checks))
+        out.table(checks_table(report.checks))
         for c in report.failed_checks():
-            console.print(f"[red]FAIL[/] {c.check} on {c.node}: {c.detail}", soft_wrap=True)
+            out.mark("failed", f"FAIL {c.check} on {c.node}: {c.detail}", always=True)
     if report.stopped_at:
-        console.print(f"[yellow]the lab stopped at kubespray phase {report.stopped_at}[/]: {report.stop_reason}")
+        out.mark(
+            "stopped", f"the lab stopped at kubespray phase {report.stopped_at}: {report.stop_reason}", always=True
+        )
     if report.error:
-        console.print(f"[red]demo failed:[/] {report.error}", soft_wrap=True)
+        out.mark("failed", f"demo failed: {report.error}", always=True)
     if report.kept:
-        console.print("kept (--keep): " + "; ".join(report.kept))
+        out.line("kept (--keep): " + "; ".join(report.kept))
     passed = sum(1 for c in report.checks if c.passed)
-    verdict = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
-    console.print(
-        f"{verdict}: {passed}/{len(report.checks)} checks passed on {report.nodes} lab nodes in "
-        f"{(report.wall_seconds or report.total_seconds) / 60:.1f} min"
+    out.mark(
+        "ok" if report.ok else "failed",
+        f"{'PASS' if report.ok else 'FAIL'}: {passed}/{len(report.checks)} checks passed on {report.nodes} lab nodes "
+        f"in {(report.wall_seconds or report.total_seconds) / 60:.1f} min",
+        always=True,
     )
