@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import shlex
+import signal
 import socket
 import stat
 import subprocess
@@ -14,6 +16,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,13 +24,18 @@ import pytest
 import yaml
 from tests.conftest import require_shared
 
+from kubeplay.bundle.manifest import read_manifest
+from kubeplay.catalog.examples import example_tree_path
 from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
-from kubeplay.config.bundle import Mirror
+from kubeplay.catalog.planner import make_plan
+from kubeplay.catalog.source import load_tree
+from kubeplay.config.bundle import BundleSpec, Mirror, load_bundle_spec
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream import UpstreamSimulator
-from kubeplay.lab.upstream.kubespray import CHECKSUMS_PATH, checksum_entries
+from kubeplay.lab.upstream.kubespray import CHECKSUMS_PATH, SyntheticDownload, checksum_entries
 from kubeplay.lab.upstream.process import require_binary
 from kubeplay.lab.upstream.push import parse_challenge
+from kubeplay.lab.upstream.release import serve_release
 
 pytestmark = pytest.mark.integration
 
@@ -388,19 +396,32 @@ def check_archive_matches_served_files(sim: UpstreamSimulator, archive_path: Pat
     assert set(files.values()) <= table_values
 
 
+FAKE_DOWNLOADS = [
+    SyntheticDownload(
+        url=f"https://dl.k8s.io/release/v1.31.1/bin/linux/{arch}/{name}",
+        table=f"{name}_checksums",
+        arch=arch,
+        version="1.31.1",
+    )
+    for name in ("kubelet", "kubeadm")
+    for arch in ("amd64", "arm64")
+] + [
+    SyntheticDownload(
+        url=f"https://github.com/containernetworking/plugins/releases/download/v1.6.0/cni-plugins-linux-{arch}-v1.6.0.tgz",
+        table="cni_binary_checksums",
+        arch=arch,
+        version="1.6.0",
+    )
+    for arch in ("amd64", "arm64")
+]
+
+
 def test_kubespray_archive_checksums_match_served_files(upstream: UpstreamSimulator, tmp_path: Path) -> None:
     tree = fake_kubespray_tree(tmp_path)
-    archive = upstream.add_kubespray(tree, arches=["amd64", "arm64"])
+    archive = upstream.add_kubespray(tree, FAKE_DOWNLOADS)
     assert archive.top_dir == "kubespray-2.99.0"
     assert archive.sha256 == hashlib.sha256(archive.path.read_bytes()).hexdigest()
-    expected_urls = {
-        "https://dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubelet",
-        "https://dl.k8s.io/release/v1.31.1/bin/linux/arm64/kubelet",
-        "https://dl.k8s.io/release/v1.31.1/bin/linux/amd64/kubeadm",
-        "https://dl.k8s.io/release/v1.31.1/bin/linux/arm64/kubeadm",
-        "https://github.com/containernetworking/plugins/releases/download/v1.6.0/cni-plugins-linux-amd64-v1.6.0.tgz",
-        "https://github.com/containernetworking/plugins/releases/download/v1.6.0/cni-plugins-linux-arm64-v1.6.0.tgz",
-    }
+    expected_urls = {d.url for d in FAKE_DOWNLOADS}
     assert set(archive.files) == expected_urls
     check_archive_matches_served_files(upstream, archive.path, archive.files)
     with tarfile.open(archive.path) as tar:
@@ -417,16 +438,8 @@ def test_kubespray_archive_checksums_match_served_files(upstream: UpstreamSimula
         served_archive = http.get(upstream.file_url(archive.url)).content
     assert hashlib.sha256(served_archive).hexdigest() == archive.sha256
     # Deterministic: the same inputs give the same archive bytes.
-    again = upstream.add_kubespray(tree, arches=["amd64", "arm64"])
+    again = upstream.add_kubespray(tree, FAKE_DOWNLOADS)
     assert again.sha256 == archive.sha256
-
-
-def test_kubespray_release_archive_conformance(upstream: UpstreamSimulator) -> None:
-    source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
-    archive = upstream.add_kubespray(source, arches=["amd64", "arm64"])
-    assert archive.top_dir == "kubespray-2.31.0"
-    assert any("/kubeadm" in u for u in archive.files) and any(u.endswith(".tar.gz") for u in archive.files)
-    check_archive_matches_served_files(upstream, archive.path, archive.files)
 
 
 # -- mirrors, credentials, lifecycle ----------------------------------------------------------------
@@ -648,13 +661,12 @@ def test_push_plan_images(upstream: UpstreamSimulator, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_simulated_release_replans_to_the_served_files(upstream: UpstreamSimulator, tmp_path: Path) -> None:
-    """The demo's path: plan a real release, simulate it, and the simulated release plans the served files."""
-    from kubeplay.catalog.planner import make_plan
-    from kubeplay.catalog.source import load_tree
-    from kubeplay.config.bundle import BundleSpec
-
+def test_simulated_release_replans_to_the_served_files(
+    make_upstream: Callable[..., UpstreamSimulator], tmp_path: Path
+) -> None:
+    """serve_release (the demo's and the hand-run mode's path): the simulated release plans the served files."""
     source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
+    sim = make_upstream()
 
     def plan_of(path: Path, sha256: str | None, cache: str) -> Plan:
         spec = BundleSpec.model_validate(
@@ -663,12 +675,160 @@ def test_simulated_release_replans_to_the_served_files(upstream: UpstreamSimulat
         return make_plan(spec, load_tree(path, cache_dir=tmp_path / cache))
 
     original = plan_of(source, None, "a")
-    archive = upstream.add_kubespray(source, plan_files=original.files)
-    pushed, skipped = upstream.push_plan_images(original.images, ["amd64", "arm64"], layer_kib=4)
-    assert not skipped and len(pushed) == len({i.upstream for i in original.images})
+    release = serve_release(sim, source, arches=["amd64", "arm64"], cache_dir=tmp_path / "a", layer_kib=4)
+    archive = release.archive
+    assert archive.top_dir == "kubespray-2.31.0"
+    assert release.plan == original
+    assert not release.pinned and set(release.images) == {i.upstream for i in original.images}
+    for info in release.images.values():
+        assert set(info.manifests) == {"linux/amd64", "linux/arm64/v8"}, info.reference
+    check_archive_matches_served_files(sim, archive.path, archive.files)
 
     simulated = plan_of(archive.path, archive.sha256, "b")
     assert [f.url for f in simulated.files] == [f.url for f in original.files]
     for f in simulated.files:
         assert f.checksum is not None and f.checksum.hex == archive.files[f.url], f.url
-        assert f.checksum.hex == hashlib.sha256(upstream_get(upstream, f.url)).hexdigest(), f.url
+        assert f.checksum.hex == hashlib.sha256(upstream_get(sim, f.url)).hexdigest(), f.url
+
+
+# -- the simulator by hand: python -m kubeplay.lab.upstream ------------------------------------------
+
+HAND_RUN_READY = 180.0  # seconds: the real release is extracted, planned and served before "stop:"
+
+
+@dataclass
+class HandRun:
+    """A running `python -m kubeplay.lab.upstream`: its process, what it printed, what it said to run."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def printed(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+    def commands(self) -> list[str]:
+        lines = self.printed().splitlines()
+        start = lines.index("build from it, in another terminal:") + 1
+        return [line.strip() for line in lines[start:] if line.startswith("    ")]
+
+    def server_pids(self) -> list[int]:
+        stop = next(line for line in self.printed().splitlines() if line.startswith("stop:"))
+        return [int(p) for p in stop.split("pids", 1)[1].strip(" )").split()]
+
+
+def start_hand_run(workdir: Path, *args: str, env: dict[str, str]) -> HandRun:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = workdir / "stdout.txt", workdir / "stderr.txt"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeplay.lab.upstream", str(workdir / "upstream"), *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    run = HandRun(proc, stdout, stderr)
+    deadline = time.monotonic() + HAND_RUN_READY
+    while not any(line.startswith("stop:") for line in run.printed().splitlines()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=30)
+            pytest.fail(f"the simulator did not get ready (exit {proc.returncode}):\n{run.printed()}")
+        time.sleep(0.2)
+    return run
+
+
+def stop_hand_run(run: HandRun, signum: int) -> None:
+    """Send `signum` and wait: it exits 0 and no server it started is left."""
+    pids = run.server_pids()
+    assert len(pids) == 4 and all(Path(f"/proc/{p}").exists() for p in pids)
+    run.proc.send_signal(signum)
+    assert run.proc.wait(timeout=30) == 0, run.printed()
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()], "servers left behind"
+    assert f"simulator stopped: pids {' '.join(map(str, pids))}" in run.printed()
+
+
+def build_from_hand_run(run: HandRun, workdir: Path, env: dict[str, str]) -> tuple[dict[str, object], Path]:
+    """Load what it printed as bundle.yaml, run the build and verify commands it printed, exactly."""
+    printed_spec = yaml.safe_load(run.stdout.read_text())
+    spec_path = workdir / "upstream" / "bundle.yaml"
+    assert yaml.safe_load(spec_path.read_text()) == printed_spec
+    load_bundle_spec(spec_path)  # a complete bundle.yaml, as `kubeplay build` reads it
+    build, verify = run.commands()
+    built = subprocess.run(shlex.split(build), capture_output=True, text=True, timeout=900, env=env, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "failed" not in built.stderr
+    checked = subprocess.run(shlex.split(verify), capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "all digests match" in checked.stderr
+    return printed_spec, Path(shlex.split(build)[shlex.split(build).index("-o") + 1])
+
+
+def hand_run_env(tmp_path: Path) -> dict[str, str]:
+    cache = tmp_path / "cache"
+    return {**os.environ, "XDG_CACHE_HOME": str(cache), "KUBEPLAY_CACHE_DIR": str(cache)}
+
+
+def planned(source: Path, arches: list[str], cache: Path) -> Plan:
+    """The plan `kubeplay build` makes for the original tree (upstream's checksums), as an oracle."""
+    spec = BundleSpec.model_validate({"kubespray": {"version": "v0", "source": str(source)}, "arches": arches})
+    return make_plan(spec, load_tree(source, cache_dir=cache))
+
+
+def check_bundle_holds_the_plan(bundle: Path, plan: Plan, arches: list[str]) -> None:
+    manifest = read_manifest(bundle)
+    assert sorted(f.url for f in manifest.files) == sorted(f.url for f in plan.files)
+    assert sorted(i.upstream for i in manifest.images) == sorted(i.upstream for i in plan.images)
+    for image in manifest.images:
+        assert sorted(p.arch for p in image.platforms) == sorted(arches), image.repository
+
+
+@pytest.mark.slow
+def test_hand_run_serves_the_default_plan_of_a_real_release(tmp_path: Path) -> None:
+    """README "Try it without internet": the printed bundle.yaml builds kubespray v2.31.0's default plan."""
+    source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
+    env = hand_run_env(tmp_path)
+    run = start_hand_run(tmp_path, "--kubespray", str(source), env=env)
+    try:
+        spec, bundle = build_from_hand_run(run, tmp_path, env)
+        assert spec["arches"] == ["amd64"]
+        plan = planned(source, ["amd64"], tmp_path / "cache")
+        # The files the sample used to leave out: etcd, crictl, nerdctl and calico's CRDs.
+        names = {f.name for f in plan.files}
+        assert {"etcd", "crictl", "nerdctl", "calico_crds"} <= names, names
+        check_bundle_holds_the_plan(bundle, plan, ["amd64"])
+    finally:
+        if run.proc.poll() is None:
+            stop_hand_run(run, signal.SIGTERM)
+
+
+def test_hand_run_with_the_example_tree_two_arches_and_ctrl_c(tmp_path: Path) -> None:
+    """Without ../shared: the built-in tree, amd64 and arm64; Ctrl-C stops every server it started."""
+    env = hand_run_env(tmp_path)
+    run = start_hand_run(tmp_path, "--example-tree", "--arch", "amd64", "--arch", "arm64", env=env)
+    try:
+        spec, bundle = build_from_hand_run(run, tmp_path, env)
+        assert spec["arches"] == ["amd64", "arm64"]
+        check_bundle_holds_the_plan(
+            bundle, planned(example_tree_path(), ["amd64", "arm64"], tmp_path / "c"), ["amd64", "arm64"]
+        )
+    finally:
+        if run.proc.poll() is None:
+            stop_hand_run(run, signal.SIGINT)
+
+
+def test_hand_run_refuses_a_missing_tree_before_starting_servers(tmp_path: Path) -> None:
+    missing = tmp_path / "kubespray-v9.9.9.tar.gz"
+    run = subprocess.run(
+        [sys.executable, "-m", "kubeplay.lab.upstream", str(tmp_path / "upstream"), "--kubespray", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert f"error: {missing}: no such file or directory" in run.stderr
+    assert "--example-tree" in run.stderr
+    assert not run.stdout
+    assert not (tmp_path / "upstream" / "registry").exists()  # no server was started

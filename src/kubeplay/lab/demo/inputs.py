@@ -13,19 +13,11 @@ HTTP_PORT = 8080
 NODE_KEY = "/root/.ssh/id_ed25519"  # where Lab.give_ssh_access puts the lab key on the deploy node
 
 
-def bundle_spec(
-    *, version: str, source: str, sha256: str, mirrors: dict[str, Any], credentials_file: str
-) -> dict[str, Any]:
-    """bundle.yaml: kubespray from the simulated GitHub, amd64, Debian 12 packages (osrepo's default list:
-    kubespray's system packages, containerd, and the deploy node's nginx, chrony, docker-registry), every
-    upstream host mirrored to the simulator."""
-    return {
-        "kubespray": {"version": version, "source": source, "sha256": sha256},
-        "arches": ["amd64"],
-        "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}],
-        "mirrors": mirrors,
-        "credentials_file": credentials_file,
-    }
+def bundle_spec(served: dict[str, Any]) -> dict[str, Any]:
+    """bundle.yaml: the simulator's (kubespray from the simulated GitHub, amd64, every upstream host
+    mirrored to it) plus Debian 12 packages (osrepo's default list: kubespray's system packages,
+    containerd, and the deploy node's nginx, chrony, docker-registry)."""
+    return {**served, "os": [{"distro": "debian", "release": "12", "arches": ["amd64"]}]}
 
 
 def deploy_config(deploy: LabNode, nodes: list[LabNode]) -> dict[str, Any]:

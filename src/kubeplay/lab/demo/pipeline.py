@@ -17,10 +17,6 @@ from pathlib import Path
 
 from kubeplay import settings
 from kubeplay.bundle.manifest import read_manifest
-from kubeplay.catalog.examples import example_tree_path, newest_release_archive
-from kubeplay.catalog.planner import make_plan
-from kubeplay.catalog.source import load_tree
-from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, KubeplayError
 from kubeplay.lab import record, rootfs
@@ -43,6 +39,7 @@ from kubeplay.lab.demo.deploy_outcome import (
 from kubeplay.lab.demo.report import Built, DemoReport, PhaseResult, render_report
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.upstream import UpstreamSimulator
+from kubeplay.lab.upstream.release import default_kubespray_source, serve_release
 
 LAB_NAME = "demo"
 # A Debian 12 server as its installer leaves it (Priority required + important: iputils-ping among them,
@@ -55,12 +52,6 @@ CONFIG_IN_NODE = "/root/config.yaml"
 
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def kubespray_source() -> tuple[Path, bool]:
-    """(the newest kubespray release in ../shared, True), else (the built-in example tree, False)."""
-    archive = newest_release_archive()
-    return (archive, True) if archive is not None else (example_tree_path(), False)
 
 
 class Demo:
@@ -84,39 +75,25 @@ class Demo:
     # -- build side ------------------------------------------------------------------------------------
 
     def build(self) -> None:
-        source, self.real_kubespray = kubespray_source()
+        source, self.real_kubespray = default_kubespray_source()
         upstream_dir = self.workdir / "upstream"
         shutil.rmtree(upstream_dir, ignore_errors=True)
         sim = UpstreamSimulator(upstream_dir, registry_auth="token")
         try:
             with self.clock.phase("simulated upstream") as note:
                 sim.start()
-                tree = load_tree(source)
-                version = tree.version or "v0.0.0"
-                if not self.real_kubespray:
-                    # The simulator names the release after its top directory, as GitHub's archives do.
-                    named = self.workdir / "example" / f"kubespray-{version.removeprefix('v')}"
-                    shutil.rmtree(named.parent, ignore_errors=True)
-                    shutil.copytree(source, named)
-                    source = named
-                spec = BundleSpec.model_validate({"kubespray": {"version": version, "source": str(source)}})
-                plan = make_plan(spec.model_copy(update={"arches": ["amd64"]}), tree)
-                archive = sim.add_kubespray(source, plan_files=plan.files, arches=["amd64"])
-                pushed, pinned = sim.push_plan_images(plan.images, ["amd64", "arm64"])
+                # Files for amd64 (the nodes' arch), images for amd64+arm64: the build cuts them to amd64.
+                release = serve_release(sim, source, arches=["amd64"], image_arches=["amd64", "arm64"])
+                version, pinned = release.version, release.pinned
                 self.report.built.kubespray = f"{version} ({source.name})" + ("" if self.real_kubespray else " example")
                 note.detail = (
-                    f"kubespray {version} re-checksummed, {len(archive.files)} files, {len(pushed)} images "
-                    f"(amd64+arm64) on loopback" + (f"; {len(pinned)} digest-pinned skipped" if pinned else "")
+                    f"kubespray {version} re-checksummed, {len(release.archive.files)} files, "
+                    f"{len(release.images)} images (amd64+arm64) on loopback"
+                    + (f"; {len(pinned)} digest-pinned skipped" if pinned else "")
                 )
             spec_path = self.workdir / "bundle.yaml"
             creds = sim.credentials_file(self.workdir / "credentials.yaml")
-            spec_data = inputs.bundle_spec(
-                version=version,
-                source=archive.url,
-                sha256=archive.sha256,
-                mirrors=sim.mirrors(),
-                credentials_file=str(creds),
-            )
+            spec_data = inputs.bundle_spec(release.bundle_spec(sim.mirrors(), creds))
             spec_path.write_text(inputs.dump(spec_data), encoding="utf-8")
             with self.clock.phase("kubeplay build") as note:
                 text = run_logged(

@@ -1,55 +1,152 @@
-"""Run the upstream simulator by hand: `python -m kubeplay.lab.upstream WORKDIR [--auth token|basic|none]`.
+"""Run the upstream simulator by hand: `python -m kubeplay.lab.upstream WORKDIR --kubespray PATH`.
 
-Prints a bundle.yaml `mirrors:` block and the credentials file path, then serves until Ctrl-C or SIGTERM.
-With `--kubespray PATH` it also serves a simulated release of that tree (default downloads, amd64+arm64).
+With `--kubespray PATH` (a kubespray directory or release .tar.gz) or `--example-tree` (the small tree
+built into kubeplay), it serves everything `kubeplay build` plans for that tree and `--arch` (default
+amd64): every file, every image, and the release itself re-checksummed to match. It prints a complete
+bundle.yaml on stdout (also written to WORKDIR/bundle.yaml) and, on stderr, the commands that build
+from it and the one that stops it. Without a tree it serves an empty registry and file server and
+prints only their `mirrors:` and `credentials_file:`. It serves until Ctrl-C or SIGTERM, then stops
+every process it started, by PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any, NoReturn
 
 import yaml
 
-from kubeplay.errors import KubeplayError
+from kubeplay.catalog.examples import example_tree_path
+from kubeplay.config.bundle import SUPPORTED_ARCHES, BundleSpec
+from kubeplay.console import Output
+from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.lab.upstream.release import ServedRelease, serve_release
 from kubeplay.lab.upstream.simulator import UpstreamSimulator
+from kubeplay.state import atomic_write
+
+INTERRUPTED = 130
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubeplay.lab.upstream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("workdir", type=Path, help="where the simulator keeps its files (created)")
+    tree = parser.add_mutually_exclusive_group()
+    tree.add_argument("--kubespray", type=Path, help="kubespray directory or release .tar.gz to simulate")
+    tree.add_argument("--example-tree", action="store_true", help="simulate kubeplay's small built-in tree")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        choices=SUPPORTED_ARCHES,
+        help="plan and serve files and images for this arch (repeatable; default amd64)",
+    )
+    parser.add_argument("--auth", choices=["token", "basic", "none"], default="token")
+    parser.add_argument("--image", action="append", default=[], help="also push REF for the arches (repeatable)")
+    return parser.parse_args(argv)
+
+
+def kubeplay_command() -> str:
+    """How to run the kubeplay this Python has: its console script beside the interpreter, else `-m`."""
+    script = Path(sys.executable).with_name("kubeplay")
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m kubeplay"
+
+
+def build_commands(workdir: Path, spec_path: Path) -> list[str]:
+    """The commands that build and check a bundle from `spec_path` (wheels come from PyPI: not simulated)."""
+    kubeplay = kubeplay_command()
+    bundle = shlex.quote(str(workdir / "bundle"))
+    spec = shlex.quote(str(spec_path))
+    return [f"{kubeplay} build {spec} -o {bundle} --no-wheels", f"{kubeplay} verify {bundle}"]
+
+
+def serve(args: argparse.Namespace, sim: UpstreamSimulator, out: Output) -> None:
+    """Start the simulator, serve what was asked, print bundle.yaml (stdout) and how to use and stop it."""
+    arches: list[str] = list(dict.fromkeys(args.arch or ["amd64"]))
+    workdir: Path = args.workdir.resolve()
+    if args.kubespray is not None and not args.kubespray.exists():
+        raise BadInput(
+            f"{args.kubespray}: no such file or directory",
+            hint="--kubespray takes a kubespray directory or release .tar.gz; without one, use --example-tree",
+        )
+    with out.status("starting the registry, token service, nginx and fault server"):
+        sim.start()
+    source = example_tree_path() if args.example_tree else args.kubespray
+    release: ServedRelease | None = None
+    if source is not None:
+        with out.status(f"planning {source.name} for {', '.join(arches)} and serving all of it"):
+            release = serve_release(sim, source, arches=arches)
+        if release.pinned:
+            out.warn(f"{len(release.pinned)} image(s) pinned by digest only are not served: {release.pinned}")
+    for ref in args.image:
+        sim.push_image(ref, arches)
+    creds = sim.credentials_file(workdir / "credentials.yaml")
+    text: dict[str, Any]
+    if release is None:
+        text = {"mirrors": sim.mirrors(), "credentials_file": str(creds)}
+    else:
+        text = release.bundle_spec(sim.mirrors(), creds)
+        BundleSpec.model_validate(text)  # what we print must load: a failure here is a kubeplay bug
+    body = yaml.safe_dump(text, sort_keys=False)
+    spec_path = workdir / "bundle.yaml"
+    if release is not None:
+        atomic_write(spec_path, body.encode())
+    sys.stdout.write(body)
+    sys.stdout.flush()
+    if release is not None:
+        out.mark(
+            "ok",
+            f"kubespray {release.version} served: {len(release.archive.files)} files, "
+            f"{len(release.images)} images ({', '.join(sorted({*arches}))}); bundle.yaml written to {spec_path}",
+            always=True,
+        )
+        out.line("build from it, in another terminal:")
+        for command in build_commands(workdir, spec_path):
+            out.line(f"    {command}")
+    out.line(f"faults: {sim.faults_url} (see kubeplay.lab.upstream.faults)")
+    out.line(f"stop: Ctrl-C here, or kill {os.getpid()} (stops its servers, pids {' '.join(map(str, sim.pids))})")
+
+
+def raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubeplay.lab.upstream", description=__doc__)
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("--auth", choices=["token", "basic", "none"], default="token")
-    parser.add_argument("--kubespray", type=Path, help="kubespray directory or release .tar.gz to simulate")
-    parser.add_argument("--image", action="append", default=[], help="push REF for amd64+arm64 (repeatable)")
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    args = parse_args(argv)
+    out = Output()
+    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops it the way Ctrl-C does
+    serving = False
+    sim = UpstreamSimulator(args.workdir, registry_auth=args.auth)
     try:
-        with UpstreamSimulator(args.workdir, registry_auth=args.auth) as sim:
-            creds = sim.credentials_file(args.workdir / "credentials.yaml")
-            out: dict[str, object] = {"mirrors": sim.mirrors(), "credentials_file": str(creds)}
-            if args.kubespray:
-                archive = sim.add_kubespray(args.kubespray)
-                out["kubespray"] = {"version": f"v{archive.version}", "source": archive.url, "sha256": archive.sha256}
-            for ref in args.image:
-                sim.push_image(ref, ["amd64", "arm64"])
-            out["faults_url"] = sim.faults_url
-            sys.stdout.write(yaml.safe_dump(out, sort_keys=False))
-            sys.stdout.flush()
-            sys.stderr.write(f"serving; pids {sim.pids}; Ctrl-C to stop\n")
-            stop.wait()
+        serve(args, sim, out)
+        serving = True
+        threading.Event().wait()
     except KubeplayError as exc:
-        sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
+        out.error(exc.message, exc.hint)
         return exc.exit_code
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second Ctrl-C must not cut the shutdown short and leave servers behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        pids = sim.pids
+        sim.stop()
+    if not serving:
+        out.warn(f"interrupted while starting; stopped pids {' '.join(map(str, pids)) or '(none started)'}")
+        return INTERRUPTED
+    out.summary(f"simulator stopped: pids {' '.join(map(str, pids))}")
     return 0
 
 

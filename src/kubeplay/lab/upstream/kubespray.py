@@ -186,52 +186,6 @@ def downloads_from_plan(checksums_text: str, files: Iterable[FileArtifact]) -> l
     return result
 
 
-# The URL patterns of kubespray's roles/kubespray_defaults/defaults/main/download.yml (2.2x-2.31), for a
-# sample plan without the catalog: (table, arch-dependent, URL template using {v} and {arch}).
-SAMPLE_TEMPLATES: tuple[tuple[str, bool, str], ...] = (
-    ("kubeadm_checksums", True, "https://dl.k8s.io/release/v{v}/bin/linux/{arch}/kubeadm"),
-    ("kubelet_checksums", True, "https://dl.k8s.io/release/v{v}/bin/linux/{arch}/kubelet"),
-    ("kubectl_checksums", True, "https://dl.k8s.io/release/v{v}/bin/linux/{arch}/kubectl"),
-    (
-        "cni_binary_checksums",
-        True,
-        "https://github.com/containernetworking/plugins/releases/download/v{v}/cni-plugins-linux-{arch}-v{v}.tgz",
-    ),
-    (
-        "containerd_archive_checksums",
-        True,
-        "https://github.com/containerd/containerd/releases/download/v{v}/containerd-{v}-linux-{arch}.tar.gz",
-    ),
-    ("runc_checksums", True, "https://github.com/opencontainers/runc/releases/download/v{v}/runc.{arch}"),
-    (
-        "calicoctl_binary_checksums",
-        True,
-        "https://github.com/projectcalico/calico/releases/download/v{v}/calicoctl-linux-{arch}",
-    ),
-    ("helm_archive_checksums", True, "https://get.helm.sh/helm-v{v}-linux-{arch}.tar.gz"),
-)
-
-
-def sample_downloads(checksums_text: str, arches: Iterable[str] = ("amd64", "arm64")) -> list[SyntheticDownload]:
-    """Kubespray's default kubeadm/kubelet/kubectl, CNI, containerd, runc, calicoctl and helm downloads.
-
-    Versions are each table's first key for amd64 (kubespray's own default rule); use the catalog's plan
-    for the complete list.
-    """
-    entries = checksum_entries(checksums_text)
-    result: list[SyntheticDownload] = []
-    for table, per_arch, template in SAMPLE_TEMPLATES:
-        versions = [k[2] for k in entries if k[0] == table and k[1] == "amd64"]
-        if not versions:
-            continue
-        version = versions[0]
-        for arch in arches if per_arch else ["no_arch"]:
-            if (table, arch, version) in entries:
-                url = template.format(v=version, arch=arch)
-                result.append(SyntheticDownload(url=url, table=table, arch=arch, version=version))
-    return result
-
-
 def read_checksums_text(source: Path) -> str:
     """checksums.yml of a kubespray directory or GitHub-style archive."""
     if source.is_dir():

@@ -48,7 +48,6 @@ from kubeplay.lab.upstream.kubespray import (
     build_kubespray_archive,
     downloads_from_plan,
     read_checksums_text,
-    sample_downloads,
     synthetic_payload,
 )
 from kubeplay.lab.upstream.pki import TestPKI, create_test_pki
@@ -328,26 +327,22 @@ class UpstreamSimulator:
         downloads: Iterable[SyntheticDownload] | None = None,
         *,
         plan_files: Iterable[FileArtifact] | None = None,
-        arches: Iterable[str] = ("amd64", "arm64"),
         payload_kib: int = 8,
     ) -> KubesprayArchive:
         """Serve synthetic payloads for kubespray's downloads and a kubespray archive whose checksums match.
 
-        `downloads` explicit; or `plan_files` (a catalog plan's files, matched to checksum entries by their
-        current sha256; every plan file is served); or, with neither, kubespray's default core downloads
-        for `arches`. The archive is written under workdir/kubespray and also served at GitHub's tag URL
-        https://github.com/kubernetes-sigs/kubespray/archive/refs/tags/v<X.Y.Z>.tar.gz.
+        `downloads` explicit, and/or `plan_files` (a catalog plan's files, matched to checksum entries by
+        their current sha256; every plan file is served). For a whole release as `kubeplay build` plans it,
+        use kubeplay.lab.upstream.release.serve_release. The archive is written under workdir/kubespray and
+        also served at GitHub's tag URL https://github.com/kubernetes-sigs/kubespray/archive/refs/tags/v<X.Y.Z>.tar.gz.
         """
         text = read_checksums_text(source)
+        chosen = list(downloads or ())
         urls: list[str] = []
-        if downloads is not None:
-            chosen = list(downloads)
-        elif plan_files is not None:
+        if plan_files is not None:
             plan_list = list(plan_files)
-            chosen = downloads_from_plan(text, plan_list)
+            chosen += downloads_from_plan(text, plan_list)
             urls = [f.url for f in plan_list]
-        else:
-            chosen = sample_downloads(text, arches)
         urls = list(dict.fromkeys([*urls, *(d.url for d in chosen)]))
         payloads = {url: synthetic_payload(url, payload_kib * 1024) for url in urls}
         for url, data in payloads.items():
