@@ -21,44 +21,24 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.catalog.model import Plan
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import (
     file_artifact,
     image_artifact,
+    kubeplay_with_plan,
     kubespray_archive,
     make_plan,
-    plan_json,
     write_spec,
 )
 
 pytestmark = pytest.mark.integration
 
-# Runs the real CLI with the plan handed in (the catalog is tested on its own).
-DRIVER = """
-import sys
-import kubeplay.assemble.pipeline as pipeline
-from kubeplay.catalog.model import Plan
-plan = Plan.model_validate_json(open(sys.argv[1]).read())
-pipeline.cached_plan = lambda spec, tree, identity, state: plan
-sys.argv = ["kubeplay", *sys.argv[2:]]
-from kubeplay.cli.app import main
-main()
-"""
 CONTROL_BACK = 5.0  # seconds from SIGINT to exit: generous (see the module docstring)
 
 
-def cli(plan: Plan, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan_json(plan))
-    return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(plan_file), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+cli = kubeplay_with_plan  # the real CLI with the plan handed in (the catalog is tested on its own)
 
 
 @contextmanager

@@ -21,32 +21,15 @@ from kubeplay.catalog.model import Plan
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.build_fixture import kubespray_archive, make_plan, plan_json, write_spec
+from tests.build_fixture import kubeplay_with_plan, kubespray_archive, make_plan, write_spec
 
 pytestmark = pytest.mark.integration
 
-DRIVER = """
-import sys
-import kubeplay.assemble.pipeline as pipeline
-from kubeplay.catalog.model import Plan
-plan = Plan.model_validate_json(open(sys.argv[1]).read())
-pipeline.cached_plan = lambda spec, tree, identity, state: plan
-sys.argv = ["kubeplay", *sys.argv[2:]]
-from kubeplay.cli.app import main
-main()
-"""
 BIG = 48 << 20  # incompressible bytes in the archive: unpacking takes long enough to be killed in the middle
 
 
 def cli(plan: Plan, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan_json(plan))
-    return subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(plan_file), "--quiet", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return kubeplay_with_plan(plan, tmp_path, "--quiet", *args)
 
 
 def big_kubespray_archive(directory: Path) -> tuple[Path, str]:
