@@ -32,9 +32,8 @@ from rich.console import Console
 from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context
 from kubeplay.deploy.day2 import add_nodes, remove_nodes, reset_cluster
-from kubeplay.deploy.limits import DeployStopped
 from kubeplay.deploy.steps import NODE_PREP, PREFLIGHT, check_nodes, deploy
-from kubeplay.errors import KubeplayError, StepFailed
+from kubeplay.errors import DeployStopped, KubeplayError, StepFailed
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.record import default_state_root
 from kubeplay.state import Ledger

@@ -247,7 +247,7 @@ def test_up_refuses_a_name_whose_namespaces_belong_to_another_lab(lab: Lab, tmp_
 
 
 def test_a_node_that_cannot_boot_is_reported_and_nothing_is_left(lab_state_root: Path, lab_name: str) -> None:
-    from kubeplay.lab.nodes import LabError
+    from kubeplay.errors import LabError
 
     before = host_snapshot(lab_name)
     with pytest.raises(LabError, match="stopped while booting") as info:
@@ -258,7 +258,7 @@ def test_a_node_that_cannot_boot_is_reported_and_nothing_is_left(lab_state_root:
 
 
 def test_down_never_deletes_through_a_mount_inside_a_node(make_lab: Callable[..., Lab], tmp_path: Path) -> None:
-    from kubeplay.lab.nodes import LabError
+    from kubeplay.errors import LabError
 
     lab = make_lab(1)
     precious = tmp_path / "precious"

@@ -32,7 +32,7 @@ from kubeplay.bundle.manifest import (
     read_sha256sums,
 )
 from kubeplay.bundle.parts import PartEntry, PartsManifest, load_parts_manifest, parts_manifest_name, sha256sum_line
-from kubeplay.errors import BadInput, BundleError
+from kubeplay.errors import BadInput, BundleError, Interrupted
 from kubeplay.state import atomic_write
 
 # Read first when streaming: a reader (verify, extract) meets the digests before the files they cover.
@@ -331,6 +331,12 @@ def pack_bundle(
         sink.abort()
         raise BundleError(
             f"writing {out_dir / archive_name}: {exc.strerror or exc}", hint="free space in the output directory"
+        ) from exc
+    except KeyboardInterrupt as exc:
+        sink.abort()
+        raise Interrupted(
+            f"packing {out_dir / archive_name} interrupted: the unfinished archive was removed, the bundle is unchanged",
+            hint="run the same command again to pack it",
         ) from exc
     except BaseException:
         sink.abort()

@@ -25,7 +25,8 @@ import yaml
 from kubeplay.console import Output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory
 from kubeplay.deploy.progress import Failure, RunDisplay
-from kubeplay.errors import StepFailed
+from kubeplay.errors import Interrupted, StepFailed
+from kubeplay.interrupt import POLL_SECONDS, CancelOnSigint
 from kubeplay.state import atomic_write
 
 SECRET_FILE = "zz-kubeplay-secrets.yml"  # noqa: S105 - a file name, not a secret
@@ -212,13 +213,17 @@ def run_playbook(
     (private / "env").mkdir(parents=True, exist_ok=True)
     if pb.extravars:  # a file, not the command line
         atomic_write(private / "env" / "extravars", json.dumps(pb.extravars).encode(), mode=0o600)
+    # how often ansible-runner polls the cancel callback: Ctrl-C stops the play within this
+    atomic_write(private / "env" / "settings", json.dumps({"pexpect_timeout": POLL_SECONDS}).encode())
     log_path = ws.logs / f"{ident}.log"
     events_path = ws.logs / f"{ident}.events.jsonl"
     secrets = inv.secret_values()
     secret_files = write_secrets(ws, inv)
     started = time.monotonic()
+    cancel = CancelOnSigint()  # Ctrl-C: ansible-runner kills the play's process group, we raise Interrupted
     try:
         with (
+            cancel,
             open(log_path, "w", encoding="utf-8") as log,
             open(events_path, "w", encoding="utf-8") as events,
             RunDisplay(pb.label, out, log, events, secrets=secrets) as display,
@@ -242,10 +247,13 @@ def run_playbook(
                 suppress_output_file=True,
                 binary=str(_no_stdin_wrapper(private, ws.exec_prefix)),
                 timeout=pb.timeout,
+                cancel_callback=cancel,
             )
     finally:
         remove_secrets(secret_files)
         _prune_runs(ws.runs)
+    if cancel.requested.is_set():
+        raise Interrupted(f"{pb.label}: interrupted, ansible-playbook was stopped; its log is {log_path}")
     stats = {
         host: {"ok": t.ok, "changed": t.changed, "failed": t.failed, "unreachable": t.unreachable}
         for host, t in display.hosts.items()

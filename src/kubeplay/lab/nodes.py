@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 
 from kubeplay import settings
-from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.errors import BadInput, KubeplayError, LabError, LabStateError
 from kubeplay.lab import boot, machines, network, record, rootfs, ssh, teardown
-from kubeplay.lab.boot import BOOT_TIMEOUT, LabError
+from kubeplay.lab.boot import BOOT_TIMEOUT
 from kubeplay.lab.record import LabRecord, NodeRecord, Resource
 
 __all__ = ["BOOT_TIMEOUT", "DEFAULT_SUBNET", "Lab", "LabError", "LabNode", "unavailable_reason"]
@@ -299,7 +299,7 @@ class Lab:
         # The state file is the truth: another process may have powered a node off or on since we read it.
         # An unreadable one (hand-edited, say) leaves us with what we hold, all we know then.
         if record.state_path(Path(self.record.dir)).is_file():
-            with contextlib.suppress(record.LabStateError):
+            with contextlib.suppress(LabStateError):
                 self.record = record.load(Path(self.record.dir))
 
     def power_off(self, name: str, cut: bool = False) -> None:
