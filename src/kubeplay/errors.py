@@ -28,8 +28,11 @@ code the class carries. Every class a user can meet is defined here; the number 
 
 Foreign exceptions (httpx, OSError, subprocess, ansible-runner) are mapped to these where kubeplay calls
 the foreign code: a new exception raised `from` the original, never the original changed in flight.
-Exceptions private to one module for its control flow (fetch.retry.TransientError: "try again") never
-reach the user: the module raises one of the classes above when it gives up.
+Exceptions private to a package's control flow never reach the user, and stay where they are used:
+fetch.retry.TransientError ("try again": the retry loops of fetch and push raise FetchError when they
+give up) and the catalog's TemplateFailure, FilterError, FieldProblem and LocationError (an entry that
+does not render, or whose URL or image name kubeplay cannot place, becomes a problem the plan lists;
+registry_binary.url's LocationError becomes a ConfigError).
 """
 
 from __future__ import annotations
