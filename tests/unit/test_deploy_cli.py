@@ -4,6 +4,7 @@ unreachable node is named with its SSH error (exit 1); a secret in config.yaml i
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ SECRET = "Kp-cli-secret-91c2"
 
 def bundle(tmp_path: Path) -> Path:
     root = tmp_path / "bundle"
-    (root / "kubespray" / "playbooks").mkdir(parents=True)
+    (root / "kubespray" / "playbooks").mkdir(parents=True, exist_ok=True)
     (root / "kubespray" / "playbooks" / "cluster.yml").write_text("[]\n")
     (root / "kubeplay.json").write_text(json.dumps({"kube_version": "1.33.4", "arches": ["amd64"]}))
     return root
@@ -53,12 +54,13 @@ def config(tmp_path: Path, **overrides: Any) -> Path:
     return path
 
 
-def run(tmp_path: Path, cfg: Path) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, cfg: Path, *args: str, json_events: bool = False) -> subprocess.CompletedProcess[str]:
     ca = tmp_path / "rootCA.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    argv = [str(KUBEPLAY), "deploy", "-c", str(cfg), "--bundle", str(bundle(tmp_path)), "--ca", str(ca)]
-    argv += ["--state-dir", str(tmp_path / "state")]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    argv = [str(KUBEPLAY), *(["--json-events"] if json_events else []), "deploy", "-c", str(cfg)]
+    argv += ["--bundle", str(bundle(tmp_path)), "--ca", str(ca), "--state-dir", str(tmp_path / "state"), *args]
+    env = {**os.environ, "COLUMNS": "200"}  # table rows on one line each
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, env=env)
 
 
 def test_kube_version_other_than_the_bundle_is_refused_before_any_host(tmp_path: Path) -> None:
@@ -80,9 +82,27 @@ def test_bad_inventory_exits_2_naming_the_field(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_list_steps_and_an_unknown_step(tmp_path: Path) -> None:
+    listed = run(tmp_path, config(tmp_path), "--list-steps")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split(None, 2) for line in listed.stderr.splitlines()[1:] if line.strip()]
+    assert [r[:2] for r in rows] == [["preflight", "each"], ["node-prep", "-"], ["os-bootstrap", "-"]]
+    bad = run(tmp_path, config(tmp_path), "--from", "kubeadm")
+    assert bad.returncode == 2
+    assert "error: --from kubeadm: no such deploy step" in bad.stderr
+    assert "deploy steps: preflight, node-prep, os-bootstrap" in bad.stderr
+    assert not (tmp_path / "state" / "logs").exists()  # no playbook ran
+
+
 @pytest.mark.slow
 def test_unreachable_node_is_named_with_the_ssh_error_and_the_secret_is_not(tmp_path: Path) -> None:
-    proc = run(tmp_path, config(tmp_path))
+    proc = run(tmp_path, config(tmp_path), json_events=True)
+    steps = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"event": "step"')]
+    assert [(e["command"], e["step"], e["status"]) for e in steps] == [
+        ("deploy", "preflight", "started"),
+        ("deploy", "preflight", "failed"),
+    ]
+    assert steps[1]["error"].startswith("preflight: cannot work on node1")
     assert proc.returncode == 1
     assert "preflight: cannot work on node1" in proc.stderr
     assert "node1:" in proc.stderr and ("sshpass" in proc.stderr or "Connection refused" in proc.stderr)
