@@ -15,6 +15,7 @@ per-arch set in `facts_for` (no gathering).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
@@ -169,92 +170,144 @@ def make_plan(
     `arches` narrows spec.arches; `all_entries` ignores `enabled` and adds every network plugin, container
     manager and download variant. Raise CatalogError/ConfigError for bad input; templates that cannot render
     are returned as Plan.problems while the rest of the plan renders.
+
+    Phases: check the spec against the release and load its variables (`PlanInputs.load`), find the images
+    roles use outside `downloads:` (`_Rendering`), render every arch x plugin x manager (`render_arch`),
+    then collect files, images and the offline variables (`plan`).
     """
-    label = tree.label
-    arch_list = check_arches(arches or spec.arches)
-    choices = supported_choices(tree)
-    check_choices(spec, choices, label)
-    user_vars = user_variables(spec)
-    variables = load_role_variables(tree)
-    kube_version = resolve_kube_version(spec, variables)
-    extra = dict(extra_vars or {})
-    raw = {**variables.defaults, **user_vars, **variables.vars, **extra}
-    downloads = raw.get("downloads")
-    if not isinstance(downloads, Mapping):
-        raise CatalogError(f"{label}: no `downloads:` mapping in roles/{tree.layout}/defaults")
-    graph = DependencyGraph(ENGINE, raw)
-    noarch = {
-        name
-        for name, entry in downloads.items()
-        if isinstance(entry, Mapping)
-        and not (graph.closure_of_value([entry.get(f) for f in ("url", "checksum", "sha256")]) & ARCH_FACTS)
-    }
-    builder = PlanBuilder(spec.registry_project, noarch)
-    variants = all_variants(choices, raw) if all_entries else []
-    volatile = {*facts_for("amd64"), "kube_network_plugin", "container_manager", *(v for v, _ in variants)}
-    shared = SharedValues(graph.closure, raw, volatile)
+    rendering = _Rendering(spec, tree, PlanInputs.load(spec, tree, arches, extra_vars), all_entries)
+    for arch in rendering.inputs.arches:
+        rendering.render_arch(arch)
+    return rendering.plan()
 
-    def layers_for(arch: str, plugin: str, manager: str) -> list[Mapping[str, Any]]:
-        user = {**user_vars, "kube_version": kube_version, "kube_network_plugin": plugin, "container_manager": manager}
-        return [variables.defaults, user, facts_for(arch), variables.vars, extra]
 
-    def scope_for(arch: str, plugin: str, manager: str, more: Mapping[str, Any]) -> VariableScope:
-        return VariableScope(ENGINE, [*layers_for(arch, plugin, manager), more], shared)
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan is rendered from: the checked spec values and the release's variables and `downloads:`."""
 
-    def wider_scope(arch: str, plugin: str, manager: str) -> VariableScope:
+    label: str
+    arches: list[str]
+    choices: Choices
+    user_vars: dict[str, Any]
+    variables: RoleVariables
+    kube_version: str
+    extra: dict[str, Any]
+    raw: dict[str, Any]  # every layer merged, unrendered: what the dependency graph reads
+    downloads: Mapping[str, Any]
+    graph: DependencyGraph
+
+    @classmethod
+    def load(
+        cls, spec: BundleSpec, tree: KubesprayTree, arches: list[str] | None, extra_vars: Mapping[str, Any] | None
+    ) -> PlanInputs:
+        """Check arches, choices and kube_version against the release; raise CatalogError/ConfigError."""
+        label = tree.label
+        arch_list = check_arches(arches or spec.arches)
+        choices = supported_choices(tree)
+        check_choices(spec, choices, label)
+        user_vars = user_variables(spec)
+        variables = load_role_variables(tree)
+        kube_version = resolve_kube_version(spec, variables)
+        extra = dict(extra_vars or {})
+        raw = {**variables.defaults, **user_vars, **variables.vars, **extra}
+        downloads = raw.get("downloads")
+        if not isinstance(downloads, Mapping):
+            raise CatalogError(f"{label}: no `downloads:` mapping in roles/{tree.layout}/defaults")
+        graph = DependencyGraph(ENGINE, raw)
+        return cls(label, arch_list, choices, user_vars, variables, kube_version, extra, raw, downloads, graph)
+
+    def entries(self) -> dict[str, Mapping[str, Any]]:
+        return {name: entry for name, entry in self.downloads.items() if isinstance(entry, Mapping)}
+
+
+class _Rendering:
+    """One make_plan run: the scopes each arch and configuration renders in, and the builder they add to."""
+
+    def __init__(self, spec: BundleSpec, tree: KubesprayTree, inputs: PlanInputs, all_entries: bool) -> None:
+        self.spec = spec
+        self.tree_version = tree.version
+        self.inputs = inputs
+        self.all_entries = all_entries
+        graph, raw, entries = inputs.graph, inputs.raw, inputs.entries()
+        noarch = {
+            name
+            for name, entry in entries.items()
+            if not (graph.closure_of_value([entry.get(f) for f in ("url", "checksum", "sha256")]) & ARCH_FACTS)
+        }
+        self.builder = PlanBuilder(spec.registry_project, noarch)
+        self.variants = all_variants(inputs.choices, raw) if all_entries else []
+        volatile = {*facts_for("amd64"), "kube_network_plugin", "container_manager", *(v for v, _ in self.variants)}
+        self.shared = SharedValues(graph.closure, raw, volatile)
+        self.entry_reads = {
+            name: graph.closure_of_value([e.get(f) for f in ARTIFACT_FIELDS]) for name, e in entries.items()
+        }
+        # Images enabled roles use outside `downloads:` (gates.py); --all takes every pattern instead.
+        download_repos = set().union(*(graph.closure_of_value(e.get("repo")) for e in entries.values()))
+        self.outside = [] if all_entries else [i for i in role_images(tree) if i.repo_variable not in download_repos]
+        self.inclusions = role_inclusions(tree) if self.outside else {}
+        self.extras_layer: dict[str, Any] = other_role_defaults(tree) if all_entries or self.outside else {}
+        self.pairs = image_pairs(tree, {**self.extras_layer, **raw}) if all_entries else []
+        self.gated_vars: set[str] = set()
+        self.combos = list(product(spec.kube_network_plugin, spec.container_manager))
+
+    def _layers(self, arch: str, plugin: str, manager: str) -> list[Mapping[str, Any]]:
+        i = self.inputs
+        user = {
+            **i.user_vars,
+            "kube_version": i.kube_version,
+            "kube_network_plugin": plugin,
+            "container_manager": manager,
+        }
+        return [i.variables.defaults, user, facts_for(arch), i.variables.vars, i.extra]
+
+    def scope(self, arch: str, plugin: str, manager: str, more: Mapping[str, Any]) -> VariableScope:
+        return VariableScope(ENGINE, [*self._layers(arch, plugin, manager), more], self.shared)
+
+    def wider_scope(self, arch: str, plugin: str, manager: str) -> VariableScope:
         """Every role's defaults under the download role's variables; not shared (its raw values differ)."""
-        return VariableScope(ENGINE, [extras_layer, *layers_for(arch, plugin, manager)])
+        return VariableScope(ENGINE, [self.extras_layer, *self._layers(arch, plugin, manager)])
 
-    entry_reads = {
-        name: graph.closure_of_value([entry.get(f) for f in ARTIFACT_FIELDS])
-        for name, entry in downloads.items()
-        if isinstance(entry, Mapping)
-    }
-    # Images enabled roles use outside `downloads:` (gates.py); --all takes every pattern instead.
-    download_repos = set().union(
-        *(graph.closure_of_value(e.get("repo")) for e in downloads.values() if isinstance(e, Mapping))
-    )
-    outside = [] if all_entries else [i for i in role_images(tree) if i.repo_variable not in download_repos]
-    inclusions = role_inclusions(tree) if outside else {}
-    extras_layer: dict[str, Any] = other_role_defaults(tree) if all_entries or outside else {}
-    pairs = image_pairs(tree, {**extras_layer, **raw}) if all_entries else []
-    gated_vars: set[str] = set()
-    combos = list(product(spec.kube_network_plugin, spec.container_manager))
-    for arch in arch_list:
-        for index, (plugin, manager) in enumerate(combos):
-            scope = scope_for(arch, plugin, manager, {})
+    def render_arch(self, arch: str) -> None:
+        """Every configuration (plugin x manager) of `arch`, and with --all every variant and role image."""
+        i, downloads = self.inputs, self.inputs.downloads
+        for index, (plugin, manager) in enumerate(self.combos):
+            scope = self.scope(arch, plugin, manager, {})
             if index == 0:
-                check_kube_version(scope, kube_version, arch, label)
-            rendered = render_downloads(scope, downloads, downloads, all_entries, arch)
-            kubeadm_images(scope, kube_version, all_entries, rendered)
-            builder.add(rendered, arch)
-            if outside:
-                wider = wider_scope(arch, plugin, manager)
-                gated = gated_images(outside, RoleGates(inclusions, wider), wider)
-                gated_vars.update(image.variable for image in gated.images)
-                builder.add(gated, arch)
-        if all_entries:
-            for variable, value in variants:
-                affected = [name for name, reads in entry_reads.items() if variable in reads]
+                check_kube_version(scope, i.kube_version, arch, i.label)
+            rendered = render_downloads(scope, downloads, downloads, self.all_entries, arch)
+            kubeadm_images(scope, i.kube_version, self.all_entries, rendered)
+            self.builder.add(rendered, arch)
+            if self.outside:
+                wider = self.wider_scope(arch, plugin, manager)
+                gated = gated_images(self.outside, RoleGates(self.inclusions, wider), wider)
+                self.gated_vars.update(image.variable for image in gated.images)
+                self.builder.add(gated, arch)
+        if self.all_entries:
+            plugin, manager = self.combos[0]
+            for variable, value in self.variants:
+                affected = [name for name, reads in self.entry_reads.items() if variable in reads]
                 if affected:
-                    scope = scope_for(arch, combos[0][0], combos[0][1], {variable: value})
-                    builder.add(render_downloads(scope, downloads, affected, True, f"{arch} {variable}={value}"), arch)
-            builder.add(render_extra_images(wider_scope(arch, *combos[0]), pairs), arch)
+                    scope = self.scope(arch, plugin, manager, {variable: value})
+                    label = f"{arch} {variable}={value}"
+                    self.builder.add(render_downloads(scope, downloads, affected, True, label), arch)
+            self.builder.add(render_extra_images(self.wider_scope(arch, plugin, manager), self.pairs), arch)
 
-    return Plan(
-        kubespray_version=tree.version or "unknown",
-        kube_version=kube_version,
-        arches=tuple(arch_list),
-        files=tuple(builder.files.values()),
-        images=tuple(builder.image_artifacts()),
-        offline_vars={
-            **derive_offline_vars({**extras_layer, **raw} if all_entries else raw, graph, spec.registry_project),
-            **derive_offline_vars(
-                {v: extras_layer[v] for v in sorted(gated_vars) if v in extras_layer}, graph, spec.registry_project
-            ),
-        },
-        problems=tuple(builder.problems),
-    )
+    def plan(self) -> Plan:
+        """The plan: files, images, the offline variables for everything it lists, and render problems."""
+        i, extras, project = self.inputs, self.extras_layer, self.spec.registry_project
+        gated_defaults = {v: extras[v] for v in sorted(self.gated_vars) if v in extras}
+        return Plan(
+            kubespray_version=self.tree_version or "unknown",
+            kube_version=i.kube_version,
+            arches=tuple(i.arches),
+            files=tuple(self.builder.files.values()),
+            images=tuple(self.builder.image_artifacts()),
+            offline_vars={
+                **derive_offline_vars({**extras, **i.raw} if self.all_entries else i.raw, i.graph, project),
+                **derive_offline_vars(gated_defaults, i.graph, project),
+            },
+            problems=tuple(self.builder.problems),
+        )
 
 
 def all_variants(choices: Choices, raw: Mapping[str, Any]) -> list[tuple[str, Any]]:
