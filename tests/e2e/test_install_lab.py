@@ -29,6 +29,7 @@ from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import make_bundle
+from tests.conftest import skip_or_fail
 
 pytestmark = [
     pytest.mark.e2e,
@@ -73,7 +74,7 @@ def build_bundle(root: Path, baseline: Path) -> Path:
     from kubeplay.osrepo.host_sources import host_sources_for
 
     if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
-        pytest.skip("this machine's apt sources have no Debian bookworm mirror")
+        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
     bundle = make_bundle(root, images=3, layers_per_image=2, layer_size=256 * 1024, os_repos=())
     spec = BundleSpec.model_validate(
         {
@@ -287,18 +288,55 @@ def test_uninstall_then_kill_9_mid_install_then_rerun(installed: tuple[LabNode, 
     assert sh(node0, "dpkg -s docker-registry")[0] != 0, "--purge-packages removed what install added"
     assert ok(node0, "systemctl is-active chrony || true").strip() != "failed"
 
-    # kill -9 while apt-get installs the packages, then the same command again completes.
+    # kill -9 while dpkg installs the packages, then the same command again completes. install.sh execs
+    # kubeplay, so the recorded PID is kubeplay itself; apt-get and dpkg carry on as orphans.
     ok(
         node0,
         f"nohup {BUNDLE_IN_NODE}/install.sh -c /root/config.yaml > /root/first.log 2>&1 & echo $! > /root/first.pid",
     )
     deadline = time.monotonic() + 300
-    while "--no-install-recommends" not in ok(node0, "ps -eo args"):
+    while sh(node0, "pgrep -f 'dpkg --status-f[d]'")[0] != 0:  # dpkg run by apt-get install, not a query
         assert time.monotonic() < deadline, ok(node0, "cat /root/first.log")
-        time.sleep(0.2)
-    # install.sh execs kubeplay, so the recorded PID is kubeplay itself; apt-get carries on as an orphan.
+        time.sleep(0.1)
     ok(node0, "kill -9 $(cat /root/first.pid)")
-    out = ok(node0, f"KUBEPLAY_SKIP_VERIFY=1 {BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=900)
+    status = ok(node0, "kubeplay status --json 2>/dev/null || true")
+    steps = json.loads(status[status.index("{") : status.rindex("}") + 1])["steps"]
+    assert [name for name, finished in steps.items() if finished] == ["preflight"], steps
+
+    code, events = sh(
+        node0,
+        f"KUBEPLAY_SKIP_VERIFY=1 KUBEPLAY_JSON_EVENTS=1 {BUNDLE_IN_NODE}/install.sh -c /root/config.yaml "
+        "2>/root/rerun.log",
+        timeout=900,
+    )
+    out = ok(node0, "cat /root/rerun.log")
+    assert code == 0, out
+    statuses = step_statuses(events)
+    # The step the kill interrupted, and every one after it, runs; none is taken as already done.
+    assert list(statuses) == STEP_ORDER
+    assert all(s[-1] == "done" and "skipped" not in s for s in statuses.values()), statuses
     assert "✓ health: registry /v2/ over TLS" in out
+    assert ok(node0, "dpkg --audit").strip() == ""
+    query = ok(
+        node0,
+        "dpkg-query -W -f='${Package}=${Status};' nginx-light nginx chrony docker-registry curl 2>/dev/null || true",
+    )
+    installed = {p.split("=")[0] for p in query.split(";") if p.endswith("=install ok installed")}
+    assert {"chrony", "docker-registry", "curl"} <= installed and installed & {"nginx-light", "nginx"}, query
     assert ok(node0, "systemctl is-active kubeplay-registry kubeplay-nginx").split() == ["active", "active"]
     assert ok(node0, "test -e /usr/sbin/policy-rc.d && echo LEFT || echo gone").strip() == "gone"
+
+
+STEP_ORDER = ["preflight", "os-packages", "tools", "certs", "trust", "hosts", "registry", "nginx", "chrony"]
+STEP_ORDER += ["services", "health"]
+
+
+def step_statuses(stdout: str) -> dict[str, list[str]]:
+    """Step name -> its statuses in order, from `--json-events` output (step events, see the README)."""
+    out: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "step":
+                out.setdefault(str(event.get("step") or event.get("name")), []).append(str(event["status"]))
+    return out
