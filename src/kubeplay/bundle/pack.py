@@ -270,6 +270,65 @@ def _remove_stale_parts(out_dir: Path, archive_name: str, keep: set[str]) -> Non
             old.unlink()
 
 
+def _check_directories(bundle_dir: Path, out_dir: Path) -> None:
+    if not bundle_dir.is_dir():
+        raise BadInput(f"{bundle_dir}: not a directory", hint="pass the bundle directory that `kubeplay build` wrote")
+    if out_dir.resolve().is_relative_to(bundle_dir.resolve()):
+        raise BadInput(
+            f"{out_dir}: inside the bundle directory", hint="write the archive next to the bundle, not in it"
+        )
+
+
+def _stream_members(
+    members: list[PackMember], writer: ByteWriter, content_size: int, on_progress: Callable[[int, int], None] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Write every member and the tar trailer; return each file's sha256 and each symlink's target by path."""
+    digests: dict[str, str] = {}
+    by_arcname: dict[str, str] = {}
+    symlinks: dict[str, str] = {}
+    buf = bytearray(CHUNK)
+    written = 0
+    for member in members:
+        digest = _stream_member(member, writer, buf)
+        if digest is not None:
+            digests[member.relpath] = digest
+            by_arcname[member.arcname] = digest
+        elif member.info.islnk():
+            digests[member.relpath] = by_arcname[member.info.linkname]
+        elif member.info.issym():
+            symlinks[member.relpath] = member.info.linkname
+        written += member.stream_size
+        if on_progress is not None:
+            on_progress(written, content_size)
+    writer.write(b"\0" * (content_size - written))
+    return digests, symlinks
+
+
+def _write_sidecars(
+    out_dir: Path, archive_name: str, sha256: str, sink: _ArchiveSink, finals: list[Path], split: bool
+) -> tuple[Path | None, Path]:
+    """The archive's .sha256 (and for parts their manifest and .parts.sha256); leftovers of earlier packs go.
+
+    Returns the parts manifest (None unsplit) and the .sha256 file.
+    """
+    parts_manifest: Path | None = None
+    if split:
+        manifest = PartsManifest(archive=archive_name, size=sink.size, sha256=sha256, parts=sink.finished_parts)
+        parts_manifest = out_dir / parts_manifest_name(archive_name)
+        atomic_write(parts_manifest, (manifest.model_dump_json(indent=2) + "\n").encode())
+        # The same digests for plain tools: `sha256sum -c <stem>.parts.sha256` checks every part.
+        lines = "".join(sha256sum_line(p.sha256, p.name) for p in sink.finished_parts)
+        atomic_write(_parts_sums_path(out_dir, archive_name), lines.encode())
+        # an older unsplit archive of the same name would contradict the parts
+        (out_dir / archive_name).unlink(missing_ok=True)
+    else:
+        _remove_parts_manifest_of(out_dir, archive_name)
+    _remove_stale_parts(out_dir, archive_name, {p.name for p in finals})
+    sha256_file = out_dir / (archive_name + ".sha256")
+    atomic_write(sha256_file, sha256sum_line(sha256, archive_name).encode())
+    return parts_manifest, sha256_file
+
+
 def pack_bundle(
     bundle_dir: Path,
     out_dir: Path,
@@ -288,39 +347,20 @@ def pack_bundle(
     the output is renamed into place; it raises to abandon the archive (see `pack_checked_bundle`).
     `on_progress(done, total)` reports uncompressed bytes.
     Raises BadInput for a missing directory and BundleError when the bundle cannot be packed.
+
+    Phases: list the members, stream them through the compressor into the archive (or parts) while
+    hashing every file, let `check_digests` judge, rename into place, write the sidecar digest files.
     """
-    if not bundle_dir.is_dir():
-        raise BadInput(f"{bundle_dir}: not a directory", hint="pass the bundle directory that `kubeplay build` wrote")
-    if out_dir.resolve().is_relative_to(bundle_dir.resolve()):
-        raise BadInput(
-            f"{out_dir}: inside the bundle directory", hint="write the archive next to the bundle, not in it"
-        )
+    _check_directories(bundle_dir, out_dir)
     level = check_level(compression, level)
     out_dir.mkdir(parents=True, exist_ok=True)
     archive_name = stem + SUFFIXES[compression]
     members = plan_members(bundle_dir, stem)
     content_size = tar_stream_size(members)
     sink = _ArchiveSink(out_dir, archive_name, split_size)
-    digests: dict[str, str] = {}
-    by_arcname: dict[str, str] = {}
-    symlinks: dict[str, str] = {}
-    buf = bytearray(CHUNK)
     try:
         with compressing_writer(compression, sink, content_size, level, threads) as writer:
-            written = 0
-            for member in members:
-                digest = _stream_member(member, writer, buf)
-                if digest is not None:
-                    digests[member.relpath] = digest
-                    by_arcname[member.arcname] = digest
-                elif member.info.islnk():
-                    digests[member.relpath] = by_arcname[member.info.linkname]
-                elif member.info.issym():
-                    symlinks[member.relpath] = member.info.linkname
-                written += member.stream_size
-                if on_progress is not None:
-                    on_progress(written, content_size)
-            writer.write(b"\0" * (content_size - written))
+            digests, symlinks = _stream_members(members, writer, content_size, on_progress)
         if check_digests is not None:
             check_digests(digests, symlinks)
         finals = sink.commit()
@@ -342,26 +382,13 @@ def pack_bundle(
         sink.abort()
         raise
     sha256 = sink.whole.hexdigest()
-    archive = out_dir / archive_name
-    parts_manifest: Path | None = None
-    if split_size is not None:
-        manifest = PartsManifest(archive=archive_name, size=sink.size, sha256=sha256, parts=sink.finished_parts)
-        parts_manifest = out_dir / parts_manifest_name(archive_name)
-        atomic_write(parts_manifest, (manifest.model_dump_json(indent=2) + "\n").encode())
-        # The same digests for plain tools: `sha256sum -c <stem>.parts.sha256` checks every part.
-        lines = "".join(sha256sum_line(p.sha256, p.name) for p in sink.finished_parts)
-        atomic_write(_parts_sums_path(out_dir, archive_name), lines.encode())
-        archive.unlink(missing_ok=True)  # an older unsplit archive of the same name would contradict the parts
-    else:
-        _remove_parts_manifest_of(out_dir, archive_name)
-    _remove_stale_parts(out_dir, archive_name, {p.name for p in finals})
-    sha256_file = out_dir / (archive_name + ".sha256")
-    atomic_write(sha256_file, sha256sum_line(sha256, archive_name).encode())
+    split = split_size is not None
+    parts_manifest, sha256_file = _write_sidecars(out_dir, archive_name, sha256, sink, finals, split)
     return PackResult(
-        archive=archive,
+        archive=out_dir / archive_name,
         sha256_file=sha256_file,
         parts_manifest=parts_manifest,
-        parts=finals if split_size is not None else [],
+        parts=finals if split else [],
         sha256=sha256,
         compressed_size=sink.size,
         content_size=content_size,
