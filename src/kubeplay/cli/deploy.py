@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from kubeplay.deploy.context import DeployContext
 
 # The --state-dir default, needed when typer builds the commands at start-up. A copy of
-# kubeplay.deploy.context.DEFAULT_STATE: importing that module here costs ~90 ms on every kubeplay run.
+# kubeplay.deploy.context.DEFAULT_STATE: importing that module here would load the deploy stack (pydantic,
+# the inventory and config models) on every kubeplay run.
 DEFAULT_STATE = Path("/var/lib/kubeplay/deploy")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar=settings.CONFIG, help="config.yaml")]

@@ -15,7 +15,7 @@ from kubeplay.cli.output import command_output
 from kubeplay.errors import BadInput
 
 # Shown in the --from help, which typer builds at start-up for every command. A copy of
-# kubeplay.bootstrap.steps.STEP_NAMES: importing that module here costs ~140 ms (cryptography, pydantic)
+# kubeplay.bootstrap.steps.STEP_NAMES: importing that module here would load cryptography and pydantic
 # on every kubeplay run. run_install checks --from against the real list.
 STEP_NAMES = (
     "preflight",
