@@ -1,7 +1,7 @@
 """The build's install files (install.sh, config-sample.yaml, wheels/), with wheels/ kept when nothing changed.
 
-Resolving wheels/ builds kubeplay's own wheel and runs pip against PyPI per (Python, arch) target: about
-10 s even when nothing is new, which alone made an unchanged re-run miss its 2 s. So the inputs of that
+Resolving wheels/ builds kubeplay's own wheel and runs pip against PyPI per (Python, arch) target, which
+takes seconds even when nothing is new, while an unchanged re-run should do no work. So the inputs of that
 step (kubeplay's version and, in a source checkout, the size and mtime of its files; the kubespray tree;
 the arches and Python versions; KUBEPLAY_WHEEL) and the sha256 of every file it left in wheels/ are
 recorded in the build state. A re-run with the same inputs whose wheels/ still holds exactly those bytes
