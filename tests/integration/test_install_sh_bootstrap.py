@@ -123,14 +123,19 @@ def _rootfs(suite: str, tmp: Path) -> Path:
 
 def _install_sh(root: Path, bundle: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """install.sh inside `root` (chroot, empty network namespace), bundle mounted read-only; kubeplay --version."""
-    exports = {"KUBEPLAY_COMMAND": "--version", "KUBEPLAY_LINK": "", **env}
+    return _in_root(root, bundle, ["sh", f"{MOUNT}/install.sh"], KUBEPLAY_COMMAND="--version", KUBEPLAY_LINK="", **env)
+
+
+def _in_root(root: Path, bundle: Path, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     script = (
         "set -e\n"
         f"mount --rbind /dev {root}/dev\nmount -t proc proc {root}/proc\n"
         f"mount --bind {bundle} {root}{MOUNT}\nmount -o remount,bind,ro {root}{MOUNT}\n"
         f"exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-        + " ".join(f"{k}={v}" for k, v in exports.items())
-        + f" chroot {root} sh {MOUNT}/install.sh\n"
+        + " ".join(f"{k}={v}" for k, v in env.items())
+        + f" chroot {root} "
+        + " ".join(argv)
+        + "\n"
     )
     return subprocess.run(
         ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
@@ -171,6 +176,18 @@ def test_python_comes_from_the_bundle(bundle: Path, tmp_path: Path, suite: str, 
     again = _install_sh(root, bundle, KUBEPLAY_SKIP_VERIFY="1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "installing Python" not in again.stderr and "creating" not in again.stderr
+    # uninstall keeps that Python unless asked (bookworm), and with --purge-packages (trixie) removes exactly
+    # what install.sh recorded, last, from the kubeplay running on it
+    purge = ["--purge-packages"] if suite == "trixie" else []
+    proc = _in_root(root, bundle, ["/opt/kubeplay/venv/bin/kubeplay", "uninstall", *purge])
+    assert proc.returncode == 0, proc.stderr
+    assert not (root / "var/lib/kubeplay").exists()
+    if purge:
+        assert "purged the Python install.sh installed: " in proc.stderr
+        assert _installed(root) == before
+    else:
+        assert "kept the Python install.sh installed" in proc.stderr and f"python{python}" in proc.stderr
+        assert _installed(root) - before == added
 
 
 def test_an_os_the_bundle_has_no_repo_for_is_refused(bundle: Path, tmp_path: Path) -> None:

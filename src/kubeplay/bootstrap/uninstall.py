@@ -1,17 +1,53 @@
 """`kubeplay uninstall`: undo exactly what install recorded (units, configs, hosts lines, CA trust, repo
-entries, tools), in reverse, and nothing else. Packages install added are kept unless asked to purge."""
+entries, tools), in reverse, and nothing else. Packages install added are kept unless asked to purge.
+
+install.sh keeps its own record: the Python packages it installed from the bundle before kubeplay could
+run (<state>/bootstrap/installed, written by POSIX sh: `family apt|rpm`, `created DIR`, `package NAME`
+lines). Uninstall removes that directory, and with --purge-packages exactly those packages, last (kubeplay
+itself runs on that Python)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubeplay.bootstrap.hosts import apply_block
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.record import InstallRecord, Item
 from kubeplay.bootstrap.services import ChildService, stop_stale
+
+BOOTSTRAP_DIR = "bootstrap"
+
+
+@dataclass
+class BootstrapRecord:
+    """What install.sh installed to bring up Python: the package family, packages, and directories it made."""
+
+    family: str = ""
+    packages: list[str] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)
+
+
+def read_bootstrap(state: Path) -> BootstrapRecord | None:
+    """install.sh's record under `state`, or None when install.sh installed nothing here."""
+    path = state / BOOTSTRAP_DIR / "installed"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    rec = BootstrapRecord()
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "family":
+            rec.family = value
+        elif key == "package" and value:
+            rec.packages.append(value)
+        elif key == "created" and value:
+            rec.created.append(Path(value))
+    return rec
 
 
 def _quiet(argv: list[str], timeout: float = 300) -> bool:
@@ -29,8 +65,9 @@ def uninstall(
 ) -> list[str]:
     """Remove what the install record lists; return one line per thing removed."""
     record = InstallRecord.load(paths.record)
+    boot = read_bootstrap(paths.state)
     done: list[str] = []
-    if not record.items:
+    if not record.items and boot is None:
         return done
     owned_trees = {paths.etc, paths.state, paths.logs}
 
@@ -71,6 +108,15 @@ def uninstall(
         done.append("purged packages install added: " + ", ".join(i.target for i in pkgs))
     elif pkgs:
         note("kept packages install added (use --purge-packages to remove): " + ", ".join(i.target for i in pkgs))
+    if boot is not None and boot.packages and not purge_packages:
+        note("kept the Python install.sh installed (use --purge-packages to remove): " + ", ".join(boot.packages))
+    if boot is not None:
+        shutil.rmtree(paths.state / BOOTSTRAP_DIR, ignore_errors=True)
+        done.append(f"removed {paths.state / BOOTSTRAP_DIR}")
+        # install.sh made the state directory: it goes with the rest, as when install made it
+        dirs_made = {Path(i.target) for i in record.of_kind("dir")}
+        if paths.state in boot.created and paths.state not in dirs_made:
+            record.items.append(Item("dir", str(paths.state)))
 
     dirs = sorted((Path(i.target) for i in record.of_kind("dir")), key=lambda p: len(p.parts), reverse=True)
     for target in dirs:
@@ -85,7 +131,22 @@ def uninstall(
         _prune_empty(dirs)
     else:
         paths.record.unlink(missing_ok=True)
+    if boot is not None and boot.packages and purge_packages:
+        # Last: kubeplay runs on this Python. dpkg/rpm remove exactly these, and refuse if anything else needs one.
+        if _remove_exactly(boot):
+            done.append("purged the Python install.sh installed: " + ", ".join(boot.packages))
+        else:
+            note(
+                "could not remove the Python install.sh installed (something else needs it): "
+                + ", ".join(boot.packages)
+            )
     return done
+
+
+def _remove_exactly(boot: BootstrapRecord) -> bool:
+    if boot.family == "apt":
+        return _quiet(["dpkg", "--purge", *boot.packages], timeout=900)
+    return _quiet(["rpm", "-e", *boot.packages], timeout=900)
 
 
 def _prune_empty(dirs: list[Path]) -> None:
