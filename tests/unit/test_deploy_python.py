@@ -108,7 +108,8 @@ def test_deploy_node_narrows_wheels_and_packages() -> None:
     assert (plan.pythons, plan.arches) == (("3.12",), ("amd64",))
     assert plan.packages_for(find_target("rocky", "9")) == ("python3.12",)
     assert plan.packages_for(find_target("debian", "12")) == ()
-    assert plan.warnings() == []
+    [keyless] = plan.warnings()
+    assert "rocky 9: no os[].keyring, so install.sh cannot check the signatures of python3.12" in keyless
     table = deploy_table(plan)
     assert "rocky 9 - rpm 3.12 amd64 repos/rpm/rocky/9 python3.12\n" in table
     assert "debian 12 bookworm apt - amd64,arm64 repos/apt/debian/bookworm -\n" in table
@@ -129,3 +130,10 @@ def test_deploy_node_bad_input(deploy_node: dict[str, str], message: str, hint: 
     assert message in err.value.message
     assert hint in (err.value.hint or "")
     assert err.value.exit_code == 2
+
+
+def test_rpm_target_with_its_package_key_has_no_warning() -> None:
+    spec = _spec({"distro": "almalinux", "release": "9", "keyring": "RPM-GPG-KEY-AlmaLinux-9"})
+    plan = plan_deploy(spec, None)
+    assert plan.pythons == ("3.12",)
+    assert plan.warnings() == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kubeplay.bundle.wheels import DEFAULT_PYTHONS, FALLBACK_ANSIBLE_CORE, ansible_core_range
@@ -147,6 +147,7 @@ class DeployPlan:
     pythons: tuple[str, ...]
     arches: tuple[str, ...]
     named: bool = False  # deploy_node: in bundle.yaml chose one target
+    notes: tuple[str, ...] = ()  # further warnings (rpm deploy nodes without a package key)
 
     def packages_for(self, target: Target) -> tuple[str, ...]:
         """The OS packages giving `target` its deploy-node Python (empty when it is not a deploy node)."""
@@ -154,6 +155,10 @@ class DeployPlan:
             if c.target == target and c.python is not None:
                 return c.python.packages
         return ()
+
+    def python_of(self, target: Target) -> str:
+        """The deploy-node Python version of `target` ("" when it is not a deploy node)."""
+        return next((c.python.version for c in self.choices if c.target == target and c.python), "")
 
     @property
     def capable(self) -> list[str]:
@@ -167,6 +172,7 @@ class DeployPlan:
             if c.python is None and not self.named:
                 lines.append(f"{c.target.label} can be a cluster node but not the deploy node ({c.why_not}); "
                              f"the deploy node can be: {can}")  # fmt: skip
+        lines += self.notes
         if self.choices and not self.capable:
             lines.append(
                 f"no os: target can be the deploy node; wheels/ holds Python {', '.join(self.pythons)} for a deploy "
@@ -196,11 +202,28 @@ def plan_deploy(spec: BundleSpec, kubespray_dir: Path | None) -> DeployPlan:
         why = "" if python else _why_not(target, supported)
         choices.append(DeployChoice(target, tuple(os_target.arches), python, why))
     if spec.deploy_node is not None:
-        return _named(spec, supported, choices)
-    pythons = sorted({c.python.version for c in choices if c.python}, key=version_key)
-    if not pythons:  # no os: targets, or none with a usable Python: the deploy node brings its own
-        pythons = [p for p in DEFAULT_PYTHONS if p in supported] or [supported.low]
-    return DeployPlan(supported, tuple(choices), tuple(pythons), tuple(spec.arches))
+        plan = _named(spec, supported, choices)
+    else:
+        pythons = sorted({c.python.version for c in choices if c.python}, key=version_key)
+        if not pythons:  # no os: targets, or none with a usable Python: the deploy node brings its own
+            pythons = [p for p in DEFAULT_PYTHONS if p in supported] or [supported.low]
+        plan = DeployPlan(supported, tuple(choices), tuple(pythons), tuple(spec.arches))
+    return replace(plan, notes=_keyless(spec, plan))
+
+
+def _keyless(spec: BundleSpec, plan: DeployPlan) -> tuple[str, ...]:
+    """rpm deploy nodes whose bundle carries no distro package key: install.sh refuses to install unverified."""
+    notes = []
+    for os_target in spec.os:
+        target = find_target(os_target.distro, os_target.release)
+        packages = plan.packages_for(target)
+        if target.family == "rpm" and packages and os_target.keyring is None:
+            notes.append(
+                f"{target.label}: no os[].keyring, so install.sh cannot check the signatures of {', '.join(packages)} "
+                f"and a {target.label} deploy node must bring its own Python {plan.python_of(target)}; set "
+                f"os[].keyring to {target.distro}'s RPM-GPG-KEY file"
+            )
+    return tuple(notes)
 
 
 def _named(spec: BundleSpec, supported: PythonRange, choices: Sequence[DeployChoice]) -> DeployPlan:
