@@ -42,7 +42,7 @@ def source_fingerprint(root: Path | None) -> list[tuple[str, int, int]] | None:
     return found
 
 
-def wheels_inputs(kubespray_identity: str, arches: Sequence[str]) -> str:
+def wheels_inputs(kubespray_identity: str, arches: Sequence[str], pythons: Sequence[str] = DEFAULT_PYTHONS) -> str:
     """Hash of everything the content of wheels/ depends on (besides what PyPI serves)."""
     own_wheel = settings.from_environ().kubeplay_wheel
     own = str(own_wheel) if own_wheel else None
@@ -57,7 +57,7 @@ def wheels_inputs(kubespray_identity: str, arches: Sequence[str]) -> str:
             "source": source_fingerprint(find_source_tree()),
             "kubespray": kubespray_identity,
             "arches": list(arches),
-            "pythons": list(DEFAULT_PYTHONS),
+            "pythons": list(pythons),
             "kubeplay_wheel": [own, own_stat],
         }
     )
@@ -93,10 +93,12 @@ def add_install_files_kept(
     registry_project: str,
     kubespray_identity: str,
     with_wheels: bool,
+    pythons: Sequence[str] = DEFAULT_PYTHONS,
+    deploy_table: str | None = None,
 ) -> bool:
     """add_install_files, skipping the wheels/ resolution when unchanged; return whether wheels/ was kept."""
     record = state_dir / RECORD
-    key = wheels_inputs(kubespray_identity, arches) if with_wheels else ""
+    key = wheels_inputs(kubespray_identity, arches, pythons) if with_wheels else ""
     keep = with_wheels and wheels_unchanged(bundle_dir, record, key, cache)
     add_install_files(
         bundle_dir,
@@ -105,6 +107,8 @@ def add_install_files_kept(
         registry_project=registry_project,
         kubespray_dir=bundle_dir / "kubespray",
         with_wheels=with_wheels and not keep,
+        pythons=pythons,
+        deploy_table=deploy_table,
     )
     if with_wheels and not keep:
         files = {p.name: cache.ensure(p, ("sha256",))["sha256"] for p in _wheel_files(bundle_dir)}
