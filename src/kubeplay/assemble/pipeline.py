@@ -47,6 +47,7 @@ from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, ConfigError
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem, DownloadReport
 from kubeplay.fetch.mirrors import load_mirrors, redact
+from kubeplay.osrepo.deploy_python import DeployPlan, deploy_table, plan_deploy
 from kubeplay.state import atomic_write, input_hash
 from kubeplay.store.registry import RegistryStorage
 
@@ -162,7 +163,9 @@ def prune_files(bundle_dir: Path, keep: set[str]) -> int:
     return freed
 
 
-def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader, out: Output) -> list[OsRepoRecord]:
+def _build_os_repos(
+    spec: BundleSpec, bundle_dir: Path, downloader: Downloader, out: Output, deploy: DeployPlan
+) -> list[OsRepoRecord]:
     if not spec.os:
         return []
     try:
@@ -173,7 +176,9 @@ def _build_os_repos(spec: BundleSpec, bundle_dir: Path, downloader: Downloader, 
             f"bundle.yaml has `os:` targets, but this kubeplay lacks {exc.name} to build OS repositories",
             hint="install the build extra: pip install 'kubeplay[build]' (and apt-get install python3-solv)",
         ) from None
-    report = build_os_repos(spec, bundle_dir, downloader, out=out, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo")
+    report = build_os_repos(
+        spec, bundle_dir, downloader, out=out, cache_dir=bundle_dir / BUILD_STATE_DIR / "osrepo", deploy=deploy
+    )
     return [
         OsRepoRecord(
             family=t.family,
@@ -251,11 +256,14 @@ def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None =
             tree, kubespray = obtain_tree(spec, state, downloader)
             identity = tree_identity(tree)
             copy_tree(tree, bundle_dir, state, identity, out=out)
+            deploy = plan_deploy(spec, tree.root)  # BadInput for a deploy_node that cannot be one
+            for warning in deploy.warnings():
+                out.warn(warning)
             plan = _plan(spec, tree, identity, state, opts, out)
             fetched = _fetch(spec, plan, bundle_dir, downloader, out, result)
             if result.failures:
                 return result
-            os_repos = _build_os_repos(spec, bundle_dir, downloader, out)
+            os_repos = _build_os_repos(spec, bundle_dir, downloader, out, deploy)
         _prune(bundle_dir, plan, fetched, out)
         records = _file_records(plan, fetched.files, bundle_dir)
         blob_sizes = fetched.storage.blob_sizes()
@@ -266,10 +274,12 @@ def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None =
             state,
             downloader.cache,
             kube_version=plan.kube_version,
-            arches=list(plan.arches),
+            arches=list(deploy.arches) if deploy.named else list(plan.arches),
             registry_project=spec.registry_project,
             kubespray_identity=identity,
             with_wheels=opts.wheels,
+            pythons=deploy.pythons,
+            deploy_table=deploy_table(deploy) if spec.os else None,
         )
         write_manifest(bundle_dir, manifest)
         result.manifest = manifest

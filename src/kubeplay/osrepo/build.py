@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -22,10 +22,11 @@ from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.apt_target import AptPlan, PackageRequest, plan_apt_target
 from kubeplay.osrepo.baseline import read_baseline
 from kubeplay.osrepo.blobcache import Wanted, default_cache_dir, fetch_into_cache, place
+from kubeplay.osrepo.deploy_python import DeployPlan, plan_deploy
 from kubeplay.osrepo.rpm_repo import write_rpm_repo
 from kubeplay.osrepo.rpm_target import RpmPlan, plan_rpm_target
 from kubeplay.osrepo.signing import KEYRING_NAME, BundleSigner
-from kubeplay.osrepo.targets import Family, Target, default_packages, find_target
+from kubeplay.osrepo.targets import Family, Target, default_packages, find_target, repo_dir
 
 
 class OsRepoTargetReport(BaseModel):
@@ -54,8 +55,11 @@ class OsRepoReport(BaseModel):
         return sum(t.packages for t in self.targets)
 
 
-def package_request(spec: BundleSpec, os_target: OsTarget, target: Target) -> PackageRequest:
-    """requested = common + family list + per-distro lists; optional = the defaults not already requested."""
+def package_request(
+    spec: BundleSpec, os_target: OsTarget, target: Target, deploy_python: Sequence[str] = ()
+) -> PackageRequest:
+    """requested = common + family list + per-distro lists + the deploy node's Python packages; optional = the
+    defaults not already requested."""
     pk = spec.packages
     family_list = pk.apt if target.family == "apt" else pk.yum
     per = [
@@ -63,7 +67,7 @@ def package_request(spec: BundleSpec, os_target: OsTarget, target: Target) -> Pa
         *pk.per_distro.get(f"{target.distro}{target.release}", []),
         *pk.per_distro.get(f"{target.distro}-{target.release}", []),
     ]
-    requested = list(dict.fromkeys([*pk.common, *family_list, *per]))
+    requested = list(dict.fromkeys([*pk.common, *family_list, *per, *deploy_python]))
     names = {r.partition("=")[0] for r in requested}
     optional = [n for n in default_packages(target) if n not in names] if pk.defaults else []
     baseline = None
@@ -82,9 +86,7 @@ def package_request(spec: BundleSpec, os_target: OsTarget, target: Target) -> Pa
 
 
 def _repo_dir(target: Target) -> Path:
-    if target.family == "apt":
-        return Path("repos") / "apt" / target.distro / target.codename
-    return Path("repos") / "rpm" / target.distro / target.release
+    return Path(repo_dir(target))  # install.sh's deploy-node.txt names the same directory
 
 
 def _swap_in(staged: Path, final: Path) -> None:
@@ -112,7 +114,13 @@ TargetPlan = tuple[OsTarget, Target, AptPlan | RpmPlan]
 
 
 def build_os_repos(
-    spec: BundleSpec, bundle_dir: Path, downloader: Downloader, *, out: Output, cache_dir: Path | None = None
+    spec: BundleSpec,
+    bundle_dir: Path,
+    downloader: Downloader,
+    *,
+    out: Output,
+    cache_dir: Path | None = None,
+    deploy: DeployPlan | None = None,
 ) -> OsRepoReport:
     """Resolve, download and write the OS repos of spec.os into bundle_dir/repos; raise on any problem first.
 
@@ -122,7 +130,10 @@ def build_os_repos(
     started = time.monotonic()
     cache = cache_dir or default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    plans = _resolve_targets(spec, downloader, cache, out)
+    if deploy is None:  # the kubespray tree the build copied in decides which Python Ansible runs on
+        tree = bundle_dir / "kubespray"
+        deploy = plan_deploy(spec, tree if tree.is_dir() else None)
+    plans = _resolve_targets(spec, downloader, cache, out, deploy)
     wanted: list[Wanted] = [w for _, _, p in plans for w in p.files.values()]
     cached = fetch_into_cache(downloader, cache, wanted, title="OS packages")
     reports, keyring_rel = _write_repos(spec, bundle_dir, plans, cached)
@@ -140,7 +151,9 @@ def build_os_repos(
     return report
 
 
-def _resolve_targets(spec: BundleSpec, downloader: Downloader, cache: Path, out: Output) -> list[TargetPlan]:
+def _resolve_targets(
+    spec: BundleSpec, downloader: Downloader, cache: Path, out: Output, deploy: DeployPlan
+) -> list[TargetPlan]:
     """Each os: target's packages and their closure from its mirror's signed indexes; BadInput for a duplicate."""
     seen: set[tuple[str, str]] = set()
     plans: list[TargetPlan] = []
@@ -149,7 +162,7 @@ def _resolve_targets(spec: BundleSpec, downloader: Downloader, cache: Path, out:
         if (target.distro, target.release) in seen:
             raise BadInput(f"{target.label} is listed twice under os:", hint="merge the arches into one entry")
         seen.add((target.distro, target.release))
-        request = package_request(spec, os_target, target)
+        request = package_request(spec, os_target, target, deploy.packages_for(target))
         out.info(f"resolving {target.label} ({', '.join(os_target.arches)})")
         plan: AptPlan | RpmPlan
         if target.family == "apt":
