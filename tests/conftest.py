@@ -35,10 +35,10 @@ def in_ci() -> bool:
 
 
 def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the running test with `reason`; under CI=true fail it instead (raises either way)."""
+    """Skip the running test (or module, at import) with `reason`; under CI=true fail it instead (raises)."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing prerequisite fails the run instead of skipping)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def require_shared(*parts: str, root: Path = SHARED) -> Path:

@@ -16,8 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.conftest import require_module
 
-pytest.importorskip("ansible_runner")
+require_module("ansible_runner")
 pytestmark = pytest.mark.integration
 
 DRIVER = """

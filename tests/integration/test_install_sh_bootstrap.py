@@ -23,8 +23,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.conftest import require_mirror, skip_or_fail
 
 from kubeplay import __version__
 from kubeplay.bundle.install_files import add_install_files
@@ -53,9 +53,9 @@ MOUNT = "/srv/kubeplay-bundle"
 def _mirror() -> str:
     try:
         uri = debian_mirror("bookworm")
-        httpx.head(f"{uri}/dists/trixie/InRelease", timeout=15, follow_redirects=True).raise_for_status()
-    except (RootfsError, httpx.HTTPError) as exc:
-        pytest.skip(f"no reachable Debian mirror with trixie: {exc}")
+    except RootfsError as exc:
+        skip_or_fail(f"no Debian mirror configured: {exc}")
+    require_mirror(f"{uri}/dists/trixie/InRelease", "the Debian mirror (trixie)")
     return uri
 
 

@@ -118,26 +118,37 @@ def test_require_module(ci: None) -> None:
 
 
 def test_a_ci_run_with_shared_absent_fails_and_a_local_run_skips(tmp_path: Path) -> None:
-    """What `make test` reports: the run's exit code and its summary line."""
+    """What `make test` reports: the run's exit code and its summary line (a test and a whole module)."""
     (tmp_path / "test_needs_shared.py").write_text(
         "from pathlib import Path\n"
         "from tests.conftest import require_shared\n"
         "def test_release():\n"
         f"    require_shared('upstream', root=Path({str(tmp_path / 'no-shared')!r}))\n"
     )
+    (tmp_path / "test_needs_module.py").write_text(
+        "from tests.conftest import require_module\n"
+        "require_module('kubeplay_no_such_module')\n"
+        "def test_with_it():\n"
+        "    pass\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["PYTHONPATH"] = str(REPO)
-    runs = {}
-    for name, extra in (("local", {}), ("ci", {"CI": "true"})):
-        runs[name] = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_needs_shared.py"],
+
+    def pytest_run(ci: bool, *files: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
             cwd=tmp_path,
-            env={**env, **extra},
+            env={**env, "CI": "true"} if ci else env,
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
-    assert runs["local"].returncode == 0 and "1 skipped" in runs["local"].stdout, runs["local"].stdout
-    assert runs["ci"].returncode == 1 and "1 failed" in runs["ci"].stdout, runs["ci"].stdout
-    assert "../shared absent" in runs["ci"].stdout
+
+    local = pytest_run(False, "test_needs_shared.py", "test_needs_module.py")
+    assert local.returncode == 0 and "2 skipped" in local.stdout, local.stdout
+    test = pytest_run(True, "test_needs_shared.py")
+    assert test.returncode == 1 and "1 failed" in test.stdout and "../shared absent" in test.stdout, test.stdout
+    module = pytest_run(True, "test_needs_module.py")  # at import: a collection error
+    assert module.returncode == 2 and "1 error" in module.stdout, module.stdout
+    assert "kubeplay_no_such_module cannot be imported" in module.stdout

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import skip_or_fail
 
 from kubeplay.deploy.context import effective_config, load_config
 from kubeplay.deploy.inventory import load_inventory, parse_inventory
@@ -178,7 +179,7 @@ def test_ini_inventory_is_read_like_ansible_reads_it(tmp_path: Path) -> None:
 
     ansible_inventory = shutil.which("ansible-inventory") or str(Path(os.sys.executable).parent / "ansible-inventory")
     if not Path(ansible_inventory).exists():
-        pytest.skip("ansible-inventory not installed")
+        skip_or_fail("ansible-inventory not installed")
     ini = tmp_path / "hosts.ini"
     ini.write_text(INI)
     ours = tmp_path / "hosts.yaml"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import skip_or_fail
 
 from kubeplay.deploy.steps import PLAYBOOKS
 
@@ -24,7 +25,7 @@ def test_playbook_files_are_valid_yaml_lists(path: Path) -> None:
 def test_ansible_accepts_the_playbook(name: str) -> None:
     binary = Path(sys.executable).parent / "ansible-playbook"
     if not binary.exists() and not shutil.which("ansible-playbook"):
-        pytest.skip("ansible-playbook not installed")
+        skip_or_fail("ansible-playbook not installed")
     proc = subprocess.run(
         [str(binary if binary.exists() else "ansible-playbook"), "--syntax-check", "-i", "localhost,", str(PLAYBOOKS / name)],
         capture_output=True, text=True, timeout=120, check=False,

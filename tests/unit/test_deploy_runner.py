@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from tests.conftest import require_module
 
 from kubeplay.console import Output
 from kubeplay.deploy.inventory import parse_inventory
@@ -24,7 +25,7 @@ from kubeplay.deploy.runner import Playbook, Workspace, raise_for_result, run_pl
 from kubeplay.deploy.steps import check_access
 from kubeplay.errors import StepFailed
 
-pytest.importorskip("ansible_runner")
+require_module("ansible_runner")
 
 BECOME_SECRET = "Kp-become-7f3a9c1e"
 SSH_SECRET = "Kp-ssh-2b8d4e6f"

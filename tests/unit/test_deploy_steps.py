@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from rich.console import Console
+from tests.conftest import require_shared, skip_or_fail
 
 from kubeplay.bootstrap.bundleinfo import BundleFacts
 from kubeplay.config.install import EffectiveConfig
@@ -27,7 +28,6 @@ from kubeplay.errors import BadInput, StepFailed
 from kubeplay.state import Ledger, input_hash
 from kubeplay.steps import Selection
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 ORDER = ["node-prep", "os-bootstrap", "preinstall", "container-engine", "download", "etcd", "node"]
 
 
@@ -197,9 +197,9 @@ def test_failed_phase_resumes_where_it_stopped(tmp_path: Path) -> None:
 
 
 def _real_tree(tmp_path: Path) -> Path:
-    archives = sorted((SHARED / "upstream" / "kubespray").glob("kubespray-*.tar.gz")) if SHARED.exists() else []
+    archives = sorted(require_shared("upstream", "kubespray").glob("kubespray-*.tar.gz"))
     if not archives:
-        pytest.skip("../shared absent: no kubespray release")
+        skip_or_fail("../shared has no kubespray release")
     with tarfile.open(archives[-1]) as tar:
         members = [m for m in tar.getmembers() if "/playbooks/" in m.name and m.isfile()]
         members += [m for m in tar.getmembers() if m.name.endswith("preinstall/tasks/0020-set_facts.yml")]
