@@ -128,6 +128,10 @@ def render_bundle_yaml(
         lines.append("    # sources: [{url: <Debian archive root>, suites: [bookworm, bookworm-updates]}]")
     lines += [
         "",
+        "# The deploy node's OS, one of os: (default: any os: target that can be one). Its Python comes from the",
+        "# bundle when the node has none; wheels/ then carry only that Python. Debian 11 cannot be the deploy node.",
+        '# deploy_node: {distro: debian, release: "12"}',
+        "",
         "# Where to fetch what kubespray would fetch from an upstream host: host -> base URL.",
         "mirrors: {}",
         "#  github.com: https://artifacts.example.internal/github",
