@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.catalog.model import Plan
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -26,10 +25,6 @@ from tests.build_fixture import kubeplay_with_plan, kubespray_archive, make_plan
 pytestmark = pytest.mark.integration
 
 BIG = 48 << 20  # incompressible bytes in the archive: unpacking takes long enough to be killed in the middle
-
-
-def cli(plan: Plan, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    return kubeplay_with_plan(plan, tmp_path, "--quiet", *args)
 
 
 def big_kubespray_archive(directory: Path) -> tuple[Path, str]:
@@ -61,7 +56,7 @@ def test_trees_left_by_builds_killed_while_unpacking_are_removed_by_the_next_bui
     plan = make_plan([], [])
     left: list[Path] = []
     for _kill in range(2):
-        proc = cli(plan, tmp_path, "build", str(spec), "-o", str(out))
+        proc = kubeplay_with_plan(plan, tmp_path, "--quiet", "build", str(spec), "-o", str(out))
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             if [p for p in staging_trees(cache) if p not in left]:
@@ -75,7 +70,7 @@ def test_trees_left_by_builds_killed_while_unpacking_are_removed_by_the_next_bui
         left = now
         assert not (cache / sha / ".complete").exists()
 
-    rerun = cli(plan, tmp_path, "build", str(spec), "-o", str(out))
+    rerun = kubeplay_with_plan(plan, tmp_path, "--quiet", "build", str(spec), "-o", str(out))
     _stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert staging_trees(cache) == []
@@ -93,7 +88,7 @@ def test_a_build_refused_by_the_lock_leaves_the_cache_alone(upstream: UpstreamSi
     (live / "half.yml").write_text("kube_version: 1.31\n")
     with (out / ".kubeplay-build/lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the live build's lock
-        proc = cli(make_plan([], []), tmp_path, "build", str(spec), "-o", str(out))
+        proc = kubeplay_with_plan(make_plan([], []), tmp_path, "--quiet", "build", str(spec), "-o", str(out))
         _stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert "another kubeplay build is writing this bundle" in " ".join(stderr.split())
