@@ -21,7 +21,7 @@ from kubeplay.console import Output, TransferBar, human_bytes
 from kubeplay.errors import DigestMismatch, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.items import DownloadFailure, DownloadItem, DownloadReport, FileFacts, part_path
-from kubeplay.fetch.mirrors import MirrorSet, Resolved, redact
+from kubeplay.fetch.mirrors import MirrorSet, redact
 from kubeplay.fetch.retry import RetryPolicy, TransientError, describe, is_transient
 from kubeplay.fetch.transfer import FREE_SPACE_MARGIN, DiskSpace, ItemState, Transfer, existing_dir
 from kubeplay.fetch.verified import VerifiedCache
@@ -110,10 +110,8 @@ class Downloader:
                 )
 
     def _fetch_one(self, item: DownloadItem, bar: TransferBar) -> tuple[FileFacts, int]:
-        return self._fetch_resolved(item, self.clients.resolve(item.url), bar)
-
-    def _fetch_resolved(self, item: DownloadItem, resolved: Resolved, bar: TransferBar) -> tuple[FileFacts, int]:
         """(facts, bytes fetched) of one item; raises FetchError (DigestMismatch) when it failed for good."""
+        resolved = self.clients.resolve(item.url)
         session = self.clients.for_url(resolved)
         clock = self.policy.start()
         restarted = False
