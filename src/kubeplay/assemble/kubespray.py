@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kubeplay.bundle.manifest import KubesprayRecord
 from kubeplay.catalog.model import Checksum
-from kubeplay.catalog.source import KubesprayTree, load_tree
+from kubeplay.catalog.source import KubesprayTree, load_tree, remove_unfinished_extractions
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output
 from kubeplay.errors import BadInput, FetchError
@@ -34,7 +34,12 @@ def is_url(source: str) -> bool:
 
 
 def obtain_tree(spec: BundleSpec, state_dir: Path, downloader: Downloader) -> tuple[KubesprayTree, KubesprayRecord]:
-    """The kubespray tree for `spec`, downloading the archive first when the source is a URL."""
+    """The kubespray tree for `spec`, downloading the archive first when the source is a URL.
+
+    Called under the build lock of `state_dir`'s bundle: extractions a killed build left half done in its
+    cache are removed first (no live build can be extracting there while we hold the lock).
+    """
+    remove_unfinished_extractions(state_dir / "cache" / "kubespray")
     ref = spec.kubespray
     if is_url(ref.source):
         if ref.sha256 is None:
