@@ -122,6 +122,18 @@ bootstrap_python() {
     key=$bundle/repos/kubeplay-archive-keyring.gpg
     [ -f "$key" ] && [ -d "$repo" ] || die "$repo or $key is missing" "copy the whole bundle directory again" 2
 
+    if [ "$family" = apt ]; then
+        command -v apt-get >/dev/null 2>&1 || die "apt-get not found on this $os_name" "" 2
+    else
+        command -v dnf >/dev/null 2>&1 || die "dnf not found on this $os_name" "" 2
+        pkgkeys=
+        for pkgkey in "$repo"/RPM-GPG-KEY*; do
+            [ ! -f "$pkgkey" ] || pkgkeys="$pkgkeys file://$pkgkey"
+        done
+        [ -n "$pkgkeys" ] || die "the bundle's $distro $release repo has no package signing key (RPM-GPG-KEY-*): the signatures of $packages cannot be checked" \
+            "rebuild the bundle with os[].keyring naming $distro's RPM-GPG-KEY file, or install Python $pyver yourself" 2
+    fi
+
     say "no Python here matches the bundle's wheels; installing Python $pyver ($packages) from the bundle's $distro $release repo ..."
     boot=$state/bootstrap
     [ -d "$state" ] || created=$state
@@ -132,7 +144,6 @@ bootstrap_python() {
     record=$boot/installed
     before=$boot/before
     installed_packages "$family" >"$before" || die "cannot list the installed packages" ""
-    # Recorded before installing (what is asked for), completed after (everything that came with it).
     write_record() {
         {
             printf '# packages install.sh installed from the bundle to run kubeplay; kubeplay uninstall reads this\n'
@@ -141,43 +152,40 @@ bootstrap_python() {
             for p in "$@"; do printf 'package %s\n' "$p"; done
         } >"$record.part" && mv "$record.part" "$record"
     }
+    # Recorded before installing (what is asked for and not here yet), completed after (all that came with it).
     # shellcheck disable=SC2086
-    write_record $packages
+    write_record $(printf '%s\n' $packages | sort | comm -23 - "$before")
+    failed=
     if [ "$family" = apt ]; then
-        command -v apt-get >/dev/null 2>&1 || die "apt-get not found on this $os_name" "" 2
         sources=$boot/kubeplay-bootstrap.sources
         printf 'Types: deb\nURIs: file:%s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
             "$repo" "$codename" "$boot/kubeplay-archive-keyring.gpg" >"$sources"
         # Only this source: none of the node's own (maybe unreachable) sources, and their lists are kept.
         set -- -q -o "Dir::Etc::SourceList=$sources" -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0
-        DEBIAN_FRONTEND=noninteractive apt-get "$@" update >&2 ||
-            die "apt-get update from the bundle's $distro $release repo failed (see above)" "run kubeplay verify on the bundle" 1
+        if ! DEBIAN_FRONTEND=noninteractive apt-get "$@" update >&2; then
+            failed="apt-get update from the bundle's $distro $release repo failed (see above)"
         # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive apt-get "$@" install -y --no-install-recommends $packages >&2 ||
-            die "installing $packages from the bundle's repo failed (see above)" "" 1
-    else
-        command -v dnf >/dev/null 2>&1 || die "dnf not found on this $os_name" "" 2
-        gpgkeys=file://$boot/kubeplay-archive-keyring.gpg
-        for pkgkey in "$repo"/RPM-GPG-KEY*; do
-            [ -f "$pkgkey" ] && gpgkeys="$gpgkeys file://$pkgkey"
-        done
-        if [ "$gpgkeys" = "file://$boot/kubeplay-archive-keyring.gpg" ]; then
-            die "the bundle's $distro $release repo has no package signing key (RPM-GPG-KEY-*): its packages' signatures cannot be checked" \
-                "rebuild the bundle with os[].keyring naming $distro's RPM-GPG-KEY" 2
+        elif ! DEBIAN_FRONTEND=noninteractive apt-get "$@" install -y --no-install-recommends $packages >&2; then
+            failed="installing $packages from the bundle's repo failed (see above)"
         fi
+    else
         mkdir -p "$boot/yum.repos.d"
         # repomd.xml is checked against the bundle key, every package against the distro's key.
         printf '[kubeplay-bootstrap]\nname=kubeplay bundle %s %s\nbaseurl=file://%s/$basearch\nenabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=%s\n' \
-            "$distro" "$release" "$repo" "$gpgkeys" >"$boot/yum.repos.d/kubeplay-bootstrap.repo"
+            "$distro" "$release" "$repo" "file://$boot/kubeplay-archive-keyring.gpg$pkgkeys" \
+            >"$boot/yum.repos.d/kubeplay-bootstrap.repo"
         # shellcheck disable=SC2086
-        dnf -y -q --setopt=reposdir="$boot/yum.repos.d" --disablerepo='*' --enablerepo=kubeplay-bootstrap \
+        if ! dnf -y -q --setopt=reposdir="$boot/yum.repos.d" --disablerepo='*' --enablerepo=kubeplay-bootstrap \
             --releasever="$release" --setopt=install_weak_deps=False --setopt=gpgcheck=1 --setopt=localpkg_gpgcheck=1 \
-            install $packages >&2 || die "installing $packages from the bundle's repo failed (see above)" "" 1
+            install $packages >&2; then
+            failed="installing $packages from the bundle's repo failed (see above)"
+        fi
     fi
     new=$(installed_packages "$family" | comm -13 "$before" -)
     rm -f "$before"
     # shellcheck disable=SC2086
     write_record $new
+    [ -z "$failed" ] || die "$failed" "run kubeplay verify on the bundle; a package signature problem means the bundle is not what was built" 1
     say "installed from the bundle: $(echo $new) (kubeplay uninstall --purge-packages removes exactly these)"
 }
 
