@@ -160,11 +160,7 @@ class Pusher:
             try:
                 return step()
             except TransientError as exc:
-                wait = clock.next_wait()
-                if wait is None:
-                    raise FetchError(str(exc), hint="check the network to the registry") from exc
-                if self.stop.wait(wait):
-                    raise Interrupted("push stopped") from exc
+                clock.back_off(exc, self.stop, hint="check the network to the registry")
 
     def _req(self, method: str, url: str, **kw: object) -> httpx.Response:
         try:

@@ -15,14 +15,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from pathlib import Path
 
-import httpx
-
 from kubeplay.console import Output, TransferBar, human_bytes
 from kubeplay.errors import DigestMismatch, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.items import DownloadFailure, DownloadItem, DownloadReport, FileFacts, part_path
 from kubeplay.fetch.mirrors import MirrorSet, redact
-from kubeplay.fetch.retry import RetryPolicy, TransientError, describe, is_transient
+from kubeplay.fetch.retry import RetryPolicy, TransientError
 from kubeplay.fetch.transfer import FREE_SPACE_MARGIN, DiskSpace, ItemState, Transfer, existing_dir
 from kubeplay.fetch.verified import VerifiedCache
 from kubeplay.fetch.workers import WorkerPool
@@ -140,17 +138,9 @@ class Downloader:
                 raise
             except (FetchError, Interrupted):
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - back_off raises again what no retry fixes
                 fetched += attempt.received
-                if not is_transient(exc):
-                    if isinstance(exc, httpx.HTTPError):
-                        raise FetchError(describe(exc)) from exc
-                    raise
-                wait = clock.next_wait()
-                if wait is None:
-                    raise FetchError(f"{describe(exc)} (gave up after {clock.attempt} tries)") from exc
-                if self.stop.wait(wait):
-                    raise Interrupted("download stopped") from exc
+                clock.back_off(exc, self.stop)
 
 
 class DownloadBatch:

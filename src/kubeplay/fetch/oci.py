@@ -16,7 +16,7 @@ from kubeplay.errors import FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.mirrors import RegistryEndpoint
 from kubeplay.fetch.platforms import ACCEPT, media_type_of
-from kubeplay.fetch.retry import RetryPolicy, TransientError, describe, is_transient
+from kubeplay.fetch.retry import RetryPolicy, TransientError
 
 MAX_MANIFEST = 4 << 20
 
@@ -60,18 +60,12 @@ class RegistryClient:
                 return self._get(session.client, session.auth, url, reference)
             except (FetchError, ValueError):
                 raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
-                        raise FetchError(f"{what} {reference} not found (HTTP 404)") from exc
-                    if isinstance(exc, httpx.HTTPError):
-                        raise FetchError(describe(exc)) from exc
-                    raise
-                wait = clock.next_wait()
-                if wait is None:
-                    raise FetchError(f"{describe(exc)} (gave up after {clock.attempt} tries)") from exc
-                if self.clients.stop.wait(wait):
-                    raise Interrupted(f"reading {what} {reference} stopped") from exc
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:
+                    raise FetchError(f"{what} {reference} not found (HTTP 404)") from exc
+                clock.back_off(exc, self.clients.stop)
+            except Exception as exc:  # noqa: BLE001 - back_off raises again what no retry fixes
+                clock.back_off(exc, self.clients.stop)
 
     def _get(self, client: httpx.Client, auth: httpx.Auth, url: str, reference: str) -> Fetched:
         self.requests += 1

@@ -2,17 +2,22 @@
 
 Bounded in count (`attempts`) and in total time (`deadline` seconds from the first try), so a dead
 upstream fails an item in minutes rather than never. Only transient faults are retried: connection
-errors, timeouts, truncated bodies, 408/425/429 and 5xx. A 404 or a digest mismatch is final: the
-loops raise errors.FetchError (or a subclass) for those, and for a transient fault once tries run out.
+errors, timeouts, truncated bodies, 408/425/429 and 5xx. A 404 or a digest mismatch is final.
+`RetryClock.back_off` is where every retry loop (downloads, manifests, push) maps what went wrong: a
+transient fault waits and returns, an HTTP fault no retry fixes or tries used up raise errors.FetchError,
+a stop (Ctrl-C) during the wait raises errors.Interrupted.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 
 import httpx
+
+from kubeplay.errors import FetchError, Interrupted
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -69,6 +74,22 @@ class RetryClock:
         if time.monotonic() + wait - self.started > self.policy.deadline:
             return None
         return wait
+
+    def back_off(self, exc: Exception, stop: threading.Event, *, hint: str | None = None) -> None:
+        """After try number `attempt` failed with `exc`: wait and return when another try may fix it.
+
+        Raises FetchError (with `hint`) for an HTTP fault no retry fixes and when tries or time are used
+        up, Interrupted when `stop` is set during the wait, and `exc` itself when it is not an HTTP fault.
+        """
+        if not is_transient(exc):
+            if isinstance(exc, httpx.HTTPError):
+                raise FetchError(describe(exc), hint=hint) from exc
+            raise exc
+        wait = self.next_wait()
+        if wait is None:
+            raise FetchError(f"{describe(exc)} (gave up after {self.attempt} tries)", hint=hint) from exc
+        if stop.wait(wait):
+            raise Interrupted("stopped while waiting to try again") from exc
 
 
 def describe(exc: BaseException) -> str:
