@@ -137,3 +137,17 @@ def test_rpm_target_with_its_package_key_has_no_warning() -> None:
     plan = plan_deploy(spec, None)
     assert plan.pythons == ("3.12",)
     assert plan.warnings() == []
+
+
+def test_python_is_required_only_for_a_named_deploy_node() -> None:
+    rocky = find_target("rocky", "9")
+    candidates = plan_deploy(_spec({"distro": "rocky", "release": "9", "keyring": "k"}), None)
+    assert candidates.python_packages(rocky) == ((), ("python3.12",))  # a mirror without it only warns
+    note = candidates.missing_python(rocky, ["python3.12", "ebtables"])
+    assert note is not None and "a rocky 9 deploy node must bring its own Python 3.12" in note
+    assert candidates.missing_python(rocky, ["ebtables"]) is None
+    named = plan_deploy(
+        _spec({"distro": "rocky", "release": "9", "keyring": "k"}, deploy_node={"distro": "rocky", "release": "9"}),
+        None,
+    )
+    assert named.python_packages(rocky) == (("python3.12",), ())  # absent from the mirror: the build stops

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -56,10 +56,10 @@ class OsRepoReport(BaseModel):
 
 
 def package_request(
-    spec: BundleSpec, os_target: OsTarget, target: Target, deploy_python: Sequence[str] = ()
+    spec: BundleSpec, os_target: OsTarget, target: Target, deploy: DeployPlan | None = None
 ) -> PackageRequest:
-    """requested = common + family list + per-distro lists + the deploy node's Python packages; optional = the
-    defaults not already requested."""
+    """requested = common + family list + per-distro lists (+ the Python of a deploy_node: target); optional =
+    the defaults not already requested (+ the Python of a target that may be the deploy node)."""
     pk = spec.packages
     family_list = pk.apt if target.family == "apt" else pk.yum
     per = [
@@ -67,9 +67,11 @@ def package_request(
         *pk.per_distro.get(f"{target.distro}{target.release}", []),
         *pk.per_distro.get(f"{target.distro}-{target.release}", []),
     ]
-    requested = list(dict.fromkeys([*pk.common, *family_list, *per, *deploy_python]))
+    python_required, python_optional = deploy.python_packages(target) if deploy else ((), ())
+    requested = list(dict.fromkeys([*pk.common, *family_list, *per, *python_required]))
     names = {r.partition("=")[0] for r in requested}
-    optional = [n for n in default_packages(target) if n not in names] if pk.defaults else []
+    defaults = default_packages(target) if pk.defaults else []
+    optional = list(dict.fromkeys(n for n in (*defaults, *python_optional) if n not in names))
     baseline = None
     if os_target.baseline is not None:
         path = spec.resolve(os_target.baseline)
@@ -162,7 +164,7 @@ def _resolve_targets(
         if (target.distro, target.release) in seen:
             raise BadInput(f"{target.label} is listed twice under os:", hint="merge the arches into one entry")
         seen.add((target.distro, target.release))
-        request = package_request(spec, os_target, target, deploy.packages_for(target))
+        request = package_request(spec, os_target, target, deploy)
         out.info(f"resolving {target.label} ({', '.join(os_target.arches)})")
         plan: AptPlan | RpmPlan
         if target.family == "apt":
@@ -175,6 +177,8 @@ def _resolve_targets(
             )
         if plan.skipped:
             out.warn(f"{target.label}: default packages not in its repos, skipped: {', '.join(plan.skipped)}")
+            if note := deploy.missing_python(target, plan.skipped):
+                out.warn(note)
         plans.append((os_target, target, plan))
     return plans
 

@@ -156,6 +156,22 @@ class DeployPlan:
                 return c.python.packages
         return ()
 
+    def python_packages(self, target: Target) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, optional) Python packages for `target`'s repo: required for the deploy_node: bundle.yaml
+        names, optional for a target that may be the deploy node (a mirror without them only warns)."""
+        packages = self.packages_for(target)
+        return (packages, ()) if self.named else ((), packages)
+
+    def missing_python(self, target: Target, skipped: Sequence[str]) -> str | None:
+        """The warning for a target whose repos lacked (some of) its Python packages, else None."""
+        missing = [p for p in self.packages_for(target) if p in skipped]
+        if not missing:
+            return None
+        return (
+            f"{target.label}: {', '.join(missing)} not in its repos, so a {target.label} deploy node must bring its "
+            f"own Python {self.python_of(target)} (install.sh cannot install it from the bundle)"
+        )
+
     def python_of(self, target: Target) -> str:
         """The deploy-node Python version of `target` ("" when it is not a deploy node)."""
         return next((c.python.version for c in self.choices if c.target == target and c.python), "")
