@@ -832,3 +832,38 @@ def test_hand_run_refuses_a_missing_tree_before_starting_servers(tmp_path: Path)
     assert "--example-tree" in run.stderr
     assert not run.stdout
     assert not (tmp_path / "upstream" / "registry").exists()  # no server was started
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+def test_hand_run_interrupted_while_starting_stops_what_it_started(tmp_path: Path) -> None:
+    """SIGTERM while the release is still being extracted and served: exit 130, no server left behind."""
+    source = require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubeplay.lab.upstream", str(tmp_path / "upstream"), "--kubespray", str(source)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=hand_run_env(tmp_path),  # a cold cache: extracting the release leaves seconds to interrupt in
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(servers := children_of(proc.pid)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert len(servers) == 4, "the simulator's four servers did not start"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted while starting" in err.decode()
+    assert not out  # no bundle.yaml printed for a release that was not served
+    assert not (tmp_path / "upstream" / "bundle.yaml").exists()
+    assert not [p for p in servers if Path(f"/proc/{p}").exists()], "servers left behind"

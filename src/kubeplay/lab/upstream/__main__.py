@@ -12,11 +12,13 @@ every process it started, by PID.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -27,6 +29,7 @@ from kubeplay.catalog.examples import example_tree_path
 from kubeplay.config.bundle import SUPPORTED_ARCHES, BundleSpec
 from kubeplay.console import Output
 from kubeplay.errors import BadInput, KubeplayError
+from kubeplay.lab.upstream.process import STOP_TIMEOUT
 from kubeplay.lab.upstream.release import ServedRelease, serve_release
 from kubeplay.lab.upstream.simulator import UpstreamSimulator
 from kubeplay.state import atomic_write
@@ -71,8 +74,11 @@ def build_commands(workdir: Path, spec_path: Path) -> list[str]:
     return [f"{kubeplay} build {spec} -o {bundle} --no-wheels", f"{kubeplay} verify {bundle}"]
 
 
-def serve(args: argparse.Namespace, sim: UpstreamSimulator, out: Output) -> None:
-    """Start the simulator, serve what was asked, print bundle.yaml (stdout) and how to use and stop it."""
+def serve(args: argparse.Namespace, sim: UpstreamSimulator, out: Output, stop: threading.Event) -> None:
+    """Start the simulator, serve what was asked, print bundle.yaml (stdout) and how to use and stop it.
+
+    Raises KeyboardInterrupt when `stop` was set while starting, before anything is printed.
+    """
     arches: list[str] = list(dict.fromkeys(args.arch or ["amd64"]))
     workdir: Path = args.workdir.resolve()
     if args.kubespray is not None and not args.kubespray.exists():
@@ -99,6 +105,8 @@ def serve(args: argparse.Namespace, sim: UpstreamSimulator, out: Output) -> None
         text = release.bundle_spec(sim.mirrors(), creds)
         BundleSpec.model_validate(text)  # what we print must load: a failure here is a kubeplay bug
     body = yaml.safe_dump(text, sort_keys=False)
+    if stop.is_set():  # an interrupt whose KeyboardInterrupt was swallowed (e.g. in an at-fork hook)
+        raise KeyboardInterrupt
     spec_path = workdir / "bundle.yaml"
     if release is not None:
         atomic_write(spec_path, body.encode())
@@ -118,31 +126,78 @@ def serve(args: argparse.Namespace, sim: UpstreamSimulator, out: Output) -> None
     out.line(f"stop: Ctrl-C here, or kill {os.getpid()} (stops its servers, pids {' '.join(map(str, sim.pids))})")
 
 
-def raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
+class Interruptions:
+    """SIGINT/SIGTERM set `stop` and raise KeyboardInterrupt. Python drops an exception raised where it
+    ignores errors (an at-fork hook, a __del__), so the flag is what `serve` and the serving wait rely on."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def handler(self, signum: int, frame: FrameType | None) -> NoReturn:
+        self.stop.set()
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started ignoring it (&)
+            signal.signal(signal.SIGINT, self.handler)
+
+    @staticmethod
+    def ignore() -> None:
+        """From here on, a second Ctrl-C must not cut the shutdown short and leave servers behind."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def own_children() -> list[int]:
+    """PIDs of this process's children (Linux /proc/<pid>/task/<tid>/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def stop_unregistered(timeout: float = STOP_TIMEOUT) -> list[int]:
+    """Stop children a Ctrl-C caught between their fork and the simulator recording them: SIGTERM, then
+    SIGKILL after `timeout`, each reaped. Every child of this process is the simulator's; returns their PIDs."""
+    pids = own_children()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.02)
+    return pids
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Output()
-    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops it the way Ctrl-C does
+    interruptions = Interruptions()
+    interruptions.install()  # SIGTERM stops it the way Ctrl-C does
     serving = False
     sim = UpstreamSimulator(args.workdir, registry_auth=args.auth)
     try:
-        serve(args, sim, out)
+        serve(args, sim, out, interruptions.stop)
         serving = True
-        threading.Event().wait()
+        interruptions.stop.wait()
     except KubeplayError as exc:
         out.error(exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         pass
     finally:
-        # A second Ctrl-C must not cut the shutdown short and leave servers behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        interruptions.ignore()
         pids = sim.pids
         sim.stop()
+        pids += stop_unregistered()
     if not serving:
         out.warn(f"interrupted while starting; stopped pids {' '.join(map(str, pids)) or '(none started)'}")
         return INTERRUPTED

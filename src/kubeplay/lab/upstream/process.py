@@ -174,6 +174,9 @@ def start_on_free_port(
             if extra_log is not None and extra_log.exists():
                 raise KubeplayError(exc.message, hint=f"{exc.hint}\n{extra_log.name}:\n{text[-2000:]}") from exc
             raise
+        except BaseException:  # Ctrl-C while it starts: the caller never got it, so stop it here
+            proc.stop()
+            raise
         return proc
     assert last_error is not None
     raise last_error
