@@ -196,8 +196,8 @@ if ! pick_python; then
         die "no Python here matches the bundle's wheels for $machine (the bundle has: ${have:-none})" \
             "install a matching python3.x from the OS (it needs the venv module), or set KUBEPLAY_PYTHON" 2
     bootstrap_python
-    pick_python || die "Python $pyver from the bundle does not match its wheels for $machine (it has: ${have:-none})" \
-        "rebuild the bundle" 1
+    pick_python || die "Python $pyver from the bundle is not among ${KUBEPLAY_PYTHON:-the interpreters install.sh looks for}, or does not match the wheels for $machine (${have:-none})" \
+        "${KUBEPLAY_PYTHON:+unset KUBEPLAY_PYTHON, or }rebuild the bundle" 1
 fi
 
 # The venv is rebuilt only when the pinned wheel set changed; a re-run after an interruption reuses it.
