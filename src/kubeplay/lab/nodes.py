@@ -93,6 +93,74 @@ def _node_from(rec: NodeRecord, lab: LabRecord) -> LabNode:
     )
 
 
+def _check_request(name: str, subnet: str, nodes: int, nspawn_env: Mapping[str, str]) -> network.AddressPlan:
+    """The addresses for `nodes` nodes on `subnet`; BadInput for a bad name, subnet or environment, missing tools."""
+    if not network.valid_name(name):
+        raise BadInput(f"lab name {name!r} is invalid", hint="1-12 characters: lowercase letters, digits, '-'")
+    machines.check_env(nspawn_env)
+    plan = network.plan_addresses(subnet, nodes)
+    _check_prerequisites()
+    network.check_subnet_free(plan.subnet)
+    return plan
+
+
+def _free_lab_dir(name: str, state_root: Path) -> Path:
+    """Where lab `name` will live; BadInput when a lab is up there or the directory holds something else."""
+    lab_dir = state_root / name
+    if record.state_path(lab_dir).exists():
+        raise BadInput(f"lab {name!r} is already up ({lab_dir})", hint=f"run `kubeplay lab down --name {name}` first")
+    if lab_dir.exists():
+        raise BadInput(f"{lab_dir} exists but holds no lab state", hint="remove it or pick another --name")
+    return lab_dir
+
+
+def _new_record(
+    name: str,
+    plan: network.AddressPlan,
+    lab_dir: Path,
+    spec: rootfs.RootfsSpec,
+    nspawn_args: tuple[str, ...],
+    nspawn_env: Mapping[str, str],
+) -> LabRecord:
+    """The lab's record before anything exists: its names, addresses and paths (node0, node1, ...)."""
+    rec = LabRecord(
+        name=name,
+        subnet=str(plan.subnet),
+        bridge_ip=str(plan.bridge_ip),
+        netns=f"kplab-{name}",
+        dir=str(lab_dir),
+        key=str(lab_dir / "id_ed25519"),
+        known_hosts=str(lab_dir / "known_hosts"),
+        created=time.time(),
+        nspawn_args=list(nspawn_args),
+        nspawn_env=dict(nspawn_env),
+        rootfs_key=spec.key(),
+    )
+    for i, ip in enumerate(plan.node_ips):
+        node = f"node{i}"
+        rec.nodes.append(
+            NodeRecord(
+                name=node,
+                ip=str(ip),
+                netns=f"kplab-{name}-{node}",
+                link=f"v-{node}",
+                machine=f"kplab-{name}-{node}",
+                root=str(lab_dir / "nodes" / node),
+                log=str(lab_dir / f"{node}.log"),
+            )
+        )
+    return rec
+
+
+def _check_namespaces_free(rec: LabRecord) -> None:
+    taken = [ns for ns in (rec.netns, *(n.netns for n in rec.nodes)) if network.netns_exists(ns)]
+    if taken:
+        raise BadInput(
+            f"network namespace(s) {', '.join(taken)} already exist; lab {rec.name!r} seems to be up elsewhere",
+            hint="pick another --name, or bring that lab down with its own --state-dir",
+        )
+
+
 @dataclass
 class Lab:
     """A lab that is up (or was, if `down()` has run). Use `Lab.up(...)` or `Lab.load(name)`."""
@@ -166,56 +234,15 @@ class Lab:
 
         `nspawn_args` are extra systemd-nspawn options and `nspawn_env` extra environment variables for
         systemd-nspawn (e.g. SYSTEMD_NSPAWN_API_VFS_WRITABLE=network); both are recorded so `power_on`
-        boots a node again the same way. Returns the running Lab. On any failure everything created so far
-        is removed and the error re-raised.
+        boots a node again the same way. Returns the running Lab. Raises BadInput, before creating anything,
+        for a bad name, subnet or environment, missing tools, or a lab (or its namespaces) already there; on
+        any later failure everything created so far is removed and the error re-raised.
         """
-        subnet = subnet or settings.from_environ().lab_subnet
-        if not network.valid_name(name):
-            raise BadInput(f"lab name {name!r} is invalid", hint="1-12 characters: lowercase letters, digits, '-'")
-        machines.check_env(nspawn_env or {})
         spec = spec or rootfs.RootfsSpec()
-        plan = network.plan_addresses(subnet, nodes)
-        _check_prerequisites()
-        network.check_subnet_free(plan.subnet)
-        lab_dir = (state_root or record.default_state_root()) / name
-        if record.state_path(lab_dir).exists():
-            raise BadInput(
-                f"lab {name!r} is already up ({lab_dir})", hint=f"run `kubeplay lab down --name {name}` first"
-            )
-        if lab_dir.exists():
-            raise BadInput(f"{lab_dir} exists but holds no lab state", hint="remove it or pick another --name")
-        rec = LabRecord(
-            name=name,
-            subnet=str(plan.subnet),
-            bridge_ip=str(plan.bridge_ip),
-            netns=f"kplab-{name}",
-            dir=str(lab_dir),
-            key=str(lab_dir / "id_ed25519"),
-            known_hosts=str(lab_dir / "known_hosts"),
-            created=time.time(),
-            nspawn_args=list(nspawn_args),
-            nspawn_env=dict(nspawn_env or {}),
-            rootfs_key=spec.key(),
-        )
-        for i, ip in enumerate(plan.node_ips):
-            node = f"node{i}"
-            rec.nodes.append(
-                NodeRecord(
-                    name=node,
-                    ip=str(ip),
-                    netns=f"kplab-{name}-{node}",
-                    link=f"v-{node}",
-                    machine=f"kplab-{name}-{node}",
-                    root=str(lab_dir / "nodes" / node),
-                    log=str(lab_dir / f"{node}.log"),
-                )
-            )
-        taken = [ns for ns in (rec.netns, *(n.netns for n in rec.nodes)) if network.netns_exists(ns)]
-        if taken:
-            raise BadInput(
-                f"network namespace(s) {', '.join(taken)} already exist; lab {name!r} seems to be up elsewhere",
-                hint="pick another --name, or bring that lab down with its own --state-dir",
-            )
+        plan = _check_request(name, subnet or settings.from_environ().lab_subnet, nodes, nspawn_env or {})
+        lab_dir = _free_lab_dir(name, state_root or record.default_state_root())
+        rec = _new_record(name, plan, lab_dir, spec, nspawn_args, nspawn_env or {})
+        _check_namespaces_free(rec)
         lab = cls(record=rec)
         t0 = time.monotonic()
         try:
