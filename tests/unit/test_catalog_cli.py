@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 from kubeplay.catalog.examples import example_tree_path
-from kubeplay.catalog.source import file_sha256
+from kubeplay.catalog.planner import make_plan
+from kubeplay.catalog.source import file_sha256, load_tree
 from kubeplay.cli.app import main
+from kubeplay.cli.plan import print_plan
 from kubeplay.config.bundle import load_bundle_spec
+from kubeplay.console import Output
 
 EXAMPLE = example_tree_path()
 
@@ -214,3 +219,21 @@ def test_cli_errors_have_no_traceback_in_a_real_process(archive: Path, tmp_path:
     assert result.returncode == 2
     assert "supported: 1.35.2, 1.35.1, 1.34.4" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plan_table_on_a_narrow_terminal_keeps_every_url_whole(archive: Path, tmp_path: Path) -> None:
+    """A table cell breaks a long URL over lines instead of cutting it short with an ellipsis."""
+    plan = make_plan(load_bundle_spec(write_bundle(tmp_path, archive)), load_tree(archive))
+    screen = io.StringIO()
+    print_plan(plan, Output(console=Console(file=screen, width=100, force_terminal=True, color_system=None)))
+    cells: list[list[str]] = []
+    for line in screen.getvalue().splitlines():
+        if line.startswith("│"):
+            parts = [part.strip() for part in line.split("│")[1:-1]]
+            if parts[0]:
+                cells.append(parts)
+            else:  # a continuation line: each column goes on where it left off
+                cells[-1] = [a + b for a, b in zip(cells[-1], parts, strict=True)]
+    shown = {row[4] for row in cells}
+    assert {f.url for f in plan.files} | {i.upstream for i in plan.images} == shown
+    assert "…" not in screen.getvalue()
