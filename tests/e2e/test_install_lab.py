@@ -338,5 +338,5 @@ def step_statuses(stdout: str) -> dict[str, list[str]]:
         if line.startswith("{"):
             event = json.loads(line)
             if event.get("event") == "step":
-                out.setdefault(str(event.get("step") or event.get("name")), []).append(str(event["status"]))
+                out.setdefault(str(event["step"]), []).append(str(event["status"]))
     return out
