@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kubeplay import __version__
+from kubeplay import __version__, settings
 from kubeplay.assemble.images import ImageFetcher, ImagesResult
 from kubeplay.assemble.install_step import add_install_files_kept
 from kubeplay.assemble.kubespray import copy_tree, obtain_tree, tree_identity
@@ -52,7 +52,6 @@ from kubeplay.state import atomic_write, input_hash
 from kubeplay.store.registry import RegistryStorage
 
 Planner = Callable[[BundleSpec, KubesprayTree], Plan]
-FALSY = ("0", "false", "no", "off")
 
 
 @dataclass
@@ -64,7 +63,7 @@ class BuildOptions:
     environ: Mapping[str, str] | None = None
     planner: Planner | None = None  # default: the catalog's make_plan, cached per tree and spec
     # wheels/ for the deploy node (from PyPI); install.sh and config-sample.yaml are always written
-    wheels: bool = field(default_factory=lambda: os.environ.get("KUBEPLAY_WHEELS", "1").lower() not in FALSY)
+    wheels: bool = field(default_factory=lambda: settings.from_environ().wheels)
 
 
 @dataclass

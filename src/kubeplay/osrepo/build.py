@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from kubeplay import settings
 from kubeplay.config.bundle import BundleSpec, OsTarget
 from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput
@@ -21,7 +22,7 @@ from kubeplay.fetch.http import Downloader
 from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.apt_target import AptPlan, PackageRequest, plan_apt_target
 from kubeplay.osrepo.baseline import read_baseline
-from kubeplay.osrepo.blobcache import Wanted, default_cache_dir, fetch_into_cache, place
+from kubeplay.osrepo.blobcache import Wanted, fetch_into_cache, place
 from kubeplay.osrepo.deploy_python import DeployPlan, plan_deploy
 from kubeplay.osrepo.rpm_repo import write_rpm_repo
 from kubeplay.osrepo.rpm_target import RpmPlan, plan_rpm_target
@@ -130,7 +131,7 @@ def build_os_repos(
     the repos beside the bundle's and swap them in, remove repos of targets no longer listed.
     """
     started = time.monotonic()
-    cache = cache_dir or default_cache_dir()
+    cache = cache_dir or settings.from_environ().cache.osrepo
     cache.mkdir(parents=True, exist_ok=True)
     if deploy is None:  # the kubespray tree the build copied in decides which Python Ansible runs on
         tree = bundle_dir / "kubespray"
