@@ -18,6 +18,7 @@ from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
     PART_SUFFIX,
+    SIGNATURE_NAME,
     SUMS_NAME,
     BundleManifest,
     read_sha256sums,
@@ -97,7 +98,7 @@ def compare_digests(
 ) -> IntegrityReport:
     """Findings for file digests `actual` against `sums` (SHA256SUMS) and `manifest` (kubeplay.json)."""
     report = IntegrityReport(checked=len(actual))
-    present = {p: d for p, d in actual.items() if is_packed_path(p) and p != SUMS_NAME}
+    present = {p: d for p, d in actual.items() if is_packed_path(p) and p not in (SUMS_NAME, SIGNATURE_NAME)}
     for path in sorted(sums):
         digest = present.get(path)
         if digest is None:

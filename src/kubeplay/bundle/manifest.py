@@ -26,6 +26,7 @@ from kubeplay.state import atomic_write
 
 MANIFEST_NAME = "kubeplay.json"
 SUMS_NAME = "SHA256SUMS"
+SIGNATURE_NAME = "SHA256SUMS.sig"  # SSHSIG over SHA256SUMS (bundle/trust.py); not listed in SHA256SUMS itself
 BUILD_STATE_DIR = ".kubeplay-build"
 PART_SUFFIX = ".part"
 MANIFEST_FORMAT = 1
@@ -154,9 +155,9 @@ def read_manifest(bundle_dir: Path) -> BundleManifest:
 
 
 def is_bundle_file(relpath: str) -> bool:
-    """True for paths that belong to the bundle (not build state, not SHA256SUMS, not partial downloads)."""
+    """True for paths SHA256SUMS lists (not build state, SHA256SUMS or its signature, not partial downloads)."""
     first = relpath.split("/", 1)[0]
-    return first != BUILD_STATE_DIR and relpath != SUMS_NAME and not relpath.endswith(PART_SUFFIX)
+    return first != BUILD_STATE_DIR and relpath not in (SUMS_NAME, SIGNATURE_NAME) and not relpath.endswith(PART_SUFFIX)
 
 
 def bundle_files(bundle_dir: Path) -> Iterator[str]:

@@ -36,7 +36,7 @@ from kubeplay.errors import BadInput, BundleError, Interrupted
 from kubeplay.state import atomic_write
 
 # Read first when streaming: a reader (verify, extract) meets the digests before the files they cover.
-LEADING_FILES = ("kubeplay.json", "SHA256SUMS")
+LEADING_FILES = ("kubeplay.json", "SHA256SUMS", "SHA256SUMS.sig")
 CHUNK = 1 << 20
 
 

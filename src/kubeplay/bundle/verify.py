@@ -23,8 +23,9 @@ from kubeplay.bundle.integrity import (
     parse_manifest,
     parse_sha256sums,
 )
-from kubeplay.bundle.manifest import BUILD_STATE_DIR, MANIFEST_NAME, SUMS_NAME, read_sha256sums
+from kubeplay.bundle.manifest import BUILD_STATE_DIR, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.bundle.parts import ArchiveSource, open_archive_source, parts_manifest_name
+from kubeplay.bundle.trust import Signer, check_signature
 from kubeplay.errors import BadInput
 
 Progress = Callable[[int, int], None]
@@ -40,6 +41,7 @@ class VerifyResult:
     size: int
     sums_sha256: str | None
     archive_sha256: str | None = None
+    signer: Signer | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,10 +68,24 @@ def _walk_directory(root: Path) -> tuple[list[str], dict[str, str], list[str]]:
     return sorted(files), symlinks, odd
 
 
-def verify_directory(root: Path, on_progress: Progress | None = None) -> VerifyResult:
-    """Hash every file below `root` and compare with its SHA256SUMS and kubeplay.json."""
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+
+
+def verify_directory(
+    root: Path, on_progress: Progress | None = None, allowed_signers: Path | None = None
+) -> VerifyResult:
+    """Check SHA256SUMS.sig first when `allowed_signers` is given, then hash every file below `root` and
+    compare with its SHA256SUMS and kubeplay.json. Raises UntrustedBundle for a missing or refused signature."""
     if not (root / SUMS_NAME).is_file() and not (root / MANIFEST_NAME).is_file():
         raise BadInput(f"{root}: not a kubeplay bundle (no {SUMS_NAME} or {MANIFEST_NAME})")
+    signer = None
+    if allowed_signers is not None:
+        sums_body = (root / SUMS_NAME).read_bytes() if (root / SUMS_NAME).is_file() else b""
+        signer = check_signature(sums_body, _read_text(root / SIGNATURE_NAME), allowed_signers, str(root))
     files, symlinks, odd = _walk_directory(root)
     total = sum((root / f).stat().st_size for f in files if is_packed_path(f))
     done = 0
@@ -90,7 +106,7 @@ def verify_directory(root: Path, on_progress: Progress | None = None) -> VerifyR
     report.problems.extend(odd)
     _note_missing_indexes(report, sums_path.is_file(), manifest is not None)
     sums_sha256 = hashlib.sha256(sums_path.read_bytes()).hexdigest() if sums_path.is_file() else None
-    return VerifyResult("directory", str(root), report, total, sums_sha256)
+    return VerifyResult("directory", str(root), report, total, sums_sha256, signer=signer)
 
 
 def _note_missing_indexes(report: IntegrityReport, has_sums: bool, has_manifest: bool) -> None:
@@ -113,43 +129,70 @@ class _CaptureIndexes:
         self.done += entry.info.size
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
-        if data is not None and entry.relpath in (SUMS_NAME, MANIFEST_NAME):
+        if data is not None and entry.relpath in (SUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME):
             body = data.read()
             self.bodies[entry.relpath] = body
             return hashlib.sha256(body).hexdigest()
         return None
 
 
-def verify_archive(source: ArchiveSource, on_progress: Progress | None = None) -> VerifyResult:
-    """Stream the archive (or its parts) once, hashing every member; nothing is written to disk."""
+def _check_beside(source: ArchiveSource, allowed_signers: Path) -> None:
+    """The signature beside the archive (`<archive>.sha256.sig` or `<stem>.parts.json.sig`), when present."""
+    if source.digest_source is None:
+        return
+    digests = source.files[0].parent / source.digest_source
+    text = _read_text(digests.with_name(digests.name + ".sig"))
+    if text is not None:
+        check_signature(digests.read_bytes(), text, allowed_signers, digests.name)
+
+
+def verify_archive(
+    source: ArchiveSource, on_progress: Progress | None = None, allowed_signers: Path | None = None
+) -> VerifyResult:
+    """Stream the archive (or its parts) once, hashing every member; nothing is written to disk.
+
+    With `allowed_signers`, the signature beside the archive is checked before it is read, and the
+    SHA256SUMS.sig inside it before any digest is compared (UntrustedBundle when refused)."""
+    if allowed_signers is not None:
+        _check_beside(source, allowed_signers)
     capture = _CaptureIndexes(on_progress, frame_content_size(source) or 0)
     scan = scan_archive(source, capture)
     sums_body = capture.bodies.get(SUMS_NAME)
     manifest_body = capture.bodies.get(MANIFEST_NAME)
+    signer = None
+    if allowed_signers is not None:
+        sig_body = capture.bodies.get(SIGNATURE_NAME)
+        sig_text = sig_body.decode(errors="replace") if sig_body is not None else None
+        signer = check_signature(sums_body or b"", sig_text, allowed_signers, source.label)
     sums = parse_sha256sums(sums_body, f"{source.archive_name}:{SUMS_NAME}") if sums_body is not None else {}
     manifest = parse_manifest(manifest_body, f"{source.archive_name}:{MANIFEST_NAME}") if manifest_body else None
     report = compare_digests(sums, scan.digests, scan.symlinks, manifest)
     _note_missing_indexes(report, sums_body is not None, manifest is not None)
     sums_sha256 = hashlib.sha256(sums_body).hexdigest() if sums_body is not None else None
     kind = "split archive" if source.split else "archive"
-    return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256)
+    return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256, signer)
 
 
 def verify_bundle(
-    path: Path, on_progress: Progress | None = None, *, expected_sums_sha256: str | None = None
+    path: Path,
+    on_progress: Progress | None = None,
+    *,
+    expected_sums_sha256: str | None = None,
+    allowed_signers: Path | None = None,
 ) -> VerifyResult:
     """Verify a bundle directory, archive, parts manifest or part; raise BadInput when `path` is none of them.
 
     `expected_sums_sha256` is the SHA256SUMS digest the build printed: with it, a SHA256SUMS rewritten
     to match tampered files is caught too. Damaged archives raise BundleError (exit 1) naming the
-    archive or part and the member being read.
+    archive or part and the member being read. With `allowed_signers`, an unsigned bundle, a signature
+    that does not verify or a signer the file does not allow raises UntrustedBundle (exit 2).
     """
     if path.is_dir():
-        result = verify_directory(path, on_progress)
+        result = verify_directory(path, on_progress, allowed_signers)
     elif not path.exists() and not path.with_name(parts_manifest_name(path.name)).exists():
         raise BadInput(f"{path}: no such file or directory", hint="pass a bundle directory, .tar.zst or .parts.json")
     else:
-        result = verify_archive(open_archive_source(path), on_progress)
+        result = verify_archive(open_archive_source(path), on_progress, allowed_signers)
     expected = expected_sums_sha256.lower().removeprefix("sha256:") if expected_sums_sha256 else None
     if expected is not None and result.sums_sha256 != expected:
         result.report.problems.append(

@@ -13,7 +13,7 @@ from kubeplay import settings
 from kubeplay.bundle.compression import Compression
 from kubeplay.cli.output import command_output
 from kubeplay.console import human_bytes
-from kubeplay.errors import FetchError
+from kubeplay.errors import BadInput, FetchError
 
 
 def build(
@@ -61,6 +61,14 @@ def build(
             help="With --pack: zstd, or gzip for plain `tar xzf` (see `kubeplay pack`).",
         ),
     ] = Compression.ZSTD,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            metavar="KEY",
+            help="Sign SHA256SUMS with this SSH private key (SHA256SUMS.sig; with --pack also the archive's digest file).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
@@ -68,6 +76,11 @@ def build(
     from kubeplay.config.bundle import load_bundle_spec
 
     out = command_output(ctx)
+    signing_key = None
+    if sign_key is not None:  # read before the build: a key that cannot sign fails in a second, not after an hour
+        from kubeplay.bundle.trust import load_private_key
+
+        signing_key = load_private_key(sign_key)
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
     wheels = settings.from_environ().wheels if wheels is None else wheels
@@ -77,6 +90,12 @@ def build(
         where = f" ({failure.label})" if failure.label else ""
         out.error(f"{failure.url}{where}: {failure.reason}")
         out.event("failed", url=failure.url, label=failure.label, reason=failure.reason)
+    if result.bad_input:
+        raise BadInput(
+            f"{len(result.failures)} of your bundle.yaml artifact(s) do not match upstream; everything else is "
+            f"kept in {target}",
+            hint="fix bundle.yaml where each error above points and run the same command again: it resumes",
+        )
     if result.failures:
         raise FetchError(
             f"{len(result.failures)} item(s) failed; everything else is kept in {target}",
@@ -86,10 +105,14 @@ def build(
     totals = result.manifest.totals
     out.event("built", bundle=str(target), sha256sums=result.sums_sha256, fetched=result.bytes_fetched)
     out.info(f"SHA256SUMS sha256 {result.sums_sha256}")
+    if signing_key is not None:
+        from kubeplay.bundle.trust import sign_bundle
+
+        out.info(f"signed: {sign_bundle(target, signing_key)}")
     if pack:
         from kubeplay.cli.pack import pack_and_report
 
-        pack_and_report(out, target, None, split_size=split_size, compression=compression)
+        pack_and_report(out, target, None, split_size=split_size, compression=compression, signing_key=signing_key)
     out.summary(
         f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
         f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"

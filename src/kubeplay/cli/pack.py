@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from kubeplay import settings
 from kubeplay.bundle.compression import Compression
 from kubeplay.cli.output import command_output
 from kubeplay.console import Output, human_bytes
+
+if TYPE_CHECKING:
+    from kubeplay.bundle.sshsig import PrivateKey
 
 SPLIT_HELP = (
     "Write numbered parts of at most this size plus a parts manifest: K/M/G/T are powers of 1024, "
@@ -51,9 +54,30 @@ def pack(
             help="Compression level, speed vs size: zstd 1-19 (default 3), gzip 1-9 (default 6).",
         ),
     ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            metavar="KEY",
+            help="Sign the archive's digest file (.sha256, or .parts.json when split) with this SSH private key.",
+        ),
+    ] = None,
 ) -> None:
     """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst (or .tar.gz), checking every file."""
-    pack_and_report(command_output(ctx), bundle, output, split_size=split_size, compression=compression, level=level)
+    signing_key = None
+    if sign_key is not None:
+        from kubeplay.bundle.trust import load_private_key
+
+        signing_key = load_private_key(sign_key)
+    pack_and_report(
+        command_output(ctx),
+        bundle,
+        output,
+        split_size=split_size,
+        compression=compression,
+        level=level,
+        signing_key=signing_key,
+    )
 
 
 def pack_and_report(
@@ -64,8 +88,12 @@ def pack_and_report(
     split_size: str | None = None,
     compression: Compression = Compression.ZSTD,
     level: int | None = None,
+    signing_key: PrivateKey | None = None,
 ) -> None:
-    """`kubeplay pack` (also run by `kubeplay build --pack`): pack, then print what to do with the archive."""
+    """`kubeplay pack` (also run by `kubeplay build --pack`): pack, then print what to do with the archive.
+
+    With `signing_key`, the archive's digest file gets a `.sig` beside it; without, a stale one is removed.
+    """
     from kubeplay.bundle.pack import pack_checked_bundle, unpack_commands
     from kubeplay.bundle.parts import parse_size
 
@@ -80,6 +108,13 @@ def pack_and_report(
         out.event("written", path=str(path), size=path.stat().st_size)
     if result.parts_manifest is not None:
         out.info(f"{len(result.parts)} parts; parts manifest {result.parts_manifest}")
+    digest_file = result.parts_manifest or result.sha256_file
+    if signing_key is not None:
+        from kubeplay.bundle.trust import sign_file
+
+        out.info(f"signed: {sign_file(digest_file, signing_key)}")
+    else:
+        digest_file.with_name(digest_file.name + ".sig").unlink(missing_ok=True)  # it signed an earlier archive
     out.info(f"sha256 {result.sha256}  ({result.sha256_file.name})")
     commands = unpack_commands(result)
     if not out.quiet:

@@ -31,13 +31,30 @@ def verify(
             help="The SHA256SUMS digest `kubeplay build` printed; checks the list itself, not only the files.",
         ),
     ] = None,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="OpenSSH allowed_signers file: SHA256SUMS.sig must verify with a key it allows for namespace "
+            "kubeplay-bundle, checked before any digest (exit 2 when unsigned, changed or not allowed).",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file."""
+    """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file.
+
+    With --allowed-signers the signature is checked first: exit 2 when the bundle is unsigned, its
+    signature does not verify, or its key is not allowed.
+    """
     from kubeplay.bundle.verify import verify_bundle
 
     out = command_output(ctx)
     with out.byte_progress("verifying") as progress:
-        result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256)
+        result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256, allowed_signers=allowed_signers)
+    if result.signer is not None:
+        out.info(f"signed by {result.signer.describe()}, allowed by {allowed_signers}")
+        out.event("signer", principals=result.signer.principals, fingerprint=result.signer.fingerprint)
+    else:
+        out.info("origin not checked: no --allowed-signers given, so the digests prove integrity, not who built it")
     report = result.report
     for kind, paths in (
         ("changed", report.changed),
@@ -61,6 +78,7 @@ def verify(
         )
     out.summary(
         f"verified {result.kind} {result.label}: {report.checked} files, {human_bytes(result.size)}, all digests match"
+        + (f", signed by {result.signer.principals}" if result.signer else "")
     )
 
 
