@@ -10,7 +10,8 @@ code the class carries. Every class a user can meet is defined here; the number 
     │       └── ArchiveDigestMismatch .... 2  the kubespray archive is not the one bundle.yaml names
     ├── FetchError ....................... 1  a download or upload failed (after its retries)
     │   ├── DigestMismatch ............... 1  upstream served other bytes than the digest says
-    │   └── AuthFailed ................... 1  a registry or mirror refused or could not be answered
+    │   ├── AuthFailed ................... 1  a registry or mirror refused or could not be answered
+    │   └── NotUpstream .................. 1  upstream has no such tag, version or requested arch
     ├── BundleError ...................... 1  a bundle is incomplete, tampered with, or unsafe
     │   └── UntrustedBundle .............. 2  unsigned, badly signed, or signed by a key not allowed
     ├── PlanIncomplete ................... 1  templates did not render; the printed plan lacks them
@@ -90,6 +91,10 @@ class DigestMismatch(FetchError):
 
 class AuthFailed(FetchError):
     """Authentication was required and could not be satisfied; the message names no secret."""
+
+
+class NotUpstream(FetchError):
+    """Upstream answered, but has not what was asked for: no such tag or version, no requested arch."""
 
 
 class BundleError(KubeplayError):

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from kubeplay.bundle.manifest import ImageRecord, PlatformRecord
 from kubeplay.catalog.model import Checksum, ImageArtifact
 from kubeplay.console import Output
-from kubeplay.errors import FetchError
+from kubeplay.errors import FetchError, NotUpstream
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem
 from kubeplay.fetch.mirrors import RegistryEndpoint, docker_repository, redact
 from kubeplay.fetch.oci import Fetched, RegistryClient
@@ -256,7 +256,8 @@ class ImageFetcher:
             try:
                 return self._resolve(artifact, _image_arches(artifact, arches))
             except (FetchError, ValueError, KeyError) as exc:
-                return DownloadFailure(artifact.upstream, artifact.variable, redact(str(exc)))
+                mismatch = isinstance(exc, NotUpstream)
+                return DownloadFailure(artifact.upstream, artifact.variable, redact(str(exc)), mismatch)
 
         with WorkerPool(self.downloader.jobs, "kubeplay-oci", self.downloader.stop) as pool:
             for future in as_completed([pool.submit(one, a) for a in todo]):
@@ -297,8 +298,9 @@ class ImageFetcher:
             raise FetchError(f"no platform for {', '.join(arches)} in this image")
         if image.missing:
             message = f"{artifact.upstream} has no {', '.join(image.missing)} image"
-            if self.policy == "strict":
-                raise FetchError(f"{message} (platform_policy: strict; set it to warn to bundle what exists)")
+            if (artifact.platform_policy or self.policy) == "strict":
+                where = f"{artifact.variable}." if artifact.origin == "user" else ""
+                raise NotUpstream(f"{message} ({where}platform_policy: strict; set it to warn to bundle what exists)")
             self.out.warn(f"{message}; bundling {', '.join(image.children)} only")
         for child in image.children.values():
             for digest, size in manifest_blobs(child.data):

@@ -43,6 +43,7 @@ from kubeplay.catalog.locations import LocationError, file_destination
 from kubeplay.catalog.model import Checksum, FileArtifact, Plan
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import KubesprayTree
+from kubeplay.catalog.user import with_user_artifacts
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, ConfigError
@@ -78,6 +79,8 @@ class BuildResult:
     files_skipped: int = 0
     images_skipped: int = 0
     images_resolved: int = 0
+    # every failure is one of the user's own artifacts not matching upstream (sha256, tag, arch): bundle.yaml's
+    bad_input: bool = False
 
     @property
     def ok(self) -> bool:
@@ -304,6 +307,7 @@ def _plan(spec: BundleSpec, tree: KubesprayTree, identity: str, state: Path, opt
     """The plan for this tree and spec, plus the deploy node's own files; render problems are warned about."""
     plan = opts.planner(spec, tree) if opts.planner else cached_plan(spec, tree, identity, state)
     plan = plan.model_copy(update={"files": plan.files + deploy_node_files(spec, plan.arches)})
+    plan = with_user_artifacts(plan, spec)
     for problem in plan.problems:
         out.warn(f"{problem.entry}: {problem.variable} did not render: {problem.message}")
     out.info(
@@ -327,6 +331,10 @@ def _fetch(
     result.failures.extend(images.failed)
     result.images_skipped, result.images_resolved = images.skipped, images.resolved
     result.bytes_fetched = files.bytes_fetched + images.bytes_fetched
+    users = {f.variable for f in plan.files if f.origin == "user"} | {
+        i.variable for i in plan.images if i.origin == "user"
+    }
+    result.bad_input = bool(result.failures) and all(f.mismatch and f.label in users for f in result.failures)
     return Fetched(files, images, storage)
 
 

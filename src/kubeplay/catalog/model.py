@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Who asked for an artifact: kubespray's download tables, or the user's bundle.yaml (images:, files:).
+Origin = Literal["kubespray", "user"]
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,7 +32,11 @@ class FileArtifact(Frozen):
     checksum: Checksum | None = None
     path: str = Field(description="bundle-relative destination: files/<host>/<path>")
     groups: tuple[str, ...] = ()
-    variable: str = Field(description="the kubespray variable the URL came from, e.g. kubeadm_download_url")
+    variable: str = Field(
+        description="the kubespray variable the URL came from (e.g. kubeadm_download_url), or for the user's own "
+        "files their bundle.yaml location ('bundle.yaml files[0]')"
+    )
+    origin: Origin = "kubespray"
 
 
 class ImageArtifact(Frozen):
@@ -44,7 +51,14 @@ class ImageArtifact(Frozen):
     bundle_repository: str = Field(description="repository in the bundle registry: <project>/<host>/<path>")
     arches: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
-    variable: str = Field(description="the kubespray *_image_repo variable the reference came from")
+    variable: str = Field(
+        description="the kubespray *_image_repo variable the reference came from, or for the user's own images "
+        "their bundle.yaml location ('bundle.yaml images[0]')"
+    )
+    origin: Origin = "kubespray"
+    platform_policy: Literal["strict", "warn"] | None = Field(
+        default=None, description="this image's own platform policy (bundle.yaml images[].platform_policy)"
+    )
 
     @property
     def reference(self) -> str:

@@ -13,7 +13,7 @@ from kubeplay import settings
 from kubeplay.bundle.compression import Compression
 from kubeplay.cli.output import command_output
 from kubeplay.console import human_bytes
-from kubeplay.errors import FetchError
+from kubeplay.errors import BadInput, FetchError
 
 
 def build(
@@ -90,6 +90,12 @@ def build(
         where = f" ({failure.label})" if failure.label else ""
         out.error(f"{failure.url}{where}: {failure.reason}")
         out.event("failed", url=failure.url, label=failure.label, reason=failure.reason)
+    if result.bad_input:
+        raise BadInput(
+            f"{len(result.failures)} of your bundle.yaml artifact(s) do not match upstream; everything else is "
+            f"kept in {target}",
+            hint="fix bundle.yaml where each error above points and run the same command again: it resumes",
+        )
     if result.failures:
         raise FetchError(
             f"{len(result.failures)} item(s) failed; everything else is kept in {target}",

@@ -28,9 +28,16 @@ def plan_table(plan: Plan) -> Table:
 
 
 def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
-    rows = [("file", f.name, f.version or "", f.arch, f.url) for f in plan.files]
-    rows += [("image", i.name, i.tag or i.digest or "", ",".join(i.arches), i.upstream) for i in plan.images]
+    """One row per artifact; the user's own (bundle.yaml images:/files:) are kind `user file`/`user image`."""
+    rows = [(kind(f.origin, "file"), f.name, f.version or "", f.arch, f.url) for f in plan.files]
+    rows += [
+        (kind(i.origin, "image"), i.name, i.tag or i.digest or "", ",".join(i.arches), i.upstream) for i in plan.images
+    ]
     return rows
+
+
+def kind(origin: str, what: str) -> str:
+    return f"user {what}" if origin == "user" else what
 
 
 def plan_lines(plan: Plan) -> list[str]:
@@ -86,6 +93,7 @@ def register(app: typer.Typer) -> None:
         """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
         from kubeplay.catalog.planner import make_plan
         from kubeplay.catalog.release import open_release
+        from kubeplay.catalog.user import with_user_artifacts
         from kubeplay.config.bundle import load_bundle_spec
         from kubeplay.osrepo.deploy_python import plan_deploy
 
@@ -93,7 +101,7 @@ def register(app: typer.Typer) -> None:
         spec = load_bundle_spec(bundle)
         tree = open_release(spec)
         deploy = plan_deploy(spec, tree.root)  # BadInput for a deploy_node that cannot be one
-        plan = make_plan(spec, tree, arches=arch or None, all_entries=all_entries)
+        plan = with_user_artifacts(make_plan(spec, tree, arches=arch or None, all_entries=all_entries), spec)
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
         else:

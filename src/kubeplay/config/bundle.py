@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from kubeplay.catalog.locations import LocationError, check_tag, file_destination, normalize_digest, parse_image_name
 from kubeplay.config.loader import load_model
 
 SUPPORTED_ARCHES: tuple[str, ...] = ("amd64", "arm64")
@@ -142,6 +144,79 @@ class Packages(Strict):
     defaults: bool = Field(default=True, description="include kubeplay's default list for each OS family")
 
 
+class ExtraImage(Strict):
+    """An image the cluster's own workloads need, bundled beside kubespray's (`images:`)."""
+
+    ref: str = Field(description="image reference by tag or digest, e.g. quay.io/org/app:1.2 or ...@sha256:<hex>")
+    arches: list[str] | None = Field(default=None, description="arches to bundle; default: the bundle's arches")
+    platform_policy: Literal["strict", "warn"] | None = Field(
+        default=None, description="for this image only; default: the bundle's platform_policy"
+    )
+
+    @field_validator("arches")
+    @classmethod
+    def _arches(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else check_arches(v)
+
+    @field_validator("ref")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        split_reference(v)
+        return v.strip()
+
+    @property
+    def repo(self) -> str:
+        return split_reference(self.ref)[0]
+
+    @property
+    def tag(self) -> str | None:
+        return split_reference(self.ref)[1]
+
+    @property
+    def digest(self) -> str | None:
+        return split_reference(self.ref)[2]
+
+
+def split_reference(ref: str) -> tuple[str, str | None, str | None]:
+    """`repo[:tag][@digest]` -> (repo, tag, digest); raise ValueError when it names no tag and no digest."""
+    text = ref.strip()
+    name, _, digest = text.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = name[colon + 1 :] if colon > slash else None
+    repo = name[:colon] if tag is not None else name
+    try:
+        parse_image_name(repo)
+        if tag is not None:
+            check_tag(tag)
+        digest_value = normalize_digest(digest) if digest else None
+    except LocationError as exc:
+        raise ValueError(str(exc)) from None
+    if tag is None and digest_value is None:
+        raise ValueError(f"{ref!r} has neither a tag nor a digest (write repo:tag or repo@sha256:<hex>)")
+    return repo, tag, digest_value
+
+
+class ExtraFile(Strict):
+    """A file the cluster's workloads need, served at files/<host>/<path> like kubespray's (`files:`)."""
+
+    url: str = Field(description="http(s) URL of the file")
+    sha256: str = Field(description="its sha256 (required: the download is checked against it)")
+
+    _hex = field_validator("sha256")(check_sha256)
+
+    @field_validator("url")
+    @classmethod
+    def _placeable(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        try:
+            file_destination(v)
+        except LocationError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
 class BundleSpec(Strict):
     """The whole of bundle.yaml."""
 
@@ -161,6 +236,8 @@ class BundleSpec(Strict):
     credentials_file: Path | None = None
     kubespray_vars: dict[str, Any] = Field(default_factory=dict)
     registry_binary: RegistryBinary | None = None
+    images: list[ExtraImage] = Field(default_factory=list, description="the workloads' own images")
+    files: list[ExtraFile] = Field(default_factory=list, description="the workloads' own files")
 
     # Set by load_bundle_spec: relative paths in the file are relative to the file's directory.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -185,6 +262,30 @@ class BundleSpec(Strict):
         if isinstance(v, dict):
             return {host: ({"url": m} if isinstance(m, str) else m) for host, m in v.items()}
         return v
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _image_shorthand(cls, v: Any) -> Any:
+        return [{"ref": item} if isinstance(item, str) else item for item in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _image_arches_in_bundle(self) -> BundleSpec:
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "value_error",
+                    "{arches} not among the bundle's arches ({bundle})",
+                    {"arches": ", ".join(extra), "bundle": ", ".join(self.arches)},
+                ),
+                loc=("images", index, "arches"),
+                input=image.arches,
+            )
+            for index, image in enumerate(self.images)
+            if (extra := [a for a in image.arches or [] if a not in self.arches])
+        ]
+        if errors:
+            raise ValidationError.from_exception_data("BundleSpec", errors)
+        return self
 
     @model_validator(mode="after")
     def _registry_binary_arches(self) -> BundleSpec:

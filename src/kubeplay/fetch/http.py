@@ -16,7 +16,7 @@ from concurrent.futures import Future, as_completed
 from pathlib import Path
 
 from kubeplay.console import Output, TransferBar, human_bytes
-from kubeplay.errors import DigestMismatch, FetchError, Interrupted
+from kubeplay.errors import DigestMismatch, FetchError, Interrupted, NotUpstream
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.items import DownloadFailure, DownloadItem, DownloadReport, FileFacts, part_path
 from kubeplay.fetch.mirrors import MirrorSet, redact
@@ -237,7 +237,8 @@ class DownloadBatch:
             except Interrupted:
                 continue
             except Exception as exc:  # noqa: BLE001 - one failure must not lose the others' work
-                report.failed.append(DownloadFailure(redact(item.url), item.label, self._reason(item, exc)))
+                mismatch = isinstance(exc, DigestMismatch | NotUpstream)
+                report.failed.append(DownloadFailure(redact(item.url), item.label, self._reason(item, exc), mismatch))
             else:
                 report.done.append(item)
                 report.facts[item.dest] = facts

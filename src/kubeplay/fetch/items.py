@@ -22,6 +22,9 @@ class DownloadFailure:
     url: str
     label: str
     reason: str
+    # upstream answered with something other than the item describes (other bytes, no such tag or arch):
+    # for the user's own artifacts that is bundle.yaml to fix, not the network
+    mismatch: bool = False
 
 
 @dataclass(frozen=True)

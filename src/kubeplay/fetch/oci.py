@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from kubeplay.errors import FetchError, Interrupted
+from kubeplay.errors import FetchError, Interrupted, NotUpstream
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.mirrors import RegistryEndpoint
 from kubeplay.fetch.platforms import ACCEPT, media_type_of
@@ -62,7 +62,7 @@ class RegistryClient:
                 raise
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:
-                    raise FetchError(f"{what} {reference} not found (HTTP 404)") from exc
+                    raise NotUpstream(f"{what} {reference} not found (HTTP 404)") from exc
                 clock.back_off(exc, self.clients.stop)
             except Exception as exc:  # noqa: BLE001 - back_off raises again what no retry fixes
                 clock.back_off(exc, self.clients.stop)
