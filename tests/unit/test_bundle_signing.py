@@ -124,10 +124,21 @@ def test_signed_directory_and_archive_verify_and_name_the_signer(bundle: Path, k
     archived = verify_bundle(packed.archive, allowed_signers=allowed)
     assert archived.ok, archived.report.lines()
     assert archived.signer is not None
-    flip_byte(packed.sha256_file, 3)  # the digest file beside the archive is signed too
-    with pytest.raises(UntrustedBundle, match=f"{packed.sha256_file.name}: bad signature"):
-        verify_bundle(packed.archive, allowed_signers=allowed)
-    assert beside.is_file()
+    for offset in (3, 70):  # a digit of the digest, a letter of the name: refused before it is parsed
+        original = packed.sha256_file.read_bytes()
+        flip_byte(packed.sha256_file, offset)
+        with pytest.raises(UntrustedBundle, match=f"{packed.sha256_file.name}: bad signature"):
+            verify_bundle(packed.archive, allowed_signers=allowed)
+        packed.sha256_file.write_bytes(original)
+    beside.unlink()  # the signature inside the archive is still required
+    assert verify_bundle(packed.archive, allowed_signers=allowed).signer is not None
+    split = pack_checked_bundle(bundle, tmp_path / "split", split_size=128 << 10)
+    assert split.parts_manifest is not None
+    sign_file(split.parts_manifest, private)
+    assert verify_bundle(split.parts[1], allowed_signers=allowed).ok
+    flip_byte(split.parts_manifest, 20)
+    with pytest.raises(UntrustedBundle, match=r"parts\.json: bad signature"):
+        verify_bundle(split.parts[1], allowed_signers=allowed)
 
 
 @pytest.mark.parametrize("victim", [SUMS_NAME, "config-sample.yaml", "kubespray/README.md", KUBEADM])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from kubeplay.bundle.integrity import (
     parse_sha256sums,
 )
 from kubeplay.bundle.manifest import BUILD_STATE_DIR, MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, read_sha256sums
-from kubeplay.bundle.parts import ArchiveSource, open_archive_source, parts_manifest_name
+from kubeplay.bundle.parts import PARTS_MANIFEST_SUFFIX, ArchiveSource, open_archive_source, parts_manifest_name
 from kubeplay.bundle.trust import Signer, check_signature
 from kubeplay.errors import BadInput
 
@@ -136,14 +137,24 @@ class _CaptureIndexes:
         return None
 
 
-def _check_beside(source: ArchiveSource, allowed_signers: Path) -> None:
-    """The signature beside the archive (`<archive>.sha256.sig` or `<stem>.parts.json.sig`), when present."""
-    if source.digest_source is None:
-        return
-    digests = source.files[0].parent / source.digest_source
-    text = _read_text(digests.with_name(digests.name + ".sig"))
-    if text is not None:
-        check_signature(digests.read_bytes(), text, allowed_signers, digests.name)
+def _digest_files_beside(path: Path) -> list[Path]:
+    """The digest files `kubeplay pack` writes for the archive `path` names: `.sha256` and `.parts.json`."""
+    name = path.name
+    part = re.match(r"^(?P<archive>.+)\.part\d{3,}$", name)
+    if part:
+        name = part["archive"]
+    if name.endswith(PARTS_MANIFEST_SUFFIX):
+        return [path.with_name(name)]
+    return [path.with_name(name + ".sha256"), path.with_name(parts_manifest_name(name))]
+
+
+def _check_beside(path: Path, allowed_signers: Path) -> None:
+    """The signatures beside an archive (`<archive>.sha256.sig`, `<stem>.parts.json.sig`), those present,
+    checked before the digest files are even parsed."""
+    for digests in _digest_files_beside(path):
+        text = _read_text(digests.with_name(digests.name + ".sig"))
+        if text is not None:
+            check_signature(digests.read_bytes() if digests.is_file() else b"", text, allowed_signers, digests.name)
 
 
 def verify_archive(
@@ -151,10 +162,8 @@ def verify_archive(
 ) -> VerifyResult:
     """Stream the archive (or its parts) once, hashing every member; nothing is written to disk.
 
-    With `allowed_signers`, the signature beside the archive is checked before it is read, and the
-    SHA256SUMS.sig inside it before any digest is compared (UntrustedBundle when refused)."""
-    if allowed_signers is not None:
-        _check_beside(source, allowed_signers)
+    With `allowed_signers`, the SHA256SUMS.sig inside it is checked before any digest is compared
+    (UntrustedBundle when refused)."""
     capture = _CaptureIndexes(on_progress, frame_content_size(source) or 0)
     scan = scan_archive(source, capture)
     sums_body = capture.bodies.get(SUMS_NAME)
@@ -192,6 +201,8 @@ def verify_bundle(
     elif not path.exists() and not path.with_name(parts_manifest_name(path.name)).exists():
         raise BadInput(f"{path}: no such file or directory", hint="pass a bundle directory, .tar.zst or .parts.json")
     else:
+        if allowed_signers is not None:
+            _check_beside(path, allowed_signers)
         result = verify_archive(open_archive_source(path), on_progress, allowed_signers)
     expected = expected_sums_sha256.lower().removeprefix("sha256:") if expected_sums_sha256 else None
     if expected is not None and result.sums_sha256 != expected:
