@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,27 +12,48 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kubeplay.cli.output import command_output
-from kubeplay.console import Output, Table
-from kubeplay.errors import PlanIncomplete
+from kubeplay.console import Output, Table, human_bytes
+from kubeplay.errors import Interrupted, PlanIncomplete
 
 if TYPE_CHECKING:
     from kubeplay.catalog.model import Plan
+    from kubeplay.config.bundle import BundleSpec
+    from kubeplay.fetch.sizes import PlanSizes
+
+COLUMNS = ("kind", "name", "version", "arch", "upstream")
 
 
-def plan_table(plan: Plan) -> Table:
+def plan_table(plan: Plan, sizes: PlanSizes | None = None) -> Table:
     return Table(
-        ("kind", "name", "version", "arch", "upstream"),
-        rows=list(plan_rows(plan)),
+        (*COLUMNS[:4], "size", COLUMNS[4]) if sizes else COLUMNS,
+        rows=[(*r[:4], *r[5:], r[4]) if sizes else r for r in plan_rows(plan, sizes)],
         title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}",
         fold=frozenset({"name", "upstream"}),
+        right=frozenset({"size"}),
     )
 
 
-def plan_rows(plan: Plan) -> list[tuple[str, str, str, str, str]]:
-    """One row per artifact; the user's own (bundle.yaml images:/files:) are kind `user file`/`user image`."""
-    rows = [(kind(f.origin, "file"), f.name, f.version or "", f.arch, f.url) for f in plan.files]
+def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...]]:
+    """One row per artifact (kind, name, version, arch, upstream[, size]); the user's own (bundle.yaml
+    images:/files:) are kind `user file`/`user image`; size is `?` where upstream could not say."""
+
+    def size(n: int | None) -> tuple[str, ...]:
+        return () if sizes is None else (human_bytes(n) if n is not None else "?",)
+
+    rows: list[tuple[str, ...]] = [
+        (kind(f.origin, "file"), f.name, f.version or "", f.arch, f.url, *size(sizes.of_file(f) if sizes else None))
+        for f in plan.files
+    ]
     rows += [
-        (kind(i.origin, "image"), i.name, i.tag or i.digest or "", ",".join(i.arches), i.upstream) for i in plan.images
+        (
+            kind(i.origin, "image"),
+            i.name,
+            i.tag or i.digest or "",
+            ",".join(i.arches),
+            i.upstream,
+            *size(sizes.of_image(i) if sizes else None),
+        )
+        for i in plan.images
     ]
     return rows
 
@@ -40,11 +62,12 @@ def kind(origin: str, what: str) -> str:
     return f"user {what}" if origin == "user" else what
 
 
-def plan_lines(plan: Plan) -> list[str]:
-    """The table as aligned plain text, header first."""
-    rows = [("KIND", "NAME", "VERSION", "ARCH", "UPSTREAM"), *plan_rows(plan)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)), row[4]]) for row in rows]
+def plan_lines(plan: Plan, sizes: PlanSizes | None = None) -> list[str]:
+    """The table as aligned plain text, header first (with sizes: a SIZE column before UPSTREAM)."""
+    header = ("KIND", "NAME", "VERSION", "ARCH", "UPSTREAM", *(("SIZE",) if sizes else ()))
+    rows = [(*r[:4], *r[5:], r[4]) for r in [header, *plan_rows(plan, sizes)]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
 
 
 def totals(plan: Plan) -> str:
@@ -63,15 +86,33 @@ def print_offline_vars(plan: Plan, output: Output) -> None:
         output.line(f'{name}: "{value}"')
 
 
-def print_plan(plan: Plan, output: Output) -> None:
-    """The plan table, its totals, any render problems and the offline variables, on the console."""
+def size_totals(plan: Plan, sizes: PlanSizes) -> str:
+    """The bundle's weight: files, images (distinct blobs), per arch, and what could not be sized."""
+    per_arch = ", ".join(f"{arch} {human_bytes(sizes.arch_total(arch))}" for arch in plan.arches)
+    text = (
+        f"{human_bytes(sizes.total)}: files {human_bytes(sizes.files_total)}, images "
+        f"{human_bytes(sizes.images_total)} in {len(sizes.blobs())} distinct blobs (per arch: {per_arch})"
+    )
+    return text + (f"; {len(sizes.problems)} not sized" if sizes.problems else "")
+
+
+def print_plan(plan: Plan, output: Output, sizes: PlanSizes | None = None) -> None:
+    """The plan table, its totals (and sizes), any render problems and the offline variables, on the console."""
     if output.is_terminal:
-        output.table(plan_table(plan))
+        output.table(plan_table(plan, sizes))
     else:
         # Piped: one artifact per line (a table would fold the URLs into 80 columns).
-        for line in plan_lines(plan):
+        for line in plan_lines(plan, sizes):
             output.line(line)
     output.line(f"total: {totals(plan)}")
+    if sizes is not None:
+        for unsized in sizes.problems:
+            output.warn(f"{unsized.what} ({unsized.label}): size unknown: {unsized.reason}")
+        for image in plan.images:
+            missing = sizes.images[image.upstream].missing if image.upstream in sizes.images else ()
+            if missing:
+                output.warn(f"{image.upstream} ({image.variable}): upstream has no {', '.join(missing)} image")
+        output.line(f"size: {size_totals(plan, sizes)}")
     for problem in plan.problems:
         output.warn(f"{problem.entry}: {problem.variable}: {problem.message}")
     print_offline_vars(plan, output)
@@ -89,6 +130,14 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--all", help="Every possible download: enabled or not, every plugin and runtime.")
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+        sizes: Annotated[
+            bool,
+            typer.Option(
+                "--sizes",
+                help="Ask upstream (through mirrors:) for every file's and image's size and print what the bundle "
+                "will weigh; nothing is downloaded.",
+            ),
+        ] = False,
     ) -> None:
         """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
         from kubeplay.catalog.planner import make_plan
@@ -102,10 +151,14 @@ def register(app: typer.Typer) -> None:
         tree = open_release(spec)
         deploy = plan_deploy(spec, tree.root)  # BadInput for a deploy_node that cannot be one
         plan = with_user_artifacts(make_plan(spec, tree, arches=arch or None, all_entries=all_entries), spec)
+        measured = measure_sizes(spec, plan, output) if sizes else None
         if as_json:
-            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            body = plan.model_dump(mode="json")
+            if measured is not None:
+                body["sizes"] = sizes_json(plan, measured)
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
         else:
-            print_plan(plan, output)
+            print_plan(plan, output, measured)
         for warning in deploy.warnings():
             output.warn(warning)
         if plan.problems:
@@ -113,4 +166,33 @@ def register(app: typer.Typer) -> None:
                 f"{len(plan.problems)} template(s) did not render; the plan above lacks those entries",
                 hint="the warnings name the entry and variable; set the variable in kubespray_vars or fix kube_version",
             )
-        output.summary(f"planned {totals(plan)} from {tree.label}")
+        weight = f"; {human_bytes(measured.total)}" if measured is not None else ""
+        output.summary(f"planned {totals(plan)}{weight} from {tree.label}")
+
+
+def measure_sizes(spec: BundleSpec, plan: Plan, output: Output) -> PlanSizes:
+    """Every artifact's size from upstream, through the spec's mirrors and credentials."""
+    from kubeplay.fetch.clients import ClientPool
+    from kubeplay.fetch.mirrors import load_mirrors
+    from kubeplay.fetch.sizes import PlanSizer
+
+    with ClientPool(load_mirrors(spec, out=output), connections=16, timeout=30.0) as clients:
+        try:
+            with output.status(f"asking upstream for the size of {len(plan.files) + len(plan.images)} artifacts"):
+                return PlanSizer(clients, jobs=16).measure(plan)
+        except KeyboardInterrupt:
+            clients.stop.set()
+            raise Interrupted("sizing the plan was interrupted; nothing was written", hint=None) from None
+
+
+def sizes_json(plan: Plan, sizes: PlanSizes) -> dict[str, object]:
+    return {
+        "total": sizes.total,
+        "files": sizes.files_total,
+        "images": sizes.images_total,
+        "blobs": len(sizes.blobs()),
+        "per_arch": {arch: sizes.arch_total(arch) for arch in plan.arches},
+        "by_path": dict(sorted(sizes.files.items())),
+        "by_image": {i.upstream: sizes.of_image(i) for i in plan.images},
+        "unknown": [{"what": p.what, "label": p.label, "reason": p.reason} for p in sizes.problems],
+    }
