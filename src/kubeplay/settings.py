@@ -90,6 +90,13 @@ SPLIT_SIZE = _define("KUBEPLAY_SPLIT_SIZE", "size", "", "pack writes parts of th
 PACK_LEVEL = _define("KUBEPLAY_PACK_LEVEL", "int", "3 (zstd), 6 (gzip)", "compression level", "--level")
 ZSTD_LEVEL = _define("KUBEPLAY_ZSTD_LEVEL", "int", "", "older name of KUBEPLAY_PACK_LEVEL", "--level")
 EXTRACT_DEST = _define("KUBEPLAY_EXTRACT_DEST", "path", ".", "directory `kubeplay extract` unpacks into", "--dest")
+ALLOWED_SIGNERS = _define(
+    "KUBEPLAY_ALLOWED_SIGNERS",
+    "path",
+    "/etc/kubeplay/allowed_signers (install.sh, when present)",
+    "OpenSSH allowed_signers: who may sign bundles (verify and install.sh check SHA256SUMS.sig first)",
+    "--allowed-signers",
+)
 SUMS_SHA256 = _define("KUBEPLAY_SUMS_SHA256", "sha256", "", "expected sha256 of SHA256SUMS for verify", "--sums-sha256")
 PUSH_REGISTRY = _define(
     "KUBEPLAY_PUSH_REGISTRY", "host[/prefix]", "", "registry `kubeplay push` copies images into", "--registry"

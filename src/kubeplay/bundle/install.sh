@@ -1,17 +1,24 @@
 #!/bin/sh
 # kubeplay bundle installer for the deploy node (POSIX sh; no internet, no compiler needed).
 #   1. checks it runs as root
-#   2. verifies every file of the bundle against SHA256SUMS
-#   3. finds a python3.x the bundle has wheels for; with none, installs the one deploy-node.txt names for
+#   2. checks who built the bundle when this node has an allowed_signers file (compose.allowed_signers in
+#      config.yaml, KUBEPLAY_ALLOWED_SIGNERS, or /etc/kubeplay/allowed_signers): SHA256SUMS.sig must be an
+#      SSH signature (namespace kubeplay-bundle) by a key it allows, or install.sh stops with exit 2. The
+#      checker never comes from the bundle being checked: ssh-keygen (openssh-client), else the kubeplay of
+#      an earlier install in KUBEPLAY_VENV; with neither it stops (exit 2). Without the file it says that
+#      origin was not checked.
+#   3. verifies every file of the bundle against SHA256SUMS (so, once 2 passed, against the signature)
+#   4. finds a python3.x the bundle has wheels for; with none, installs the one deploy-node.txt names for
 #      this OS from the bundle's own signed OS repo (and only from it), recording what it installed
-#   4. creates a Python venv from the bundle's wheels/ (offline, every wheel pinned by sha256)
-#   5. runs `kubeplay install "$@"` from that venv, with KUBEPLAY_BUNDLE pointing at this bundle
+#   5. creates a Python venv from the bundle's wheels/ (offline, every wheel pinned by sha256)
+#   6. runs `kubeplay install "$@"` from that venv, with KUBEPLAY_BUNDLE pointing at this bundle
 #
 # Usage:  cp config-sample.yaml config.yaml; edit it; ./install.sh -c config.yaml
 # Environment:
 #   KUBEPLAY_VENV=/opt/kubeplay/venv   where the venv goes (kept outside the bundle: nginx serves the bundle)
 #   KUBEPLAY_PYTHON=python3.11         the interpreter to use (default: the first python3.x with wheels here)
-#   KUBEPLAY_SKIP_VERIFY=1             skip step 2 (only for a re-run on a copy that already verified)
+#   KUBEPLAY_ALLOWED_SIGNERS=FILE      who may sign bundles, when config.yaml names none (step 2)
+#   KUBEPLAY_SKIP_VERIFY=1             skip step 3 (only for a re-run on a copy that already verified)
 #   KUBEPLAY_COMMAND=install           the kubeplay command to run (e.g. deploy, status)
 #   KUBEPLAY_LINK=/usr/local/bin/kubeplay  symlink to the venv's kubeplay (empty: none; never replaces others)
 #   KUBEPLAY_STATE_DIR=/var/lib/kubeplay   where step 3 records the packages it installed (bootstrap/installed)
@@ -34,6 +41,70 @@ command_name=${KUBEPLAY_COMMAND:-install}
     "copy the whole bundle directory again" 2
 [ -d "$bundle/wheels" ] || die "$bundle/wheels is missing: this is not a complete kubeplay bundle" \
     "copy the whole bundle directory again" 2
+
+# compose.allowed_signers of the config.yaml the arguments name (-c/--config, as kubeplay install reads them).
+config_file=${KUBEPLAY_CONFIG:-config.yaml}
+previous=
+for arg in "$@"; do
+    case $previous in -c | --config) config_file=$arg ;; esac
+    case $arg in --config=*) config_file=${arg#--config=} ;; esac
+    previous=$arg
+done
+configured_signers() {
+    [ -f "$config_file" ] || return 0
+    value=$(awk '/^[^[:space:]#]/ { section = $1 }
+        section == "compose:" && $1 == "allowed_signers:" { print $2; exit }' "$config_file" | sed "s/^[\"']//; s/[\"']\$//")
+    case $value in
+    "" | "~" | null) ;;
+    /*) printf '%s\n' "$value" ;;
+    *) printf '%s/%s\n' "$(cd "$(dirname "$config_file")" && pwd -P)" "$value" ;;
+    esac
+}
+signers=$(configured_signers)
+signers_from="compose.allowed_signers in $config_file"
+if [ -z "$signers" ] && [ -n "${KUBEPLAY_ALLOWED_SIGNERS:-}" ]; then
+    signers=$KUBEPLAY_ALLOWED_SIGNERS signers_from=KUBEPLAY_ALLOWED_SIGNERS
+elif [ -z "$signers" ] && [ -f /etc/kubeplay/allowed_signers ]; then
+    signers=/etc/kubeplay/allowed_signers signers_from=default
+fi
+namespace=kubeplay-bundle
+signature=$bundle/SHA256SUMS.sig
+
+# Step 2 with ssh-keygen: find the principal of the signing key, then verify for it (namespaces= is honoured).
+check_with_ssh_keygen() {
+    if ! principals=$(ssh-keygen -Y find-principals -f "$signers" -n "$namespace" -s "$signature" 2>/dev/null); then
+        if found=$(ssh-keygen -Y check-novalidate -n "$namespace" -s "$signature" <"$bundle/SHA256SUMS" 2>&1); then
+            die "the bundle is signed by ${found##* with }, which $signers does not allow" \
+                "add the builder's public key to $signers only if you trust who holds it" 2
+        fi
+        die "bad signature, by a key $signers does not list: $(printf '%s' "$found" | tail -n 1)" \
+            "copy the bundle again from the build machine; do not install it as it is" 2
+    fi
+    principal=$(printf '%s\n' "$principals" | head -n 1 | cut -d, -f1)
+    if ! result=$(ssh-keygen -Y verify -f "$signers" -I "$principal" -n "$namespace" -s "$signature" \
+        <"$bundle/SHA256SUMS" 2>&1); then
+        die "bad signature by $principal: $(printf '%s' "$result" | tail -n 1)" \
+            "copy the bundle again from the build machine; do not install it as it is" 2
+    fi
+    say "signed: $(printf '%s' "$result" | tail -n 1), allowed by $signers"
+}
+
+if [ -n "$signers" ]; then
+    [ -f "$signers" ] || die "$signers ($signers_from) does not exist" "create it (see README, Trust), or name another file" 2
+    [ -f "$signature" ] || die "the bundle is not signed (no SHA256SUMS.sig), and $signers requires a signature" \
+        "sign it on the build machine: kubeplay sign BUNDLE --key KEY" 2
+    if command -v ssh-keygen >/dev/null 2>&1; then
+        check_with_ssh_keygen
+    elif [ -x "$venv/bin/kubeplay" ]; then
+        # kubeplay from an earlier install: code already on this node, not code from the bundle being checked
+        "$venv/bin/kubeplay" verify "$bundle" --allowed-signers "$signers" --signature-only || exit 2
+    else
+        die "cannot check SHA256SUMS.sig: no ssh-keygen on this node, and kubeplay's own checker would come from the bundle it is to check" \
+            "install openssh-client (Debian/Ubuntu) or openssh (EL) from the OS media, then run install.sh again" 2
+    fi
+else
+    say "origin not checked: no allowed_signers file (compose.allowed_signers in config.yaml, KUBEPLAY_ALLOWED_SIGNERS or /etc/kubeplay/allowed_signers); SHA256SUMS shows the bundle is intact, not who built it"
+fi
 
 # The words kubeplay.settings.parse_bool accepts, in any case.
 case $(printf '%s' "${KUBEPLAY_SKIP_VERIFY:-0}" | tr '[:upper:]' '[:lower:]') in

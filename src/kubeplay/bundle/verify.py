@@ -182,6 +182,18 @@ def verify_archive(
     return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256, signer)
 
 
+def verify_signature(root: Path, allowed_signers: Path) -> Signer:
+    """Who signed the bundle directory `root`, checking SHA256SUMS.sig alone (no file digests).
+
+    Raises BadInput when `root` is not a bundle directory, UntrustedBundle when the signature is refused.
+    """
+    if not (root / SUMS_NAME).is_file():
+        raise BadInput(f"{root}: not a kubeplay bundle directory (no {SUMS_NAME})")
+    return check_signature(
+        (root / SUMS_NAME).read_bytes(), _read_text(root / SIGNATURE_NAME), allowed_signers, str(root)
+    )
+
+
 def verify_bundle(
     path: Path,
     on_progress: Progress | None = None,

@@ -12,7 +12,7 @@ import typer
 from kubeplay import settings
 from kubeplay.cli.output import command_output
 from kubeplay.console import human_bytes
-from kubeplay.errors import BundleError
+from kubeplay.errors import BadInput, BundleError
 
 
 def verify(
@@ -35,10 +35,19 @@ def verify(
         Path | None,
         typer.Option(
             "--allowed-signers",
+            envvar=settings.ALLOWED_SIGNERS,
             help="OpenSSH allowed_signers file: SHA256SUMS.sig must verify with a key it allows for namespace "
             "kubeplay-bundle, checked before any digest (exit 2 when unsigned, changed or not allowed).",
         ),
     ] = None,
+    signature_only: Annotated[
+        bool,
+        typer.Option(
+            "--signature-only",
+            help="With --allowed-signers and a bundle directory: check SHA256SUMS.sig and stop (install.sh uses it "
+            "before sha256sum checks the files).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every digest against SHA256SUMS and kubeplay.json; exit 1 naming each changed, missing or extra file.
 
@@ -48,6 +57,15 @@ def verify(
     from kubeplay.bundle.verify import verify_bundle
 
     out = command_output(ctx)
+    if signature_only:
+        from kubeplay.bundle.verify import verify_signature
+
+        if allowed_signers is None:
+            raise BadInput("--signature-only needs --allowed-signers (or KUBEPLAY_ALLOWED_SIGNERS)")
+        signer = verify_signature(bundle, allowed_signers)
+        out.event("signer", principals=signer.principals, fingerprint=signer.fingerprint)
+        out.summary(f"{bundle}: signed by {signer.describe()}, allowed by {allowed_signers}; file digests not checked")
+        return
     with out.byte_progress("verifying") as progress:
         result = verify_bundle(bundle, progress, expected_sums_sha256=sums_sha256, allowed_signers=allowed_signers)
     if result.signer is not None:

@@ -59,6 +59,8 @@ class Compose(Strict):
     internal_ip: str | None = None
     nginx_http_port: int = 8080
     registry_domain: str = "kube.registry.local"
+    # install.sh reads it before any Python runs: an OpenSSH allowed_signers file; the bundle must be signed by one.
+    allowed_signers: str | None = None
 
     @field_validator("internal_ip", mode="before")
     @classmethod
