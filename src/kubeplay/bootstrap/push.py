@@ -23,7 +23,7 @@ from typing import TypeVar
 import httpx
 
 from kubeplay import settings
-from kubeplay.bootstrap.registry import TaggedImage, blob_path, manifest_children, tagged_images
+from kubeplay.bootstrap.registry import TaggedImage, blob_path, manifest_children, tagged_images, untagged_images
 from kubeplay.errors import AuthFailed, BadInput, BundleError, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool, Session
 from kubeplay.fetch.mirrors import Credentials, Tls
@@ -118,7 +118,7 @@ def _check_blob(storage: Path, img: TaggedImage, digest: str) -> None:
 def plan_push(storage: Path, target: Target) -> list[ImagePlan]:
     """Walk the bundle registry storage; raise BundleError if a referenced blob is missing."""
     plans: list[ImagePlan] = []
-    for img in tagged_images(storage):
+    for img in [*tagged_images(storage), *untagged_images(storage)]:  # untagged: pinned by digest, pushed so
         manifests: list[tuple[str, str]] = []
         blobs: list[str] = []
         _check_blob(storage, img, img.digest)

@@ -57,6 +57,25 @@ def tagged_images(storage_dir: Path) -> list[TaggedImage]:
     return found
 
 
+def untagged_images(storage_dir: Path) -> list[TaggedImage]:
+    """Top-level manifests no tag reaches (images bundle.yaml pins by digest only), as TaggedImage with the
+    digest for tag; sorted. A manifest whose children are not all stored is left out: that is an upstream
+    index kept beside a cut one only so pulls by its digest resolve (its other platforms were never fetched)."""
+    repos_root = storage_dir / V2 / "repositories"
+    found: list[TaggedImage] = []
+    for revisions in sorted(repos_root.glob("**/_manifests/revisions/sha256")):
+        repo_dir = revisions.parent.parent.parent
+        stored = {f"sha256:{p.name}" for p in revisions.iterdir() if (p / "link").is_file()}
+        stored = {digest for digest in stored if blob_path(storage_dir, digest).is_file()}  # verify names the rest
+        reached = {link.read_text().strip() for link in repo_dir.glob("_manifests/tags/*/current/link")}
+        children = {digest: manifest_children(storage_dir, digest)[1] for digest in sorted(stored)}
+        reached.update(child for kids in children.values() for child in kids)
+        for digest in sorted(stored - reached):
+            if all(child in stored for child in children[digest]):
+                found.append(TaggedImage(repo_dir.relative_to(repos_root).as_posix(), digest, digest))
+    return found
+
+
 def manifest_children(storage_dir: Path, digest: str) -> tuple[str, list[str], list[str]]:
     """(media type, child manifest digests, blob digests) of a manifest in the storage tree."""
     doc = json.loads(blob_path(storage_dir, digest).read_bytes())
