@@ -35,10 +35,12 @@ from kubeplay.bundle.manifest import (
     KubesprayRecord,
     OsRepoRecord,
     Totals,
+    read_sha256sums,
     utc_now,
     write_manifest,
     write_sha256sums,
 )
+from kubeplay.bundle.sbom import SBOM_NAME, write_sbom
 from kubeplay.catalog.locations import LocationError, file_destination
 from kubeplay.catalog.model import Checksum, FileArtifact, Plan
 from kubeplay.catalog.planner import make_plan
@@ -399,8 +401,11 @@ def _manifest(
 def _write_sums(
     bundle_dir: Path, manifest: BundleManifest, storage: RegistryStorage, blob_sizes: Mapping[str, int]
 ) -> str:
-    """Write SHA256SUMS, the last file of a build; return its own sha256."""
+    """Write sbom.cdx.json and SHA256SUMS, the last files of a build; return SHA256SUMS's own sha256."""
     # Every blob was verified before it got its content-addressed name; files were verified on download.
     verified = {r.path: r.sha256 for r in manifest.files}
     verified.update({f"registry/{storage.blob_file(hexd)}": hexd for hexd in blob_sizes})
-    return write_sha256sums(bundle_dir, known=verified)
+    (bundle_dir / SBOM_NAME).unlink(missing_ok=True)  # the SBOM records the digests of everything else
+    write_sha256sums(bundle_dir, known=verified)
+    write_sbom(bundle_dir, manifest, read_sha256sums(bundle_dir / SUMS_NAME))
+    return write_sha256sums(bundle_dir, known=verified)  # unchanged files come from the digest cache
