@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,37 @@ def test_same_bundle_same_sbom(bundle: Path) -> None:
     manifest = read_manifest(bundle)
     sums = read_sha256sums(bundle / "SHA256SUMS")
     assert build_sbom(bundle, manifest, sums) == build_sbom(bundle, manifest, sums)
+
+
+def test_spdx_conversion_validates_with_spdx_tools(bundle: Path, tmp_path: Path) -> None:
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    target = tmp_path / "bundle.spdx.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "sbom", str(bundle), "--format", "spdx-json", "-o", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    document = parse_file(str(target))
+    assert validate_full_spdx_document(document) == []
+    assert document.creation_info.spdx_version == "SPDX-2.3"
+    components = _sbom(bundle)["components"]
+    assert len(document.packages) == len(components) + 1  # and the bundle itself
+    purls = {ref.locator for package in document.packages for ref in package.external_references}
+    assert {c["purl"] for c in components if "purl" in c} == purls
+    contains = [r for r in document.relationships if r.relationship_type.name == "CONTAINS"]
+    depends = [r for r in document.relationships if r.relationship_type.name == "DEPENDS_ON"]
+    assert len(depends) == 2  # the coredns index on its amd64 and arm64 manifests
+    assert len(contains) == len(components) - 2
+    plain = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "sbom", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert json.loads(plain.stdout) == _sbom(bundle)
