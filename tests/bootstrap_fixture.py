@@ -21,6 +21,7 @@ from kubeplay.bundle.manifest import (
     write_manifest,
     write_sha256sums,
 )
+from kubeplay.console import Output
 
 V2 = Path("registry/docker/registry/v2")
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -256,6 +257,7 @@ def make_context(
         arch="amd64",
         no_systemd=True,
         record=InstallRecord.load(paths.record),
+        out=Output(quiet=True),
     )
 
 

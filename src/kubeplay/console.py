@@ -320,21 +320,6 @@ class Output:
         return LiveTable(self.console, table, live=not self.quiet and self.console.is_terminal)
 
 
-# TRANSITION (issue 11, finding 2): library code still calling get_output() is being converted to take
-# the Output its command hands down; the CLI installs its Output here until the last caller is gone.
-_current = Output()
-
-
-def get_output() -> Output:
-    return _current
-
-
-def install(out: Output) -> Output:
-    global _current  # noqa: PLW0603
-    _current = out
-    return out
-
-
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

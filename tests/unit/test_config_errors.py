@@ -56,19 +56,10 @@ def test_list_shorthands_and_version_prefix(tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
-    script = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from kubeplay.config.bundle import load_bundle_spec\n"
-        "from kubeplay.errors import KubeplayError\n"
-        "from kubeplay.console import get_output\n"
-        "try:\n"
-        "    load_bundle_spec(Path(sys.argv[1]))\n"
-        "except KubeplayError as e:\n"
-        "    get_output().error(e.message, e.hint); sys.exit(e.exit_code)\n"
-    )
     path = write(tmp_path, "arches: [mips]\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "plan", str(path)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "kubespray: Field required" in proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubeplay.bootstrap.bundleinfo import BundleFacts, read_bundle
@@ -18,7 +18,7 @@ from kubeplay.bootstrap.hostinfo import (
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.record import InstallRecord
 from kubeplay.config.install import EffectiveConfig, load_install_config, resolve
-from kubeplay.console import Output, get_output
+from kubeplay.console import Output
 from kubeplay.errors import StepFailed
 
 
@@ -31,7 +31,7 @@ class InstallContext:
     arch: str
     no_systemd: bool
     record: InstallRecord
-    out: Output = field(default_factory=get_output)
+    out: Output
 
     @property
     def ips(self) -> list[str]:
@@ -63,7 +63,7 @@ def run_command(
 
 
 def prepare_context(
-    config_path: Path, bundle_dir: Path, paths: HostPaths, no_systemd: bool, out: Output | None = None
+    config_path: Path, bundle_dir: Path, paths: HostPaths, no_systemd: bool, out: Output
 ) -> InstallContext:
     """Load and resolve config.yaml, read the bundle and the host: everything steps need, nothing written."""
     cfg = load_install_config(config_path)
@@ -79,5 +79,5 @@ def prepare_context(
         arch=machine_arch(),
         no_systemd=no_systemd,
         record=InstallRecord.load(paths.record),
-        out=out if out is not None else get_output(),
+        out=out,
     )

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 import kubeplay.cli as cli_package
 from kubeplay import __version__, settings
-from kubeplay.console import Output, install
+from kubeplay.console import Output
 from kubeplay.errors import Interrupted, KubeplayError
 
 
@@ -58,7 +58,7 @@ def _root(
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
 ) -> None:
-    out = ctx.obj if isinstance(ctx.obj, Output) else install(Output())
+    out = ctx.obj if isinstance(ctx.obj, Output) else Output()
     env = settings.from_environ()  # the one boolean parser for KUBEPLAY_QUIET/KUBEPLAY_JSON_EVENTS
     out.quiet = env.quiet if quiet is None else quiet
     out.json_events = env.json_events if json_events is None else json_events
@@ -80,7 +80,7 @@ _register()
 
 def main() -> None:
     """Run the CLI; a KubeplayError becomes one red line, a hint, and its exit code."""
-    out = install(Output())
+    out = Output()
     try:
         app(standalone_mode=True, obj=out)
     except KubeplayError as exc:

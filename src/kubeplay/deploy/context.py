@@ -7,7 +7,7 @@ kube_version the bundle does not carry, a missing CA) stops the command with not
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from kubeplay.bootstrap.hostinfo import address_prefixlen, detect_primary_addres
 from kubeplay.bootstrap.osrepo import apt_suites, find_key, key_is_armored
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.config.install import EffectiveConfig, InstallConfig, load_install_config, resolve
-from kubeplay.console import Output, get_output
+from kubeplay.console import Output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, cluster_inventory
 from kubeplay.deploy.offline_vars import CA_ON_NODE, DeployEndpoint, offline_vars
 from kubeplay.deploy.runner import Workspace
@@ -37,7 +37,7 @@ class DeployContext:
     group_vars: dict[str, Any]
     ws: Workspace
     ca_path: Path
-    out: Output = field(default_factory=get_output)
+    out: Output
 
     @property
     def inputs_digest(self) -> str:
@@ -115,8 +115,8 @@ def build_context(
     bundle_dir: Path,
     *,
     state_dir: Path | None = None,
+    out: Output,
     ca_path: Path | None = None,
-    out: Output | None = None,
     exec_prefix: tuple[str, ...] = (),
 ) -> DeployContext:
     """Load and check everything; raise ConfigError/BadInput/BundleError before any host is touched."""
@@ -155,5 +155,5 @@ def build_context(
         group_vars=group_vars,
         ws=ws,
         ca_path=ca,
-        out=out or get_output(),
+        out=out,
     )
