@@ -51,7 +51,7 @@ CACHE_DIR = _define(
     "KUBEPLAY_CACHE_DIR",
     "path",
     "/var/cache/kubeplay (root), else $XDG_CACHE_HOME/kubeplay or ~/.cache/kubeplay",
-    "cache root: kubespray/ (release trees), osrepo/ (OS packages), wheels/ (PyPI), lab/ (node rootfs)",
+    "cache root: kubespray/ (release trees), osrepo/ (OS packages), wheels/ (PyPI), lab/ (node rootfs), charts/",
 )
 WHEELS = _define(
     "KUBEPLAY_WHEELS", "bool", "true", "build puts Python wheels for the deploy node in wheels/", "--wheels"
@@ -188,6 +188,11 @@ class CacheLayout:
     def lab(self) -> Path:
         """Lab node root file systems."""
         return self.root / "lab"
+
+    @property
+    def charts(self) -> Path:
+        """Helm chart packages by sha256, shared by `kubeplay plan` and builds."""
+        return self.root / "charts"
 
 
 @dataclass(frozen=True)

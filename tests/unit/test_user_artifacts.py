@@ -82,6 +82,11 @@ def test_an_image_arch_outside_the_bundle_is_named(tmp_path: Path) -> None:
     assert "images[1].arches: arm64 not among the bundle's arches (amd64)" in str(info.value)
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEPLAY_CACHE_DIR", str(tmp_path / "cache"))  # what `kubeplay plan`/`init` unpack
+
+
 @pytest.fixture
 def archive(tmp_path: Path) -> Path:
     tree = tmp_path / "src" / "kubespray-2.31.0"
@@ -95,7 +100,6 @@ def archive(tmp_path: Path) -> Path:
 def run_plan(
     args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str, str]:
-    monkeypatch.setenv("KUBEPLAY_CACHE_DIR", str(Path(args[1]).parent / "cache"))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "argv", ["kubeplay", *args])
     with pytest.raises(SystemExit) as info:
@@ -147,10 +151,11 @@ def test_init_documents_images_and_files(
     text = out_file.read_text()
     assert "\nimages: []\n" in text and "\nfiles: []\n" in text
     # the commented examples, uncommented, are a valid bundle.yaml (digests filled in)
-    uncommented = text.replace("images: []", "images:").replace("files: []", "files:")
+    uncommented = text.replace("images: []", "images:").replace("files: []", "files:").replace("charts: []", "charts:")
     uncommented = uncommented.replace("#  - ", "  - ").replace("<64 hex>", SHA)
     uncommented = "\n".join(line for line in uncommented.splitlines() if not line.startswith("#  "))
     out_file.write_text(uncommented)
     spec = load_bundle_spec(out_file)
     assert [i.ref for i in spec.images] == ["ghcr.io/example/app:1.2.0", "quay.io/example/agent@sha256:" + SHA]
     assert spec.files[0].url == "https://example.com/tools/tool-1.0.tar.gz"
+    assert [(c.name, c.is_oci) for c in spec.charts] == [("podinfo", True), ("ingress-nginx", False)]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeplay import __version__, settings
+from kubeplay.assemble.charts import ChartSet, StoredCharts, resolve_charts, store_charts
 from kubeplay.assemble.images import ImageFetcher, ImagesResult
 from kubeplay.assemble.install_step import add_install_files_kept
 from kubeplay.assemble.kubespray import copy_tree, obtain_tree, tree_identity
@@ -45,10 +46,11 @@ from kubeplay.catalog.locations import LocationError, file_destination
 from kubeplay.catalog.model import Checksum, FileArtifact, Plan
 from kubeplay.catalog.planner import make_plan
 from kubeplay.catalog.source import KubesprayTree
-from kubeplay.catalog.user import with_user_artifacts
+from kubeplay.catalog.user import is_users, with_user_artifacts
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output, human_bytes
 from kubeplay.errors import BadInput, BundleError, ConfigError
+from kubeplay.fetch.charts import ChartFetcher
 from kubeplay.fetch.http import Downloader, DownloadFailure, DownloadItem, DownloadReport
 from kubeplay.fetch.mirrors import load_mirrors, redact
 from kubeplay.osrepo.deploy_python import DeployPlan, deploy_table, plan_deploy
@@ -241,6 +243,7 @@ class Fetched:
     files: DownloadReport
     images: ImagesResult
     storage: RegistryStorage
+    charts: StoredCharts
 
 
 def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None = None, *, out: Output) -> BuildResult:
@@ -266,7 +269,8 @@ def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None =
             for warning in deploy.warnings():
                 out.warn(warning)
             plan = _plan(spec, tree, identity, state, opts, out)
-            fetched = _fetch(spec, plan, bundle_dir, downloader, out, result)
+            charts = _charts(spec, plan, downloader, out)
+            fetched = _fetch(spec, charts.with_images(plan), bundle_dir, downloader, out, result, charts)
             if result.failures:
                 return result
             os_repos = _build_os_repos(spec, bundle_dir, downloader, out, deploy)
@@ -319,10 +323,29 @@ def _plan(spec: BundleSpec, tree: KubesprayTree, identity: str, state: Path, opt
     return plan
 
 
+def _charts(spec: BundleSpec, plan: Plan, downloader: Downloader, out: Output) -> ChartSet:
+    """bundle.yaml's charts and the images they use; what did not resolve is warned about."""
+    if not spec.charts:
+        return ChartSet()
+    fetcher = ChartFetcher(downloader.clients, downloader.policy, settings.from_environ().cache.charts)
+    charts = resolve_charts(spec, plan.arches, fetcher, jobs=downloader.jobs)
+    for location, unresolved in charts.unresolved:
+        out.warn(f"{location}: {unresolved.where}: {unresolved.why} (add the image to the chart's images:)")
+    out.info(f"charts: {len(charts.charts)} packages, {len(charts.images)} images they use")
+    return charts
+
+
 def _fetch(
-    spec: BundleSpec, plan: Plan, bundle_dir: Path, downloader: Downloader, out: Output, result: BuildResult
+    spec: BundleSpec,
+    plan: Plan,
+    bundle_dir: Path,
+    downloader: Downloader,
+    out: Output,
+    result: BuildResult,
+    charts: ChartSet,
 ) -> Fetched:
-    """Download the plan's files, then its images into the bundle's registry store; counts go into `result`."""
+    """Download the plan's files, then its images into the bundle's registry store, then store the charts;
+    counts go into `result`."""
     files = downloader.download_all(file_items(plan, bundle_dir), title="files")
     result.failures.extend(files.failed)
     result.files_fetched, result.files_skipped = len(files.done), len(files.skipped)
@@ -333,15 +356,15 @@ def _fetch(
     result.failures.extend(images.failed)
     result.images_skipped, result.images_resolved = images.skipped, images.resolved
     result.bytes_fetched = files.bytes_fetched + images.bytes_fetched
-    users = {f.variable for f in plan.files if f.origin == "user"} | {
-        i.variable for i in plan.images if i.origin == "user"
-    }
-    result.bad_input = bool(result.failures) and all(f.mismatch and f.label in users for f in result.failures)
-    return Fetched(files, images, storage)
+    result.failures.extend(charts.failures)
+    result.bad_input = bool(result.failures) and all(f.mismatch and is_users(f.label) for f in result.failures)
+    stored = store_charts(bundle_dir, storage, spec.registry_project, charts.charts)
+    return Fetched(files, images, storage, stored)
 
 
 def _prune(bundle_dir: Path, plan: Plan, fetched: Fetched, out: Output) -> None:
-    freed = prune_files(bundle_dir, {f.path for f in plan.files}) + fetched.storage.prune(fetched.images.content)
+    keep = {f.path for f in plan.files} | fetched.charts.paths
+    freed = prune_files(bundle_dir, keep) + fetched.storage.prune({**fetched.images.content, **fetched.charts.content})
     if freed:
         out.info(f"removed {human_bytes(freed)} the plan no longer lists")
 

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Who asked for an artifact: kubespray's download tables, or the user's bundle.yaml (images:, files:).
-Origin = Literal["kubespray", "user"]
+# Who asked for an artifact: kubespray's download tables, the user's bundle.yaml (images:, files:), or a
+# chart bundle.yaml lists (an image found in it, or in its charts[N].images).
+Origin = Literal["kubespray", "user", "chart"]
 
 
 class Frozen(BaseModel):

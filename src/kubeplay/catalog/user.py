@@ -15,6 +15,13 @@ from kubeplay.catalog.locations import file_destination, parse_image_name
 from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
 from kubeplay.config.bundle import BundleSpec
 
+USER_LABEL = "bundle.yaml "  # every user artifact's variable starts so; no kubespray variable does
+
+
+def is_users(label: str) -> bool:
+    """True for the variable/label of an artifact bundle.yaml asked for (images:, files:, charts:)."""
+    return label.startswith(USER_LABEL)
+
 
 def user_images(spec: BundleSpec, arches: Sequence[str]) -> list[ImageArtifact]:
     """bundle.yaml `images:` as plan images, each cut to its own arches (default: the plan's)."""

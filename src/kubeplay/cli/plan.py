@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kubeplay import settings
 from kubeplay.cli.output import command_output
 from kubeplay.console import Output, Table, human_bytes
-from kubeplay.errors import Interrupted, PlanIncomplete
+from kubeplay.errors import BadInput, FetchError, Interrupted, PlanIncomplete
 
 if TYPE_CHECKING:
+    from kubeplay.assemble.charts import ChartSet
     from kubeplay.catalog.model import Plan
     from kubeplay.config.bundle import BundleSpec
     from kubeplay.fetch.sizes import PlanSizes
@@ -35,7 +37,9 @@ def plan_table(plan: Plan, sizes: PlanSizes | None = None) -> Table:
 
 def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...]]:
     """One row per artifact (kind, name, version, arch, upstream[, size]); the user's own (bundle.yaml
-    images:/files:) are kind `user file`/`user image`; size is `?` where upstream could not say."""
+    images:/files:) are kind `user file`/`user image`, images of its charts `chart image` named by where they
+    were found; size is `?` where upstream could not say."""
+    from kubeplay.catalog.user import USER_LABEL
 
     def size(n: int | None) -> tuple[str, ...]:
         return () if sizes is None else (human_bytes(n) if n is not None else "?",)
@@ -47,7 +51,7 @@ def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...
     rows += [
         (
             kind(i.origin, "image"),
-            i.name,
+            i.variable.removeprefix(USER_LABEL) if i.origin == "chart" else i.name,
             i.tag or i.digest or "",
             ",".join(i.arches),
             i.upstream,
@@ -59,7 +63,7 @@ def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...
 
 
 def kind(origin: str, what: str) -> str:
-    return f"user {what}" if origin == "user" else what
+    return f"{origin} {what}" if origin in ("user", "chart") else what
 
 
 def plan_lines(plan: Plan, sizes: PlanSizes | None = None) -> list[str]:
@@ -151,16 +155,33 @@ def register(app: typer.Typer) -> None:
         tree = open_release(spec)
         deploy = plan_deploy(spec, tree.root)  # BadInput for a deploy_node that cannot be one
         plan = with_user_artifacts(make_plan(spec, tree, arches=arch or None, all_entries=all_entries), spec)
+        charts = resolve_chart_set(spec, plan, output)
+        plan = charts.with_images(plan)
         measured = measure_sizes(spec, plan, output) if sizes else None
         if as_json:
             body = plan.model_dump(mode="json")
             if measured is not None:
                 body["sizes"] = sizes_json(plan, measured)
+            if spec.charts:
+                body["charts"] = [
+                    {"name": c.package.name, "version": c.package.version, "source": c.download.source,
+                     "sha256": c.download.sha256, "location": c.location}
+                    for c in charts.charts
+                ]  # fmt: skip
+                body["unresolved_images"] = [
+                    {"chart": location, "where": u.where, "why": u.why} for location, u in charts.unresolved
+                ]
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
         else:
             print_plan(plan, output, measured)
+            print_charts(charts, output)
         for warning in deploy.warnings():
             output.warn(warning)
+        if charts.failures:
+            for failure in charts.failures:
+                output.error(f"{failure.url} ({failure.label}): {failure.reason}")
+            cls = BadInput if all(f.mismatch for f in charts.failures) else FetchError
+            raise cls(f"{len(charts.failures)} chart(s) could not be fetched", hint="fix bundle.yaml charts: there")
         if plan.problems:
             raise PlanIncomplete(
                 f"{len(plan.problems)} template(s) did not render; the plan above lacks those entries",
@@ -168,6 +189,42 @@ def register(app: typer.Typer) -> None:
             )
         weight = f"; {human_bytes(measured.total)}" if measured is not None else ""
         output.summary(f"planned {totals(plan)}{weight} from {tree.label}")
+
+
+def resolve_chart_set(spec: BundleSpec, plan: Plan, output: Output) -> ChartSet:
+    """bundle.yaml's charts fetched (through mirrors:, cached) and the images they use."""
+    from kubeplay.assemble.charts import ChartSet, resolve_charts
+    from kubeplay.fetch.charts import ChartFetcher
+    from kubeplay.fetch.clients import ClientPool
+    from kubeplay.fetch.mirrors import load_mirrors
+
+    if not spec.charts:
+        return ChartSet()
+    cache = settings.from_environ().cache.charts
+    with ClientPool(load_mirrors(spec, out=output), connections=8, timeout=30.0) as clients:
+        try:
+            with output.status(f"fetching {len(spec.charts)} chart(s) to find the images they use"):
+                return resolve_charts(spec, plan.arches, ChartFetcher(clients, cache_dir=cache))
+        except KeyboardInterrupt:
+            clients.stop.set()
+            raise Interrupted("fetching charts was interrupted", hint=None) from None
+
+
+def print_charts(charts: ChartSet, output: Output) -> None:
+    """The charts with where they come from, and the images in them that could not be resolved."""
+    if not charts.charts:
+        return
+    output.line()
+    output.heading(
+        "charts (served as OCI artifacts under <registry_project>/charts/ and from files/charts/):", always=True
+    )
+    for chart in charts.charts:
+        output.line(
+            f"chart  {chart.package.name} {chart.package.version}  {chart.download.source}  "
+            f"sha256:{chart.download.sha256}  ({chart.location})"
+        )
+    for location, unresolved in charts.unresolved:
+        output.warn(f"{location}: {unresolved.where}: {unresolved.why} (add the image to the chart's images:)")
 
 
 def measure_sizes(spec: BundleSpec, plan: Plan, output: Output) -> PlanSizes:

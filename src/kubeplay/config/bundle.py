@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,6 +218,52 @@ class ExtraFile(Strict):
         return v
 
 
+class ChartRef(Strict):
+    """A Helm chart the workloads need (`charts:`): served by the deploy node as an OCI artifact in the bundle
+    registry (<registry_project>/charts/<name>) and from a chart repository (files/charts/index.yaml)."""
+
+    name: str = Field(description="the chart's name in its repository")
+    repo: str = Field(description="a classic chart repository (https://…, has index.yaml) or oci://registry/path")
+    version: str = Field(description="the exact chart version")
+    images: list[str] = Field(default_factory=list, description="images the chart needs that discovery misses")
+    exclude_images: list[str] = Field(
+        default_factory=list, description="discovered images not to bundle (a reference, or a repository for all tags)"
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+    @field_validator("name")
+    @classmethod
+    def _chart_name(cls, v: str) -> str:
+        if not CHART_NAME_RE.match(v):
+            raise ValueError(f"invalid chart name {v!r} (lowercase letters, digits, '-', '_' and '.')")
+        return v
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://", "oci://")):
+            raise ValueError(f"expected an https://, http:// or oci:// repository, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("images")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            split_reference(ref)
+        return v
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repo.startswith("oci://")
+
+
+CHART_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+
+
 class BundleSpec(Strict):
     """The whole of bundle.yaml."""
 
@@ -238,6 +285,7 @@ class BundleSpec(Strict):
     registry_binary: RegistryBinary | None = None
     images: list[ExtraImage] = Field(default_factory=list, description="the workloads' own images")
     files: list[ExtraFile] = Field(default_factory=list, description="the workloads' own files")
+    charts: list[ChartRef] = Field(default_factory=list, description="the workloads' Helm charts")
 
     # Set by load_bundle_spec: relative paths in the file are relative to the file's directory.
     base_dir: Path = Field(default=Path("."), exclude=True)

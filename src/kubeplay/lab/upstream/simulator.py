@@ -24,8 +24,11 @@ from types import TracebackType
 import httpx
 import yaml
 
+from kubeplay.catalog.chart_oci import MANIFEST_MEDIA_TYPE, chart_artifact, oci_tag
+from kubeplay.catalog.charts import read_chart
 from kubeplay.catalog.model import FileArtifact, ImageArtifact
 from kubeplay.errors import KubeplayError
+from kubeplay.lab.upstream.charts import chart_index
 from kubeplay.lab.upstream.files import (
     place_file,
     place_file_from,
@@ -318,6 +321,33 @@ class UpstreamSimulator:
             if ref not in pushed:
                 pushed[ref] = self.push_image(ref, arches, layer_kib=layer_kib, variant_arm64=True)
         return pushed, skipped
+
+    # -- Helm charts ---------------------------------------------------------------------------------
+
+    def add_chart_repo(self, repo_url: str, charts: Iterable[bytes]) -> bytes:
+        """Serve a classic chart repository at `repo_url` (static files on nginx): every package as
+        <name>-<version>.tgz and an index.yaml listing them with their digests; return the index."""
+        packages = list(charts)
+        for data in packages:
+            meta = read_chart(data)
+            self.add_file(f"{repo_url.rstrip('/')}/{meta.name}-{meta.version}.tgz", data)
+        index = chart_index(packages)
+        self.add_file(f"{repo_url.rstrip('/')}/index.yaml", index)
+        return index
+
+    def push_chart(self, oci_repo: str, chart: bytes) -> str:
+        """Push a chart package as `helm push` does, to oci://<host>/<path>/<name>:<version>; return the
+        manifest digest."""
+        meta = read_chart(chart)
+        host, _, path = oci_repo.removeprefix("oci://").rstrip("/").partition("/")
+        repository = f"{host}/{path}/{meta.name}" if path else f"{host}/{meta.name}"
+        artifact = chart_artifact(chart, meta.metadata)
+        with RegistryPusher(self.registry_url, self.ca_cert, self.username, self.password) as pusher:
+            pusher.push_blob(repository, artifact.config)
+            pusher.push_blob(repository, artifact.chart)
+            digest = pusher.push_manifest(repository, oci_tag(meta.version), MANIFEST_MEDIA_TYPE, artifact.manifest)
+        self._registry_hosts.add(host)
+        return digest
 
     # -- kubespray -------------------------------------------------------------------------------------
 
