@@ -185,7 +185,7 @@ def test_missing_version_and_wrong_index_digest_are_named_exit_2(upstream: Upstr
 
 
 def test_plan_lists_chart_images_with_their_source(upstream: UpstreamSimulator, tmp_path: Path) -> None:
-    charts_on(upstream)
+    packages = charts_on(upstream)
     tree = tmp_path / "src" / "kubespray-2.31.0"
     shutil.copytree(example_tree_path(), tree)
     archive = tmp_path / "kubespray-v2.31.0.tar.gz"
@@ -226,3 +226,16 @@ def test_plan_lists_chart_images_with_their_source(upstream: UpstreamSimulator, 
     assert line_of("chart  redis 0.5.0")[-1] == "redis)"  # (bundle.yaml charts[0] dependency redis)
     assert any("metrics.image: quay.io/kp-charts/metrics: no tag" in line for line in lines)
     assert "registry.k8s.io/kube-apiserver:v1.35.2" in run.stderr  # kubespray's plan is still all there
+
+    sized = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "plan", str(path), "--sizes", "--json"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    assert sized.returncode == 0, sized.stderr
+    body = json.loads(sized.stdout)
+    by_path = body["sizes"]["by_path"]
+    assert by_path["files/charts/web-1.2.0.tgz"] == len(packages["web"])
+    assert by_path["files/charts/redis-0.5.0.tgz"] == len(packages["redis"])
+    assert body["sizes"]["by_image"]["registry.k8s.io/kp-charts/controller:v1.11.0"] > 0
+    assert [c["name"] for c in body["charts"]] == ["web", "redis"]
+    assert body["unresolved_images"][0]["where"] == "values.yaml metrics.image"

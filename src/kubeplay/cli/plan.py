@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
+        from kubeplay.assemble.charts import CHARTS_DIR
         from kubeplay.catalog.planner import make_plan
         from kubeplay.catalog.release import open_release
         from kubeplay.catalog.user import with_user_artifacts
@@ -158,6 +159,10 @@ def register(app: typer.Typer) -> None:
         charts = resolve_chart_set(spec, plan, output)
         plan = charts.with_images(plan)
         measured = measure_sizes(spec, plan, output) if sizes else None
+        if measured is not None:
+            for chart in charts.charts:  # fetched already to read them: their size is known
+                measured.files[f"{CHARTS_DIR}/{chart.filename}"] = len(chart.download.data)
+                measured.file_arches[f"{CHARTS_DIR}/{chart.filename}"] = "noarch"
         if as_json:
             body = plan.model_dump(mode="json")
             if measured is not None:
