@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,26 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tests import build_fixture as fx
 
 from kubeplay.lab.upstream import UpstreamSimulator
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.build_fixture import (
-    file_artifact,
-    image_artifact,
-    kubeplay_with_plan,
-    kubespray_archive,
-    make_plan,
-    mirrors_with,
-    write_spec,
-)
 
 pytestmark = pytest.mark.integration
 
 CONTROL_BACK = 5.0  # seconds from SIGINT to exit: generous (see the module docstring)
 
 
-cli = kubeplay_with_plan  # the real CLI with the plan handed in (the catalog is tested on its own)
+cli = fx.kubeplay_with_plan  # the real CLI with the plan handed in (the catalog is tested on its own)
 
 
 @contextmanager
@@ -95,17 +84,17 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[float, str]:
 def test_sigint_with_stalled_downloads_gives_control_back(
     upstream: UpstreamSimulator, tmp_path: Path, stalled: str
 ) -> None:
-    archive, sha = kubespray_archive(tmp_path / "src")
+    archive, sha = fx.kubespray_archive(tmp_path / "src")
     with silent_server() as (port, connections):
         if stalled == "files":
-            files = [file_artifact(f"https://dl.k8s.io/kp-stall/v1/file{i}", b"x" * 1000) for i in range(3)]
-            plan = make_plan(files, [])
+            files = [fx.file_artifact(f"https://dl.k8s.io/kp-stall/v1/file{i}", b"x" * 1000) for i in range(3)]
+            plan = fx.make_plan(files, [])
             mirrors = {"dl.k8s.io": {"url": f"http://127.0.0.1:{port}/dl.k8s.io"}}
         else:
-            plan = make_plan([], [image_artifact("registry.k8s.io/kp-stall/img:v1")])
+            plan = fx.make_plan([], [fx.image_artifact("registry.k8s.io/kp-stall/img:v1")])
             mirrors = {"registry.k8s.io": {"url": f"http://127.0.0.1:{port}/registry.k8s.io"}}
-        spec = write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
-        proc = kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(tmp_path / "b"), "--timeout", "20")
+        spec = fx.write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
+        proc = fx.kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(tmp_path / "b"), "--timeout", "20")
         wait_for(lambda: connections() > 0 or proc.poll() is not None, 60, "the build to connect to the mirror")
         assert proc.poll() is None, proc.communicate()
         time.sleep(1.0)  # every request is now waiting on the silent server
@@ -127,13 +116,13 @@ def test_sigint_mid_transfer_keeps_the_part_and_the_rerun_fetches_only_the_rest(
     data = os.urandom(3_000_000)
     url = "https://dl.k8s.io/kp-sigint/v1/kubeadm"
     upstream.add_file(url, data)
-    archive, sha = kubespray_archive(tmp_path / "src")
-    plan = make_plan([file_artifact(url, data, name="kubeadm")], [])
-    slow = mirrors_with(upstream, dl_k8s_io=f"{upstream.faults_url}/slow/300000/dl.k8s.io")
+    archive, sha = fx.kubespray_archive(tmp_path / "src")
+    plan = fx.make_plan([fx.file_artifact(url, data, name="kubeadm")], [])
+    slow = fx.mirrors_with(upstream, dl_k8s_io=f"{upstream.faults_url}/slow/300000/dl.k8s.io")
     out = tmp_path / "b"
     part = out / "files/dl.k8s.io/kp-sigint/v1/kubeadm.part"
-    spec = write_spec(tmp_path / "slow", upstream, str(archive), sha, mirrors=slow)
-    proc = kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(out))
+    spec = fx.write_spec(tmp_path / "slow", upstream, str(archive), sha, mirrors=slow)
+    proc = fx.kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(out))
     wait_for(lambda: (part.is_file() and part.stat().st_size > 300_000) or proc.poll() is not None, 60, "bytes")
     assert proc.poll() is None, proc.communicate()
     seen = part.stat().st_size
@@ -148,9 +137,9 @@ def test_sigint_mid_transfer_keeps_the_part_and_the_rerun_fetches_only_the_rest(
 
     # The re-run goes through the fault server's pass-through path (fail/0), which logs every request.
     upstream.reset_faults()
-    logged = mirrors_with(upstream, dl_k8s_io=f"{upstream.faults_url}/fail/0/dl.k8s.io")
-    spec = write_spec(tmp_path / "fast", upstream, str(archive), sha, mirrors=logged)
-    rerun = kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(out))
+    logged = fx.mirrors_with(upstream, dl_k8s_io=f"{upstream.faults_url}/fail/0/dl.k8s.io")
+    spec = fx.write_spec(tmp_path / "fast", upstream, str(archive), sha, mirrors=logged)
+    rerun = fx.kubeplay_with_plan(plan, tmp_path, "build", str(spec), "-o", str(out))
     _stdout, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
     assert (out / "files/dl.k8s.io/kp-sigint/v1/kubeadm").read_bytes() == data

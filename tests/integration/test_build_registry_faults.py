@@ -8,27 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests import build_fixture as fx
 
 from kubeplay.catalog.model import Plan
 from kubeplay.lab.upstream import UpstreamSimulator
 from kubeplay.lab.upstream.images import ImageInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.build_fixture import (
-    file_artifact,
-    image_artifact,
-    kubeplay_with_plan,
-    kubespray_archive,
-    make_plan,
-    mirrors_with,
-    sha256sum_check,
-    write_spec,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -61,21 +49,21 @@ def scene(upstream: UpstreamSimulator, case: str) -> Scene:
     file_url = f"https://dl.k8s.io/kp-regf-{case}/kubectl"
     file_data = os.urandom(50_000)
     upstream.add_file(file_url, file_data)
-    plan = make_plan(
-        [file_artifact(file_url, file_data, name="kubectl")],
-        [image_artifact(faulty.reference, name="app"), image_artifact(good.reference, name="ok")],
+    plan = fx.make_plan(
+        [fx.file_artifact(file_url, file_data, name="kubectl")],
+        [fx.image_artifact(faulty.reference, name="app"), fx.image_artifact(good.reference, name="ok")],
     )
     return Scene(faulty, good, file_url, file_data, plan)
 
 
 def build_through(upstream: UpstreamSimulator, tmp_path: Path, s: Scene, fault: str, *args: str) -> Outcome:
     """`kubeplay --json-events build` with FAULTY_HOST's registry mirror behind `fault`."""
-    archive, sha = kubespray_archive(tmp_path / "src")
-    mirrors = mirrors_with(upstream, quay_io=upstream.registry_fault_mirror(fault, FAULTY_HOST))
-    spec = write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
+    archive, sha = fx.kubespray_archive(tmp_path / "src")
+    mirrors = fx.mirrors_with(upstream, quay_io=upstream.registry_fault_mirror(fault, FAULTY_HOST))
+    spec = fx.write_spec(tmp_path, upstream, str(archive), sha, mirrors=mirrors)
     out = tmp_path / "bundle"
     upstream.reset_faults()
-    proc = kubeplay_with_plan(s.plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out), *args)
+    proc = fx.kubeplay_with_plan(s.plan, tmp_path, "--json-events", "build", str(spec), "-o", str(out), *args)
     stdout, stderr = proc.communicate(timeout=300)
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     return Outcome(proc.returncode, " ".join(stderr.split()), events, out)
@@ -151,7 +139,7 @@ def test_manifests_answering_503_a_few_times_are_retried(upstream: UpstreamSimul
     assert result.code == 0, result.stderr
     assert tags(result.out, s.faulty.reference) == ["v1"]
     assert set(s.faulty.blobs) | set(s.faulty.manifests.values()) <= stored_digests(result.out)
-    assert sha256sum_check(result.out).returncode == 0
+    assert fx.sha256sum_check(result.out).returncode == 0
     manifest_gets = [r for r in upstream.fault_requests() if "/manifests/" in str(r["path"]) and r["method"] == "GET"]
     # the tag and each platform manifest: two 503s, then the answer (the tag's after the token challenge)
     by_path: dict[str, list[object]] = {}
