@@ -21,8 +21,12 @@ import httpx
 import yaml
 
 from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
+from kubeplay.config.bundle import BundleSpec
+from kubeplay.console import Output
+from kubeplay.fetch.http import Downloader
 from kubeplay.lab.upstream import UpstreamSimulator
 from kubeplay.lab.upstream.process import free_port, start_process
+from kubeplay.osrepo import OsRepoReport, build_os_repos
 
 KUBESPRAY_VERSION = "2.99.0"
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -114,6 +118,12 @@ def write_spec(
     path = directory / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def os_repos_quietly(spec: BundleSpec, bundle: Path, cache_dir: Path, **downloader: Any) -> OsRepoReport:
+    """`build_os_repos` with nothing printed; `downloader` options (retries=, timeout=) go to its Downloader."""
+    out = Output(quiet=True)
+    return build_os_repos(spec, bundle, Downloader(out=out, progress=False, **downloader), out=out, cache_dir=cache_dir)
 
 
 @contextmanager

@@ -10,12 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.build_fixture import os_repos_quietly
 
 from kubeplay.config.bundle import BundleSpec
-from kubeplay.console import Output
 from kubeplay.errors import BadInput, FetchError
-from kubeplay.fetch.http import Downloader
-from kubeplay.osrepo import build_os_repos
 from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.signing import BundleSigner
 
@@ -64,13 +62,7 @@ def test_index_signed_by_another_key_stops_the_build(impostor: tuple[str, Path],
     url, _ = impostor
     bundle = tmp_path / "bundle"
     with pytest.raises(FetchError) as err:
-        build_os_repos(
-            _spec(url),
-            bundle,
-            Downloader(out=Output(quiet=True), progress=False),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "cache",
-        )
+        os_repos_quietly(_spec(url), bundle, tmp_path / "cache")
     assert "not valid" in err.value.message and "debian-archive-keyring" in err.value.message
     assert not (bundle / "repos").exists()
 
@@ -79,13 +71,7 @@ def test_the_same_archive_passes_with_its_own_keyring(impostor: tuple[str, Path]
     url, key = impostor
     spec = _spec(url, keyring=str(key))
     with pytest.raises(FetchError) as err:  # the index verifies now; the pool file it lists is missing upstream
-        build_os_repos(
-            spec,
-            tmp_path / "bundle",
-            Downloader(out=Output(quiet=True), progress=False, retries=1),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "cache",
-        )
+        os_repos_quietly(spec, tmp_path / "bundle", tmp_path / "cache", retries=1)
     assert "pool/s.deb" in err.value.message
     assert not (tmp_path / "bundle" / "repos").exists()
 
@@ -94,13 +80,7 @@ def test_unknown_arch_in_the_mirror_is_bad_input(impostor: tuple[str, Path], tmp
     url, key = impostor
     spec = _spec(url, keyring=str(key), arches=["arm64"])
     with pytest.raises(BadInput) as err:
-        build_os_repos(
-            spec,
-            tmp_path / "bundle",
-            Downloader(out=Output(quiet=True), progress=False),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "cache",
-        )
+        os_repos_quietly(spec, tmp_path / "bundle", tmp_path / "cache")
     assert "arm64" in err.value.message and "amd64" in (err.value.hint or "")
 
 
@@ -109,12 +89,8 @@ def test_unreachable_mirror(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(FetchError) as err:
-        build_os_repos(
-            _spec(f"http://127.0.0.1:{port}/debian"),
-            tmp_path / "bundle",
-            Downloader(out=Output(quiet=True), progress=False, retries=1, timeout=5),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "cache",
+        os_repos_quietly(
+            _spec(f"http://127.0.0.1:{port}/debian"), tmp_path / "bundle", tmp_path / "cache", retries=1, timeout=5
         )
     assert f"127.0.0.1:{port}/debian/dists/bookworm/InRelease" in err.value.message
     assert not (tmp_path / "bundle" / "repos").exists()

@@ -15,12 +15,10 @@ from pathlib import Path
 import createrepo_c as cr
 import pytest
 import yaml
+from tests.build_fixture import os_repos_quietly
 
 from kubeplay.config.bundle import BundleSpec
-from kubeplay.console import Output
 from kubeplay.errors import BadInput, FetchError
-from kubeplay.fetch.http import Downloader
-from kubeplay.osrepo import build_os_repos
 
 pytestmark = [pytest.mark.integration]
 
@@ -195,13 +193,7 @@ def test_dnf_installs_requested_set_from_offline_repo_alone(upstream: tuple[str,
     baseurl, key = upstream
     spec = _spec_for(baseurl, key, ["kp-app", "kp-mod"])
     bundle = tmp_path / "bundle"
-    report = build_os_repos(
-        spec,
-        bundle,
-        Downloader(out=Output(quiet=True), progress=False),
-        out=Output(quiet=True),
-        cache_dir=tmp_path / "cache",
-    )
+    report = os_repos_quietly(spec, bundle, tmp_path / "cache")
     repo = bundle / "repos" / "rpm" / "rocky" / "9"
     bundled = {p.name.rsplit("-", 2)[0] + "-" + p.name.rsplit("-", 2)[1] for p in repo.glob("x86_64/Packages/*/*.rpm")}
     # versioned Requires -> kp-lib 2.1; virtual -> kp-httpd; file dep -> kp-tools; rich dep -> one plugin;
@@ -229,13 +221,7 @@ def test_dnf_installs_requested_set_from_offline_repo_alone(upstream: tuple[str,
 def test_non_default_module_stream_and_recommends(upstream: tuple[str, Path], tmp_path: Path) -> None:
     baseurl, key = upstream
     spec = _spec_for(baseurl, key, ["kp-mod", "kp-app"], modules=["kpmod:2"], recommends=True)
-    build_os_repos(
-        spec,
-        tmp_path / "b",
-        Downloader(out=Output(quiet=True), progress=False),
-        out=Output(quiet=True),
-        cache_dir=tmp_path / "cache",
-    )
+    os_repos_quietly(spec, tmp_path / "b", tmp_path / "cache")
     names = {p.name for p in (tmp_path / "b/repos/rpm/rocky/9/x86_64/Packages").glob("*/*.rpm")}
     assert any(n.startswith("kp-mod-2.0") for n in names)
     assert any(n.startswith("kp-extra-1.0") for n in names)
@@ -244,33 +230,15 @@ def test_non_default_module_stream_and_recommends(upstream: tuple[str, Path], tm
 def test_bad_input_names_package_and_closest_and_writes_nothing(upstream: tuple[str, Path], tmp_path: Path) -> None:
     baseurl, key = upstream
     with pytest.raises(BadInput) as err:
-        build_os_repos(
-            _spec_for(baseurl, key, ["kp-ap"]),
-            tmp_path / "b",
-            Downloader(out=Output(quiet=True), progress=False),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "c",
-        )
+        os_repos_quietly(_spec_for(baseurl, key, ["kp-ap"]), tmp_path / "b", tmp_path / "c")
     assert "kp-ap" in err.value.message and "rocky 9 x86_64" in err.value.message
     assert "kp-app" in (err.value.hint or "")
     assert err.value.exit_code == 2
     with pytest.raises(BadInput) as err:
-        build_os_repos(
-            _spec_for(baseurl, key, ["kp-broken"]),
-            tmp_path / "b",
-            Downloader(out=Output(quiet=True), progress=False),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "c",
-        )
+        os_repos_quietly(_spec_for(baseurl, key, ["kp-broken"]), tmp_path / "b", tmp_path / "c")
     assert "kp-nowhere" in err.value.message  # the solver's own problem text
     with pytest.raises(BadInput) as err:
-        build_os_repos(
-            _spec_for(baseurl, key, ["kp-mod"], modules=["kpmod:7"]),
-            tmp_path / "b",
-            Downloader(out=Output(quiet=True), progress=False),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "c",
-        )
+        os_repos_quietly(_spec_for(baseurl, key, ["kp-mod"], modules=["kpmod:7"]), tmp_path / "b", tmp_path / "c")
     assert "kpmod:1" in (err.value.hint or "")
     assert not (tmp_path / "b" / "repos" / "rpm").exists()
 
@@ -284,12 +252,6 @@ def test_unreachable_mirror_is_a_clear_error(tmp_path: Path, upstream: tuple[str
         port = s.getsockname()[1]
     spec = _spec_for(f"http://127.0.0.1:{port}/$basearch", key, ["kp-app"])
     with pytest.raises(FetchError) as err:
-        build_os_repos(
-            spec,
-            tmp_path / "b",
-            Downloader(out=Output(quiet=True), progress=False, retries=1, timeout=5),
-            out=Output(quiet=True),
-            cache_dir=tmp_path / "c",
-        )
+        os_repos_quietly(spec, tmp_path / "b", tmp_path / "c", retries=1, timeout=5)
     assert f"127.0.0.1:{port}" in err.value.message
     assert not (tmp_path / "b" / "repos" / "rpm").exists()
