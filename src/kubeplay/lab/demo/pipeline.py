@@ -18,7 +18,7 @@ from pathlib import Path
 from kubeplay import settings
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.console import Output, human_bytes
-from kubeplay.errors import BadInput, BundleError, KubeplayError
+from kubeplay.errors import BadInput, BundleError, Interrupted, KubeplayError
 from kubeplay.lab import record, rootfs
 from kubeplay.lab.demo import inputs, probes
 from kubeplay.lab.demo.commands import (
@@ -281,6 +281,8 @@ class Demo:
                 self.install(lab)
                 self.deploy(lab)
                 self.check(lab, base / "var/lib/dpkg/status")
+            except Interrupted:
+                raise  # Ctrl-C ends the demo (exit 130) once `finally` has taken the lab down, not as a failed check
             except (KubeplayError, subprocess.SubprocessError, OSError) as exc:
                 self.report.error = _describe(exc)
             finally:
