@@ -12,7 +12,7 @@ them, the same for every command:
 - checks (preflight) run once, right before the first step with work to do, whatever the selection,
   and not at all when nothing is to be done;
 - one line per step on the Output (`Output.mark`) and one JSON event per change of state (README:
-  "Events (`--json-events`)").
+  "Steps and events (`--json-events`)").
 """
 
 from __future__ import annotations
