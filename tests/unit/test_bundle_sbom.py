@@ -223,3 +223,22 @@ def test_spdx_conversion_validates_with_spdx_tools(bundle: Path, tmp_path: Path)
         check=False,
     )
     assert json.loads(plain.stdout) == _sbom(bundle)
+
+
+def test_no_change_rebuild_reuses_the_sbom_with_this_builds_time_and_manifest(bundle: Path) -> None:
+    (bundle / ".kubeplay-build").mkdir()
+    manifest = read_manifest(bundle)
+    write_sha256sums(bundle, use_cache=False)
+    write_sbom(bundle, manifest, read_sha256sums(bundle / "SHA256SUMS"))  # fills the cache
+    manifest.created_at = "2026-02-03T04:05:06Z"  # a rebuild: only the time, so kubeplay.json's digest, changed
+    write_manifest(bundle, manifest)
+    write_sha256sums(bundle, use_cache=False)
+    sums = read_sha256sums(bundle / "SHA256SUMS")
+    reused = json.loads(write_sbom(bundle, manifest, sums).read_text())
+    assert reused == json.loads(build_sbom(bundle, manifest, sums))
+    assert _by_ref(reused)["own:kubeplay.json"]["hashes"][0]["content"] == sums["kubeplay.json"]
+    # changed content is not reused: a new file gets its component
+    (bundle / "wheels/netaddr-1.3.0-py3-none-any.whl").write_bytes(b"another wheel")
+    write_sha256sums(bundle, use_cache=False)
+    fresh = json.loads(write_sbom(bundle, manifest, read_sha256sums(bundle / "SHA256SUMS")).read_text())
+    assert "wheel:wheels/netaddr-1.3.0-py3-none-any.whl" in _by_ref(fresh)

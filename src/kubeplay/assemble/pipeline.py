@@ -36,6 +36,7 @@ from kubeplay.bundle.manifest import (
     KubesprayRecord,
     OsRepoRecord,
     Totals,
+    add_to_sha256sums,
     read_sha256sums,
     utc_now,
     write_manifest,
@@ -431,4 +432,4 @@ def _write_sums(
     (bundle_dir / SBOM_NAME).unlink(missing_ok=True)  # the SBOM records the digests of everything else
     write_sha256sums(bundle_dir, known=verified)
     write_sbom(bundle_dir, manifest, read_sha256sums(bundle_dir / SUMS_NAME))
-    return write_sha256sums(bundle_dir, known=verified)  # unchanged files come from the digest cache
+    return add_to_sha256sums(bundle_dir, SBOM_NAME)

@@ -226,6 +226,18 @@ def write_sha256sums(bundle_dir: Path, *, use_cache: bool = True, known: Mapping
     return hashlib.sha256(body).hexdigest()
 
 
+def add_to_sha256sums(bundle_dir: Path, relpath: str) -> str:
+    """Add (or replace) one file's line in SHA256SUMS, keeping the order; return SHA256SUMS's new sha256.
+
+    For a file written after SHA256SUMS from its digests (sbom.cdx.json): no second walk of the bundle.
+    """
+    sums = read_sha256sums(bundle_dir / SUMS_NAME)
+    sums[relpath] = sha256_file(bundle_dir / relpath)
+    body = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items())).encode()
+    atomic_write(bundle_dir / SUMS_NAME, body)
+    return hashlib.sha256(body).hexdigest()
+
+
 def read_sha256sums(path: Path) -> dict[str, str]:
     """SHA256SUMS as {bundle-relative path: hex digest}; raise BundleError on a malformed line."""
     out: dict[str, str] = {}

@@ -13,16 +13,25 @@ bundle signature covers it; the SBOM cannot list itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kubeplay import __version__
-from kubeplay.bundle.manifest import BUILD_STATE_DIR, SIGNATURE_NAME, SUMS_NAME, BundleManifest, ImageRecord
+from kubeplay.bundle.manifest import (
+    BUILD_STATE_DIR,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    BundleManifest,
+    ImageRecord,
+)
 from kubeplay.bundle.repo_packages import repo_packages
 from kubeplay.bundle.wheels import wheel_name_version
 from kubeplay.errors import BadInput
@@ -34,6 +43,7 @@ REPOSITORY_PROPERTY = "kubeplay:repository"
 REGISTRY_ROOT = "registry/docker/registry/v2"
 BLOBS = f"{REGISTRY_ROOT}/blobs/sha256"
 REPOSITORIES = f"{REGISTRY_ROOT}/repositories"
+_SBOM_CACHE = "sbom-cache.json"
 _NAMESPACE = uuid.UUID("6f0b1a56-5d55-4e4b-9a0e-6b7562706c61")
 
 
@@ -240,7 +250,7 @@ def build_sbom(bundle_dir: Path, manifest: BundleManifest, sums: Mapping[str, st
         bom_ref="bundle",
         description=f"kubeplay {manifest.kubeplay_version} bundle: kubespray {manifest.kubespray.version}",
     )
-    serial = uuid.uuid5(_NAMESPACE, json.dumps(sorted(sums.items())) + manifest.created_at)
+    serial = _serial(manifest, sums)
     created = datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00"))
     tools = ToolRepository(components=[Component(type=ComponentType.APPLICATION, name="kubeplay", version=__version__)])
     bom = bom_class(serial_number=serial, metadata=BomMetaData(component=root, timestamp=created, tools=tools))
@@ -255,10 +265,50 @@ def build_sbom(bundle_dir: Path, manifest: BundleManifest, sums: Mapping[str, st
     return text
 
 
+def _serial(manifest: BundleManifest, sums: Mapping[str, str]) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, json.dumps(sorted(sums.items())) + manifest.created_at)
+
+
+def _content_key(manifest: BundleManifest, sums: Mapping[str, str]) -> str:
+    """What the SBOM depends on, except the build time and kubeplay.json's digest (both change every build)."""
+    kept = {p: d for p, d in sums.items() if p not in (MANIFEST_NAME, SBOM_NAME)}
+    data = {"kubeplay": __version__, "sums": kept, "manifest": manifest.model_dump(mode="json", exclude={"created_at"})}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _refreshed(text: str, manifest: BundleManifest, sums: Mapping[str, str]) -> str | None:
+    """An SBOM of the same content with this build's time, serial number and kubeplay.json digest."""
+    document = json.loads(text)
+    own = [c for c in document.get("components", []) if c.get("bom-ref") == f"own:{MANIFEST_NAME}"]
+    if len(own) != 1 or MANIFEST_NAME not in sums:
+        return None
+    own[0]["hashes"] = [{"alg": "SHA-256", "content": sums[MANIFEST_NAME]}]
+    document["serialNumber"] = f"urn:uuid:{_serial(manifest, sums)}"
+    created = datetime.fromisoformat(manifest.created_at.replace("Z", "+00:00"))
+    document["metadata"]["timestamp"] = created.isoformat()
+    return json.dumps(document, separators=(",", ":"))
+
+
 def write_sbom(bundle_dir: Path, manifest: BundleManifest, sums: Mapping[str, str]) -> Path:
-    """Write `sbom.cdx.json` atomically; return its path."""
+    """Write `sbom.cdx.json` atomically; return its path.
+
+    A rebuild whose content did not change (same digests, same manifest but for its time) reuses the
+    previous SBOM with the new time and kubeplay.json digest: generating one costs tenths of a second,
+    a large part of a no-change rebuild.
+    """
     path = bundle_dir / SBOM_NAME
-    atomic_write(path, build_sbom(bundle_dir, manifest, sums).encode())
+    cache = bundle_dir / BUILD_STATE_DIR / _SBOM_CACHE
+    key = _content_key(manifest, sums)
+    text = None
+    with suppress(OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if saved["key"] == key:
+            text = _refreshed(saved["sbom"], manifest, sums)
+    if text is None:
+        text = build_sbom(bundle_dir, manifest, sums)
+        if cache.parent.is_dir():
+            atomic_write(cache, json.dumps({"key": key, "sbom": text}).encode())
+    atomic_write(path, text.encode())
     return path
 
 
