@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--bases", type=int, default=3, help="number of base layers the images share")
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument(
+        "--user-images",
+        type=int,
+        default=10,
+        help="how many of the images kubeplay gets from bundle.yaml images: (the rest from kubespray's plan)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kubeplay-bench-images-") as tmp_name:
@@ -146,7 +152,11 @@ def main() -> None:
             unique_bytes = sum(unique.values())
             archive, sha = kubespray_archive(tmp / "src")
             spec = write_spec(tmp, sim, str(archive), sha)
-            plan = make_plan([], [image_artifact(r, name=f"app{i}") for i, r in enumerate(refs)])
+            own = len(refs) - min(args.user_images, len(refs))
+            spec_data = yaml.safe_load(spec.read_text())
+            spec_data["images"] = refs[own:]  # the user's own: the same fetch path as kubespray's
+            spec.write_text(yaml.safe_dump(spec_data))
+            plan = make_plan([], [image_artifact(r, name=f"app{i}") for i, r in enumerate(refs[:own])])
             plan_file = tmp / "plan.json"
             plan_file.write_text(plan_json(plan))
 
@@ -183,6 +193,7 @@ def main() -> None:
     bundle_image_bytes = sizes["kubeplay"]
     result = {
         "images": len(refs),
+        "of_them_bundle_yaml_images": len(refs) - own,
         "rounds": args.rounds,
         "unique_blob_mib": round(unique_bytes / mib, 1),
         "kubeplay_s": [round(t, 2) for t in times["kubeplay"]],
