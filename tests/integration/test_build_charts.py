@@ -110,6 +110,15 @@ def test_charts_served_as_oci_artifacts_and_a_chart_repository(upstream: Upstrea
         assert entry["digest"] == hashlib.sha256(package).hexdigest()
         assert (out / "files/charts" / entry["urls"][0]).read_bytes() == package
 
+    # kubeplay.json lists each chart with where it came from and both ways it is served
+    charts = {c.name: c for c in read_manifest(out).charts}
+    assert sorted(charts) == ["ociapp", "redis", "web"]
+    assert charts["redis"].location == "bundle.yaml charts[0] dependency redis"
+    assert charts["web"].source == f"{REPO}/web-1.2.0.tgz"
+    assert charts["ociapp"].source == "oci://ghcr.io/kp-charts/charts/ociapp:3.1.0"
+    assert charts["ociapp"].digest == oci_digest and charts["ociapp"].repository == "library/charts/ociapp"
+    assert all(c.sha256 == hashlib.sha256(packages[c.name]).hexdigest() for c in charts.values())
+
     # the images they use, found in values.yaml, the annotation, the dependency, and appVersion
     records = {r.upstream: r for r in read_manifest(out).images}
     assert set(records) == {
@@ -154,6 +163,7 @@ def test_charts_served_as_oci_artifacts_and_a_chart_repository(upstream: Upstrea
     assert sorted(yaml.safe_load((out / "files/charts/index.yaml").read_text())["entries"]) == ["ociapp"]
     assert not (out / "files/charts/web-1.2.0.tgz").exists()
     assert not (out / "registry/docker/registry/v2/repositories/library/charts/web").exists()
+    assert [c.name for c in read_manifest(out).charts] == ["ociapp"]
     assert [r.upstream for r in read_manifest(out).images] == ["ghcr.io/kp-charts/oci-app:3.1"]
 
 

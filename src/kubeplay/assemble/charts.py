@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from kubeplay.bundle.manifest import ChartRecord
 from kubeplay.catalog.chart_oci import chart_artifact, chart_layer, oci_tag, sha256_digest
 from kubeplay.catalog.charts import ChartError, ChartPackage, Unresolved, discover_images, excluded, read_chart
 from kubeplay.catalog.locations import parse_image_name
@@ -170,6 +171,7 @@ def _exact(version: str) -> bool:
 class StoredCharts:
     paths: set[str]  # bundle-relative files written under files/charts/
     content: dict[str, RepositoryContent]  # what the registry store keeps for the charts
+    records: list[ChartRecord] = field(default_factory=list)
 
 
 def store_charts(
@@ -210,6 +212,19 @@ def store_charts(
         storage.tag(repo, oci_tag(chart.package.version), manifest_digest)
         content.manifests.add(manifest_digest)
         content.tags[oci_tag(chart.package.version)] = manifest_digest
+        stored.records.append(
+            ChartRecord(
+                name=chart.package.name,
+                version=chart.package.version,
+                source=redact(chart.download.source),
+                location=chart.location,
+                path=f"{CHARTS_DIR}/{chart.filename}",
+                sha256=chart.download.sha256,
+                repository=repo,
+                tag=oci_tag(chart.package.version),
+                digest=manifest_digest,
+            )
+        )
     index = {"apiVersion": "v1", "entries": entries}
     atomic_write(top / "index.yaml", yaml.safe_dump(index, sort_keys=False).encode())
     stored.paths.add(f"{CHARTS_DIR}/index.yaml")

@@ -85,7 +85,25 @@ class ImageRecord(Record):
     media_type: str
     platforms: list[PlatformRecord] = Field(default_factory=list)
     missing_arches: list[str] = Field(default_factory=list, description="requested arches upstream lacks (warn)")
+    signatures: list[str] = Field(
+        default_factory=list, description="upstream signature tags kept beside it (.sig/.att/.sbom, referrers)"
+    )
     size: int = Field(description="bytes of manifests and blobs this image references (blobs may be shared)")
+
+
+class ChartRecord(Record):
+    """One Helm chart (bundle.yaml charts:, or a dependency of one): its package under files/charts/ and
+    the OCI artifact in the bundle registry whose chart layer is that same package."""
+
+    name: str
+    version: str
+    source: str = Field(description="where the package came from: its URL, or oci://host/repository:version")
+    location: str = Field(description="the bundle.yaml entry it came from, e.g. 'bundle.yaml charts[0]'")
+    path: str = Field(description="bundle-relative path of the package, files/charts/<name>-<version>.tgz")
+    sha256: str = Field(description="of the package; also index.yaml's digest and the OCI chart layer's")
+    repository: str = Field(description="repository in the bundle registry, <project>/charts/<name>")
+    tag: str
+    digest: str = Field(description="digest of the OCI artifact's manifest")
 
 
 class OsRepoRecord(Record):
@@ -121,6 +139,7 @@ class BundleManifest(Record):
     os: list[dict[str, Any]] = Field(default_factory=list, description="OS targets from the spec")
     files: list[FileRecord] = Field(default_factory=list)
     images: list[ImageRecord] = Field(default_factory=list)
+    charts: list[ChartRecord] = Field(default_factory=list)
     os_repos: list[OsRepoRecord] = Field(default_factory=list)
     offline_vars: dict[str, str] = Field(default_factory=dict, description="kubespray vars pointing at the bundle")
     tools: dict[str, str] = Field(default_factory=dict, description="versions of the tools that built the bundle")
