@@ -110,6 +110,11 @@ def test_charts_served_as_oci_artifacts_and_a_chart_repository(upstream: Upstrea
         assert entry["digest"] == hashlib.sha256(package).hexdigest()
         assert (out / "files/charts" / entry["urls"][0]).read_bytes() == package
 
+    verified = subprocess.run(
+        [sys.executable, "-m", "kubeplay", "verify", str(out)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert verified.returncode == 0, verified.stderr
+
     # kubeplay.json lists each chart with where it came from and both ways it is served
     charts = {c.name: c for c in read_manifest(out).charts}
     assert sorted(charts) == ["ociapp", "redis", "web"]
