@@ -25,6 +25,7 @@ from kubeplay.assemble.charts import ChartSet, StoredCharts, resolve_charts, sto
 from kubeplay.assemble.images import ImageFetcher, ImagesResult
 from kubeplay.assemble.install_step import add_install_files_kept
 from kubeplay.assemble.kubespray import copy_tree, obtain_tree, tree_identity
+from kubeplay.assemble.signatures import fetch_signatures
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
@@ -71,6 +72,7 @@ class BuildOptions:
     planner: Planner | None = None  # default: the catalog's make_plan, cached per tree and spec
     # wheels/ for the deploy node (from PyPI); install.sh and config-sample.yaml are always written
     wheels: bool = field(default_factory=lambda: settings.from_environ().wheels)
+    signatures: bool = True  # upstream cosign artifacts beside every image (--no-signatures)
 
 
 @dataclass
@@ -274,6 +276,9 @@ def run_build(spec: BundleSpec, bundle_dir: Path, options: BuildOptions | None =
             fetched = _fetch(spec, charts.with_images(plan), bundle_dir, downloader, out, result, charts)
             if result.failures:
                 return result
+            if opts.signatures:
+                images = charts.with_images(plan).images
+                fetch_signatures(fetched.storage, downloader, state, images, fetched.images, out=out)
             os_repos = _build_os_repos(spec, bundle_dir, downloader, out, deploy)
         _prune(bundle_dir, plan, fetched, out)
         records = _file_records(plan, fetched.files, bundle_dir)

@@ -151,6 +151,7 @@ def _image(image: ImageRecord, parts: _Parts) -> None:
         REPOSITORY_PROPERTY: image.repository,
         "kubeplay:upstream": image.upstream,
         "kubeplay:upstream_digest": image.upstream_digest,
+        "kubeplay:signatures": " ".join(image.signatures),  # upstream signature tags kept beside it
     }
     platforms = [p for p in image.platforms if p.digest != image.digest]
     top = _component(
@@ -178,6 +179,30 @@ def _image(image: ImageRecord, parts: _Parts) -> None:
             | {"kubeplay:platform": platform.platform, "kubeplay:media_type": platform.media_type},
         )
         parts.children[str(top.bom_ref)].append(child)
+
+
+def _signatures(bundle_dir: Path, image: ImageRecord, parts: _Parts) -> None:
+    """One `data` component per upstream signature artifact kept beside `image` (by its tag)."""
+    repository_url = _split_reference(image.upstream)
+    name = repository_url.rsplit("/", 1)[-1].lower()
+    tags = bundle_dir / REPOSITORIES / image.repository / "_manifests" / "tags"
+    for tag in image.signatures:
+        try:
+            digest = (tags / tag / "current" / "link").read_text(encoding="utf-8").strip()
+        except OSError:
+            continue  # the sums check names what is missing
+        parts.top.append(
+            _component(
+                "data",
+                f"{name} {tag.rpartition('.')[2] if '.' in tag else 'referrers'}",
+                f"signature:{image.repository}:{tag}",
+                path=blob_path(digest),
+                sha256=digest.removeprefix("sha256:"),
+                version=tag,
+                purl=_purl("oci", name, digest, repository_url=repository_url, tag=tag),
+                properties={REPOSITORY_PROPERTY: image.repository, "kubeplay:signs": image.upstream},
+            )
+        )
 
 
 def _os_packages(bundle_dir: Path, manifest: BundleManifest, parts: _Parts) -> None:
@@ -240,6 +265,7 @@ def build_sbom(bundle_dir: Path, manifest: BundleManifest, sums: Mapping[str, st
     _files(manifest, parts)
     for image in manifest.images:
         _image(image, parts)
+        _signatures(bundle_dir, image, parts)
     _os_packages(bundle_dir, manifest, parts)
     _wheels_and_own_files(sums, manifest, parts)
     version = manifest.kube_version.removeprefix("v")
@@ -361,7 +387,7 @@ def check_coverage(bundle_dir: Path, sbom_text: str, sums: Mapping[str, str]) ->
     paths = [_properties(c).get(PATH_PROPERTY) for c in components]
     exact = {p for p in paths if p and not p.endswith("/")}
     trees = tuple(p for p in paths if p and p.endswith("/"))
-    images = [c for c in components if c.get("type") == "container"]
+    images = [c for c in components if REPOSITORY_PROPERTY in _properties(c)]
     digests = [h["content"] for c in images for h in c.get("hashes", []) if h.get("alg") == "SHA-256"]
     blobs = _reachable_blobs(bundle_dir, [f"sha256:{d}" for d in digests])
     repositories = tuple(f"{REPOSITORIES}/{_properties(c).get(REPOSITORY_PROPERTY)}/" for c in images)

@@ -61,6 +61,13 @@ def build(
             help="With --pack: zstd, or gzip for plain `tar xzf` (see `kubeplay pack`).",
         ),
     ] = Compression.ZSTD,
+    signatures: Annotated[
+        bool,
+        typer.Option(
+            "--signatures/--no-signatures",
+            help="Keep upstream image signatures (cosign .sig/.att/.sbom tags and OCI referrers) beside the images.",
+        ),
+    ] = True,
     sign_key: Annotated[
         Path | None,
         typer.Option(
@@ -84,7 +91,7 @@ def build(
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
     wheels = settings.from_environ().wheels if wheels is None else wheels
-    options = BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels)
+    options = BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels, signatures=signatures)
     result = run_build(spec, target, options, out=out)
     for failure in result.failures:
         where = f" ({failure.label})" if failure.label else ""

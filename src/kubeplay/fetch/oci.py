@@ -46,6 +46,11 @@ class RegistryClient:
         """GET a manifest or index; raise FetchError (404, auth, wrong digest, retries used up), Interrupted."""
         return self._read(self.manifest_url(endpoint, repository, reference), reference, "manifest")
 
+    def referrers(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> Fetched:
+        """GET the OCI 1.1 referrers index of `digest`; NotUpstream (404) where the registry has no referrers API."""
+        url = f"{endpoint.base}/v2/{endpoint.repository(repository)}/referrers/{digest}"
+        return self._read(url, f"referrers of {digest}", "referrers index")
+
     def small_blob(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> bytes:
         """GET a small blob (an image config) into memory, verified against `digest`."""
         return self._read(self.blob_url(endpoint, repository, digest), digest, "blob").data

@@ -29,6 +29,7 @@ from kubeplay.catalog.charts import read_chart
 from kubeplay.catalog.model import FileArtifact, ImageArtifact
 from kubeplay.errors import KubeplayError
 from kubeplay.lab.upstream.charts import chart_index
+from kubeplay.lab.upstream.cosign import cosign_artifacts
 from kubeplay.lab.upstream.files import (
     place_file,
     place_file_from,
@@ -38,6 +39,7 @@ from kubeplay.lab.upstream.files import (
     url_to_relpath,
 )
 from kubeplay.lab.upstream.images import (
+    OCI_MANIFEST,
     ImageInfo,
     IndexFormat,
     build_index,
@@ -244,6 +246,23 @@ class UpstreamSimulator:
         httpx.post(f"{self.faults_url}/_reset", verify=self.ssl_context(), timeout=10.0).raise_for_status()
 
     # -- images --------------------------------------------------------------------------------------
+
+    def publish_signatures(self, info: ImageInfo, digests: list[str] | None = None) -> list[str]:
+        """Push cosign-shaped signature artifacts for the image `info` (its top digest, or `digests`):
+        `.sig`/`.att`/`.sbom` tags and an OCI 1.1 referrer behind the tag-schema index. Returns the tags."""
+        tags: list[str] = []
+        with RegistryPusher(self.registry_url, self.ca_cert, self.username, self.password) as pusher:
+            for digest in digests or [info.digest]:
+                media_type = info.media_type if digest == info.digest else OCI_MANIFEST
+                subject = {"mediaType": media_type, "digest": digest, "size": info.sizes.get(digest, 0)}
+                for artifact in cosign_artifacts(info.repository, subject):
+                    for blob in artifact.blobs:
+                        pusher.push_blob(info.repository, blob.data)
+                    reference = artifact.tag or artifact.manifest.digest
+                    pusher.push_manifest(info.repository, reference, artifact.manifest.media_type, artifact.manifest.data)
+                    if artifact.tag:
+                        tags.append(artifact.tag)
+        return tags
 
     def push_image(
         self,
