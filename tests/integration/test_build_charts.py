@@ -254,3 +254,30 @@ def test_plan_lists_chart_images_with_their_source(upstream: UpstreamSimulator, 
     assert body["sizes"]["by_image"]["registry.k8s.io/kp-charts/controller:v1.11.0"] > 0
     assert [c["name"] for c in body["charts"]] == ["web", "redis"]
     assert body["unresolved_images"][0]["where"] == "values.yaml metrics.image"
+
+
+def test_dependency_version_ranges_take_the_newest_match(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    upstream.push_image("docker.io/kp-charts/cache:1.3", ["amd64", "arm64"])
+    caches = [
+        build_chart("cache", v, values={"image": f"docker.io/kp-charts/cache:{tag}"})
+        for v, tag in (("0.5.0", "1.0"), ("0.5.3", "1.3"), ("0.6.0", "2.0"))
+    ]
+    app = build_chart(
+        "app", "1.0.0", dependencies=[{"name": "cache", "version": "~0.5.0", "repository": f"{REPO}-ranges"}]
+    )
+    stuck = build_chart(
+        "stuck", "1.0.0", dependencies=[{"name": "cache", "version": "^3.0.0", "repository": f"{REPO}-ranges"}]
+    )
+    upstream.add_chart_repo(f"{REPO}-ranges", [*caches, app, stuck])
+    spec = spec_with(tmp_path, upstream, [{"name": "app", "repo": f"{REPO}-ranges", "version": "1.0.0"}])
+    out = tmp_path / "bundle"
+    code, err = run_build(tmp_path, spec, out)
+    assert code == 0, err
+    assert {(c.name, c.version) for c in read_manifest(out).charts} == {("app", "1.0.0"), ("cache", "0.5.3")}
+    assert [r.upstream for r in read_manifest(out).images] == ["docker.io/kp-charts/cache:1.3"]
+
+    spec_with(tmp_path, upstream, [{"name": "stuck", "repo": f"{REPO}-ranges", "version": "1.0.0"}])
+    code, err = run_build(tmp_path, tmp_path / "bundle.yaml", tmp_path / "bundle2")
+    assert code == 2, err
+    assert "(bundle.yaml charts[0] dependency cache): no version of chart cache in" in err
+    assert "satisfies '^3.0.0'" in err

@@ -24,6 +24,7 @@ from kubeplay.catalog.chart_oci import chart_artifact, chart_layer, oci_tag, sha
 from kubeplay.catalog.charts import ChartError, ChartPackage, Unresolved, discover_images, excluded, read_chart
 from kubeplay.catalog.locations import parse_image_name
 from kubeplay.catalog.model import ImageArtifact, Plan
+from kubeplay.catalog.semver import ConstraintError
 from kubeplay.config.bundle import BundleSpec, ChartRef, split_reference
 from kubeplay.errors import DigestMismatch, FetchError, Interrupted, NotUpstream
 from kubeplay.fetch.charts import ChartDownload, ChartFetcher
@@ -151,15 +152,25 @@ def _fetch_tree(
         fetched.append(FetchedChart(where, download, package))
         for dep in package.missing_dependencies():
             dep_where = f"{location} dependency {dep.name}"
-            if dep.repository.startswith(("https://", "http://", "oci://")) and _exact(dep.version):
-                todo.append((dep.repository.rstrip("/"), dep.name, dep.version, dep_where))
-            else:
-                why = (
-                    f"version {dep.version!r} is a range (only exact versions are fetched)"
-                    if dep.repository.startswith(("https://", "http://", "oci://"))
-                    else f"repository {dep.repository or '(none)'!r} cannot be fetched"
-                )
-                unresolved.append((location, Unresolved(f"{package.name} Chart.yaml dependency {dep.name}", why)))
+            dep_repo = dep.repository.rstrip("/")
+            what = f"{package.name} Chart.yaml dependency {dep.name}"
+            if not dep_repo.startswith(("https://", "http://", "oci://")):
+                why = f"repository {dep.repository or '(none)'!r} cannot be fetched"
+                unresolved.append((location, Unresolved(what, why)))
+            elif dep_repo.startswith("oci://"):
+                if _exact(dep.version):
+                    todo.append((dep_repo, dep.name, dep.version, dep_where))
+                else:
+                    why = f"version {dep.version!r} is a range; ranges are resolved in classic repositories only"
+                    unresolved.append((location, Unresolved(what, why)))
+            else:  # the newest version of the repository's index the constraint allows, as `helm dependency` does
+                try:
+                    version = fetcher.resolve_version(dep_repo, dep.name, dep.version)
+                except (FetchError, ConstraintError) as exc:
+                    source = redact(f"{dep_repo} {dep.name} {dep.version}")
+                    failures.append(DownloadFailure(source, dep_where, redact(str(exc)), isinstance(exc, NotUpstream)))
+                    continue
+                todo.append((dep_repo, dep.name, version, dep_where))
     return fetched, failures, unresolved
 
 

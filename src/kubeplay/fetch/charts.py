@@ -20,6 +20,7 @@ import httpx
 import yaml
 
 from kubeplay.catalog.chart_oci import chart_layer, oci_tag
+from kubeplay.catalog.semver import best_match
 from kubeplay.errors import DigestMismatch, FetchError, Interrupted, NotUpstream
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.mirrors import docker_repository
@@ -84,6 +85,16 @@ class ChartFetcher:
         with self._lock:
             self._indexes[repo] = doc
         return doc
+
+    def resolve_version(self, repo: str, name: str, constraint: str) -> str:
+        """The highest version of chart `name` in classic repository `repo` satisfying a Helm constraint
+        (`~1.2`, `^2.0.0`, `>=1 <2`); raise NotUpstream when none does, ConstraintError for a bad one."""
+        entries = self.index(repo)["entries"].get(name)
+        versions = [str(e.get("version")) for e in entries or [] if isinstance(e, dict)]
+        found = best_match(constraint, versions)
+        if found is None:
+            raise NotUpstream(f"no version of chart {name} in {repo} satisfies {constraint!r}")
+        return found
 
     def _from_index(self, repo: str, name: str, version: str) -> ChartDownload:
         entries = self.index(repo)["entries"].get(name)
