@@ -17,6 +17,7 @@ manifests (unchanged) keep theirs.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from kubeplay.state import atomic_write
 from kubeplay.store.registry import RegistryStorage, RepositoryContent
 
 TAG_SUFFIXES = (".sig", ".att", ".sbom")
+TAG_LIST_LIMIT = 1000  # a full first page may be partial: then every artifact tag is asked for instead
 
 
 class StoredSignatures(BaseModel):
@@ -79,6 +81,8 @@ class SignatureFetcher:
         self.state_path = state_path
         self.out = out
         self.state: dict[str, StoredSignatures] = {}
+        self.no_referrers_api: set[str] = set()
+        self.lock = threading.Lock()
         if state_path.is_file():
             try:
                 raw = json.loads(state_path.read_text(encoding="utf-8"))
@@ -132,20 +136,31 @@ class SignatureFetcher:
         except NotUpstream:
             return None
 
+    def _existing_tags(self, endpoint: RegistryEndpoint, repository: str) -> set[str] | None:
+        """The repository's tags, so only artifacts that exist are asked for; None when the list may be partial."""
+        try:
+            tags = self.client.tag_list(endpoint, repository, TAG_LIST_LIMIT)
+        except FetchError:
+            return None
+        return set(tags) if len(tags) < TAG_LIST_LIMIT else None
+
     def _look_up(self, artifact: ImageArtifact, record: ImageRecord) -> StoredSignatures:
         endpoint = self.downloader.clients.mirrors.registry(artifact.registry)
         repository = docker_repository(artifact.registry, artifact.repository)
+        existing = self._existing_tags(endpoint, repository)
         stored = StoredSignatures()
         for digest in subject_digests(record):
             hexd = digest.removeprefix("sha256:")
             for suffix in TAG_SUFFIXES:
                 tag = f"sha256-{hexd}{suffix}"
+                if existing is not None and tag not in existing:
+                    continue
                 found = self._manifest(endpoint, repository, tag)
                 if found is not None:
                     self._store(endpoint, repository, record.repository, found, stored)
                     self.storage.tag(record.repository, tag, found.digest)
                     stored.tags[tag] = found.digest
-            index = self._referrers(endpoint, repository, digest)
+            index = self._referrers(endpoint, repository, digest, existing)
             if index is not None and json.loads(index.data).get("manifests"):
                 for descriptor in json.loads(index.data)["manifests"]:
                     child = self.client.manifest(endpoint, repository, str(descriptor["digest"]))
@@ -157,12 +172,22 @@ class SignatureFetcher:
                 stored.manifests.append(index.digest)
         return stored
 
-    def _referrers(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> Fetched | None:
-        """The referrers index of `digest`: the OCI 1.1 API, else the tag-schema tag `sha256-<hex>`."""
-        try:
-            return self.client.referrers(endpoint, repository, digest)
-        except FetchError:  # no referrers API (404, or a registry that refuses the path)
-            return self._manifest(endpoint, repository, f"sha256-{digest.removeprefix('sha256:')}")
+    def _referrers(
+        self, endpoint: RegistryEndpoint, repository: str, digest: str, existing: set[str] | None
+    ) -> Fetched | None:
+        """The referrers index of `digest`: the OCI 1.1 API, else the tag-schema tag `sha256-<hex>`.
+
+        A registry that answered the API with an error once is not asked again in this build."""
+        if endpoint.base not in self.no_referrers_api:
+            try:
+                return self.client.referrers(endpoint, repository, digest)
+            except FetchError:  # no referrers API (404, or a registry that refuses the path)
+                with self.lock:
+                    self.no_referrers_api.add(endpoint.base)
+        tag = f"sha256-{digest.removeprefix('sha256:')}"
+        if existing is not None and tag not in existing:
+            return None
+        return self._manifest(endpoint, repository, tag)
 
     def _store(
         self,

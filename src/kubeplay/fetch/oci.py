@@ -8,6 +8,7 @@ and the registry's Docker-Content-Digest. Blobs are not read here: they go throu
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import httpx
@@ -50,6 +51,13 @@ class RegistryClient:
         """GET the OCI 1.1 referrers index of `digest`; NotUpstream (404) where the registry has no referrers API."""
         url = f"{endpoint.base}/v2/{endpoint.repository(repository)}/referrers/{digest}"
         return self._read(url, f"referrers of {digest}", "referrers index")
+
+    def tag_list(self, endpoint: RegistryEndpoint, repository: str, limit: int = 1000) -> list[str]:
+        """The repository's tags (first page, up to `limit`); NotUpstream (404) for an unknown repository."""
+        url = f"{endpoint.base}/v2/{endpoint.repository(repository)}/tags/list?n={limit}"
+        document = json.loads(self._read(url, f"tags of {repository}", "tag list").data)
+        tags = document.get("tags") if isinstance(document, dict) else None
+        return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
     def small_blob(self, endpoint: RegistryEndpoint, repository: str, digest: str) -> bytes:
         """GET a small blob (an image config) into memory, verified against `digest`."""
