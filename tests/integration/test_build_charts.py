@@ -18,7 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from kubeplay.bundle.manifest import read_manifest
+from kubeplay.bundle.manifest import read_manifest, read_sha256sums
+from kubeplay.bundle.sbom import SBOM_NAME, check_coverage
 from kubeplay.catalog.examples import example_tree_path
 from kubeplay.catalog.source import file_sha256
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -114,6 +115,10 @@ def test_charts_served_as_oci_artifacts_and_a_chart_repository(upstream: Upstrea
         [sys.executable, "-m", "kubeplay", "verify", str(out)], capture_output=True, text=True, timeout=300, check=False
     )
     assert verified.returncode == 0, verified.stderr
+    sbom = (out / SBOM_NAME).read_text()
+    assert check_coverage(out, sbom, read_sha256sums(out / "SHA256SUMS")).exact  # packages and artifacts too
+    components = {c["bom-ref"]: c for c in json.loads(sbom)["components"]}
+    assert components["chart:files/charts/web-1.2.0.tgz"]["version"] == "1.2.0"
 
     # kubeplay.json lists each chart with where it came from and both ways it is served
     charts = {c.name: c for c in read_manifest(out).charts}

@@ -5,7 +5,8 @@ kubespray (pkg:github), every file of the plan (pkg:generic with download_url an
 image as served (pkg:oci, the index or manifest digest, repository_url, tag) with one component per
 platform manifest (arch qualifier) that the index depends on, every OS package of the bundle's repos
 (pkg:deb / pkg:rpm with arch and distro), every wheel (pkg:pypi), and kubeplay's own files (install.sh,
-kubeplay.json, repo indexes, keys) as `file` components. The bundle is the metadata component and
+kubeplay.json, repo indexes, keys) as `file` components; each Helm chart as its package (files/charts/) with
+the OCI artifact serving it as a dependency. The bundle is the metadata component and
 depends on every top-level component. The registry's blobs and repository links are accounted for by
 the images: a blob belongs to an image when its manifest reaches it. SHA256SUMS lists the SBOM, so the
 bundle signature covers it; the SBOM cannot list itself.
@@ -30,6 +31,7 @@ from kubeplay.bundle.manifest import (
     SIGNATURE_NAME,
     SUMS_NAME,
     BundleManifest,
+    ChartRecord,
     ImageRecord,
 )
 from kubeplay.bundle.repo_packages import repo_packages
@@ -181,6 +183,34 @@ def _image(image: ImageRecord, parts: _Parts) -> None:
         parts.children[str(top.bom_ref)].append(child)
 
 
+def _chart(chart: ChartRecord, parts: _Parts) -> None:
+    """A Helm chart: its package under files/charts/, and (depending on it) the OCI artifact serving it."""
+    properties = {"kubeplay:variable": chart.location, "kubeplay:upstream": chart.source}
+    package = _component(
+        "application",
+        chart.name,
+        f"chart:{chart.path}",
+        path=chart.path,
+        sha256=chart.sha256,
+        version=chart.version,
+        purl=_purl("generic", chart.name, chart.version, download_url=chart.source),
+        properties=properties,
+    )
+    artifact = _component(
+        "application",
+        chart.name,
+        f"chart:{chart.repository}@{chart.digest}",
+        path=blob_path(chart.digest),
+        sha256=chart.digest.removeprefix("sha256:"),
+        version=chart.version,
+        purl=_purl("oci", chart.name, chart.digest, tag=chart.tag),
+        properties=properties | {REPOSITORY_PROPERTY: chart.repository},
+    )
+    parts.top.append(package)
+    parts.children[str(package.bom_ref)] = [artifact]
+    parts.claimed.add(chart.path)
+
+
 def _signatures(bundle_dir: Path, image: ImageRecord, parts: _Parts) -> None:
     """One `data` component per upstream signature artifact kept beside `image` (by its tag)."""
     repository_url = _split_reference(image.upstream)
@@ -266,6 +296,8 @@ def build_sbom(bundle_dir: Path, manifest: BundleManifest, sums: Mapping[str, st
     for image in manifest.images:
         _image(image, parts)
         _signatures(bundle_dir, image, parts)
+    for chart in manifest.charts:
+        _chart(chart, parts)
     _os_packages(bundle_dir, manifest, parts)
     _wheels_and_own_files(sums, manifest, parts)
     version = manifest.kube_version.removeprefix("v")
