@@ -238,3 +238,29 @@ def test_cli_sign_and_verify_exit_codes(bundle: Path, tmp_path: Path) -> None:
     bad_key = _kubeplay("sign", str(bundle), "--key", str(tmp_path / "missing"))
     assert bad_key.returncode == 2
     assert "cannot read the signing key" in bad_key.stderr
+
+
+def test_kubeplay_install_checks_the_signature_config_yaml_asks_for(tmp_path: Path) -> None:
+    from tests.bootstrap_fixture import make_bundle as make_served_bundle
+
+    from kubeplay.bootstrap.context import prepare_context
+    from kubeplay.bootstrap.paths import HostPaths
+    from kubeplay.bundle.trust import allowed_signers_for
+    from kubeplay.console import Output
+
+    bundle = make_served_bundle(tmp_path / "site", images=1)
+    key = tmp_path / "k"
+    generate_key(key, "builder@example")
+    (tmp_path / "conf").mkdir()
+    allowed = _allowed(tmp_path / "conf" / "signers", ("builder@example", Path(f"{key}.pub")))
+    config = tmp_path / "conf" / "config.yaml"
+    config.write_text("compose:\n  internal_ip: 127.0.0.1\n  allowed_signers: signers\n")
+    assert allowed_signers_for(config, "signers") == allowed  # relative to config.yaml, as install.sh reads it
+    assert allowed_signers_for(config, None, tmp_path / "absent") is None
+    with pytest.raises(BadInput, match="does not exist"):
+        allowed_signers_for(config, "missing")
+    paths = HostPaths(root=tmp_path / "root")
+    with pytest.raises(UntrustedBundle, match="not signed"):
+        prepare_context(config, bundle, paths, True, Output(quiet=True))
+    sign_bundle(bundle, load_private_key(key))
+    assert prepare_context(config, bundle, paths, True, Output(quiet=True)).bundle is not None

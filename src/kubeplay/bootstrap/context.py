@@ -17,6 +17,8 @@ from kubeplay.bootstrap.hostinfo import (
 )
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.record import InstallRecord
+from kubeplay.bundle.trust import allowed_signers_for
+from kubeplay.bundle.verify import verify_signature
 from kubeplay.config.install import EffectiveConfig, load_install_config, resolve
 from kubeplay.console import Output
 from kubeplay.errors import StepFailed
@@ -71,6 +73,10 @@ def prepare_context(
     ip = cfg.compose.internal_ip or (detected.ip if detected else None)
     prefix = detected.prefixlen if detected else (address_prefixlen(ip) if ip else None)
     effective = resolve(cfg, config_path, detected.ip if detected else None, prefix)
+    signers = allowed_signers_for(config_path, cfg.compose.allowed_signers)
+    if signers is not None:  # install.sh checked it too; `kubeplay install` run by hand must not skip it
+        signer = verify_signature(bundle_dir, signers)
+        out.info(f"bundle signed by {signer.describe()}, allowed by {signers}")
     return InstallContext(
         cfg=effective,
         bundle=read_bundle(bundle_dir),

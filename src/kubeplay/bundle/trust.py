@@ -146,3 +146,20 @@ def check_signature(message: bytes, signature_text: str | None, allowed_signers:
             hint="add the builder's public key to allowed_signers only if you trust who holds it",
         )
     return Signer(line.principals, signature.key_type, signature.fingerprint)
+
+
+def allowed_signers_for(
+    config_path: Path, configured: str | None, default: Path = DEFAULT_ALLOWED_SIGNERS
+) -> Path | None:
+    """The allowed_signers file the deploy node uses, as install.sh picks it: config.yaml's
+    compose.allowed_signers (relative to config.yaml), else `default` when it exists, else None.
+
+    Raises BadInput when config.yaml names a file that does not exist.
+    """
+    if configured:
+        path = Path(configured)
+        path = path if path.is_absolute() else config_path.resolve().parent / path
+        if not path.is_file():
+            raise BadInput(f"{path} (compose.allowed_signers in {config_path}) does not exist")
+        return path
+    return default if default.is_file() else None
