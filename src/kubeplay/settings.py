@@ -209,6 +209,7 @@ class Settings:
     no_systemd: bool
     lab_dir: Path
     lab_subnet: str
+    allowed_signers: Path | None = None  # None: config.yaml's, else /etc/kubeplay/allowed_signers when present
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, euid: int) -> Settings:
@@ -237,6 +238,7 @@ class Settings:
             no_systemd=flag(NO_SYSTEMD),
             lab_dir=path(LAB_DIR) or DEFAULT_LAB_DIR,
             lab_subnet=environ.get(LAB_SUBNET) or DEFAULT_LAB_SUBNET,
+            allowed_signers=path(ALLOWED_SIGNERS),
         )
 
 

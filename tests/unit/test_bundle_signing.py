@@ -256,7 +256,8 @@ def test_kubeplay_install_checks_the_signature_config_yaml_asks_for(tmp_path: Pa
     config = tmp_path / "conf" / "config.yaml"
     config.write_text("compose:\n  internal_ip: 127.0.0.1\n  allowed_signers: signers\n")
     assert allowed_signers_for(config, "signers") == allowed  # relative to config.yaml, as install.sh reads it
-    assert allowed_signers_for(config, None, tmp_path / "absent") is None
+    assert allowed_signers_for(config, None, None, tmp_path / "absent") is None
+    assert allowed_signers_for(config, None, allowed, tmp_path / "absent") == allowed  # KUBEPLAY_ALLOWED_SIGNERS
     with pytest.raises(BadInput, match="does not exist"):
         allowed_signers_for(config, "missing")
     paths = HostPaths(root=tmp_path / "root")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeplay import settings
 from kubeplay.bootstrap.bundleinfo import BundleFacts, read_bundle
 from kubeplay.bootstrap.hostinfo import (
     OsInfo,
@@ -73,7 +74,7 @@ def prepare_context(
     ip = cfg.compose.internal_ip or (detected.ip if detected else None)
     prefix = detected.prefixlen if detected else (address_prefixlen(ip) if ip else None)
     effective = resolve(cfg, config_path, detected.ip if detected else None, prefix)
-    signers = allowed_signers_for(config_path, cfg.compose.allowed_signers)
+    signers = allowed_signers_for(config_path, cfg.compose.allowed_signers, settings.from_environ().allowed_signers)
     if signers is not None:  # install.sh checked it too; `kubeplay install` run by hand must not skip it
         signer = verify_signature(bundle_dir, signers)
         out.info(f"bundle signed by {signer.describe()}, allowed by {signers}")

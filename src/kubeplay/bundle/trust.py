@@ -149,12 +149,16 @@ def check_signature(message: bytes, signature_text: str | None, allowed_signers:
 
 
 def allowed_signers_for(
-    config_path: Path, configured: str | None, default: Path = DEFAULT_ALLOWED_SIGNERS
+    config_path: Path,
+    configured: str | None,
+    from_environment: Path | None = None,
+    default: Path = DEFAULT_ALLOWED_SIGNERS,
 ) -> Path | None:
     """The allowed_signers file the deploy node uses, as install.sh picks it: config.yaml's
-    compose.allowed_signers (relative to config.yaml), else `default` when it exists, else None.
+    compose.allowed_signers (relative to config.yaml), else KUBEPLAY_ALLOWED_SIGNERS (`from_environment`),
+    else `default` when it exists, else None.
 
-    Raises BadInput when config.yaml names a file that does not exist.
+    Raises BadInput when config.yaml or the environment names a file that does not exist.
     """
     if configured:
         path = Path(configured)
@@ -162,4 +166,8 @@ def allowed_signers_for(
         if not path.is_file():
             raise BadInput(f"{path} (compose.allowed_signers in {config_path}) does not exist")
         return path
+    if from_environment is not None:
+        if not from_environment.is_file():
+            raise BadInput(f"{from_environment} (KUBEPLAY_ALLOWED_SIGNERS) does not exist")
+        return from_environment
     return default if default.is_file() else None
