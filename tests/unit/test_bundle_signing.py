@@ -265,3 +265,21 @@ def test_kubeplay_install_checks_the_signature_config_yaml_asks_for(tmp_path: Pa
         prepare_context(config, bundle, paths, True, Output(quiet=True))
     sign_bundle(bundle, load_private_key(key))
     assert prepare_context(config, bundle, paths, True, Output(quiet=True)).bundle is not None
+
+
+@needs_ssh_keygen
+def test_passphrase_protected_key_is_opened_with_the_passphrase_asked_for(bundle: Path, tmp_path: Path) -> None:
+    assert SSH_KEYGEN is not None
+    key = tmp_path / "id_ed25519"
+    subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "s3cret pass", "-C", "ci", "-f", str(key)], check=True)
+    private = load_private_key(key, lambda: b"s3cret pass")
+    sign_bundle(bundle, private)
+    allowed = _allowed(tmp_path / "allowed_signers", ("ci@build", Path(f"{key}.pub")))
+    assert verify_bundle(bundle, allowed_signers=allowed).signer is not None
+    with pytest.raises(BadInput, match="wrong passphrase"):
+        load_private_key(key, lambda: b"not it")
+    with pytest.raises(BadInput, match="protected by a passphrase, and there is no terminal"):
+        load_private_key(key)
+    no_terminal = _kubeplay("sign", str(bundle), "--key", str(key))  # stdin is not a terminal here
+    assert no_terminal.returncode == 2
+    assert "s3cret" not in no_terminal.stdout + no_terminal.stderr

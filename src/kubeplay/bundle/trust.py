@@ -9,6 +9,7 @@ signed the same way (`<sidecar>.sig`), so the archive can be checked before it i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,22 +65,39 @@ def generate_key(path: Path, comment: str, kind: str = "ed25519") -> str:
     return public
 
 
-def load_private_key(path: Path) -> sshsig.PrivateKey:
-    """The Ed25519 or ECDSA private key in an OpenSSH or PEM key file; BadInput saying why it cannot be used."""
+def _parse_key(body: bytes, password: bytes | None) -> object:
+    if body.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
+        return serialization.load_ssh_private_key(body, password=password)
+    return serialization.load_pem_private_key(body, password=password)
+
+
+def load_private_key(path: Path, ask_passphrase: Callable[[], bytes | None] | None = None) -> sshsig.PrivateKey:
+    """The Ed25519 or ECDSA private key in an OpenSSH or PEM key file; BadInput saying why it cannot be used.
+
+    A key protected by a passphrase is opened with what `ask_passphrase` returns (None: cannot ask).
+    """
     try:
         body = path.read_bytes()
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the signing key: {exc.strerror}") from None
     key: object
     try:
-        if body.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
-            key = serialization.load_ssh_private_key(body, password=None)
-        else:
-            key = serialization.load_pem_private_key(body, password=None)
-    except TypeError:
-        raise BadInput(
-            f"{path}: the key is protected by a passphrase", hint="sign with an unencrypted key kept offline"
-        ) from None
+        key = _parse_key(body, None)
+    except TypeError:  # encrypted: cryptography wants a password
+        passphrase = ask_passphrase() if ask_passphrase is not None else None
+        if passphrase is None:
+            raise BadInput(
+                f"{path}: the key is protected by a passphrase, and there is no terminal to ask for it",
+                hint="run the command on a terminal, or sign with an unencrypted key kept offline",
+            ) from None
+        try:
+            key = _parse_key(body, passphrase)
+        except UnsupportedAlgorithm as exc:  # cryptography opens passphrase-protected OpenSSH keys with bcrypt
+            raise BadInput(
+                f"{path}: cannot open the key: {exc}", hint="install bcrypt (the build extra has it)"
+            ) from None
+        except (ValueError, TypeError):
+            raise BadInput(f"{path}: wrong passphrase") from None
     except (ValueError, UnsupportedAlgorithm):
         raise BadInput(f"{path}: not an OpenSSH or PEM private key") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):

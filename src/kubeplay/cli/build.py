@@ -85,9 +85,9 @@ def build(
     out = command_output(ctx)
     signing_key = None
     if sign_key is not None:  # read before the build: a key that cannot sign fails in a second, not after an hour
-        from kubeplay.bundle.trust import load_private_key
+        from kubeplay.cli.sign import signing_key as read_signing_key
 
-        signing_key = load_private_key(sign_key)
+        signing_key = read_signing_key(sign_key)
     spec = load_bundle_spec(spec_path)
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
     wheels = settings.from_environ().wheels if wheels is None else wheels

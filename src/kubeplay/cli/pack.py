@@ -66,9 +66,9 @@ def pack(
     """Stream a bundle directory into kubeplay-<kube_version>-<arches>.tar.zst (or .tar.gz), checking every file."""
     signing_key = None
     if sign_key is not None:
-        from kubeplay.bundle.trust import load_private_key
+        from kubeplay.cli.sign import signing_key as read_signing_key
 
-        signing_key = load_private_key(sign_key)
+        signing_key = read_signing_key(sign_key)
     pack_and_report(
         command_output(ctx),
         bundle,

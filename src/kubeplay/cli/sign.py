@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import getpass
 import socket
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kubeplay.cli.output import command_output
+
+if TYPE_CHECKING:
+    from kubeplay.bundle.sshsig import PrivateKey
 
 KEY_HELP = "Private key (Ed25519 or ECDSA, OpenSSH or PEM format, no passphrase) that signs SHA256SUMS."
 
@@ -54,11 +58,11 @@ def sign(
     """Sign a bundle's SHA256SUMS as SHA256SUMS.sig (or a packed archive's digest file as <file>.sig)."""
     from kubeplay.bundle import sshsig
     from kubeplay.bundle.parts import open_archive_source
-    from kubeplay.bundle.trust import load_private_key, sign_bundle, sign_file
+    from kubeplay.bundle.trust import sign_bundle, sign_file
     from kubeplay.errors import BadInput
 
     out = command_output(ctx)
-    private_key = load_private_key(key)
+    private_key = signing_key(key)
     if bundle.is_dir():
         written = sign_bundle(bundle, private_key)
     else:
@@ -71,6 +75,16 @@ def sign(
     fingerprint = sshsig.fingerprint(sshsig.public_key_blob(private_key.public_key()))
     out.event("signed", path=str(written), fingerprint=fingerprint)
     out.summary(f"signed {bundle}: {written} ({sshsig.key_type(private_key.public_key())} {fingerprint})")
+
+
+def signing_key(path: Path) -> PrivateKey:
+    """The private key at `path`; a passphrase is asked for on the terminal (never echoed), never read from argv."""
+    from kubeplay.bundle.trust import load_private_key
+
+    def ask() -> bytes | None:
+        return getpass.getpass(f"passphrase for {path}: ").encode() if sys.stdin.isatty() else None
+
+    return load_private_key(path, ask)
 
 
 def register(app: typer.Typer) -> None:

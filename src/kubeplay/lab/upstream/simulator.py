@@ -259,7 +259,9 @@ class UpstreamSimulator:
                     for blob in artifact.blobs:
                         pusher.push_blob(info.repository, blob.data)
                     reference = artifact.tag or artifact.manifest.digest
-                    pusher.push_manifest(info.repository, reference, artifact.manifest.media_type, artifact.manifest.data)
+                    pusher.push_manifest(
+                        info.repository, reference, artifact.manifest.media_type, artifact.manifest.data
+                    )
                     if artifact.tag:
                         tags.append(artifact.tag)
         return tags
