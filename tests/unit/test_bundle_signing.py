@@ -91,7 +91,7 @@ def test_real_ssh_keygen_accepts_kubeplay_signature(bundle: Path, key: Path, tmp
 
 
 @needs_ssh_keygen
-@pytest.mark.parametrize("kind", ["ed25519", "ecdsa"])
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
 def test_kubeplay_accepts_signature_made_by_ssh_keygen(bundle: Path, tmp_path: Path, kind: str) -> None:
     assert SSH_KEYGEN is not None
     key = tmp_path / f"id_{kind}"
@@ -106,6 +106,14 @@ def test_kubeplay_accepts_signature_made_by_ssh_keygen(bundle: Path, tmp_path: P
     assert result.ok
     assert result.signer is not None
     assert result.signer.principals == "ci@build"
+    flip_byte(bundle / SUMS_NAME)
+    with pytest.raises(UntrustedBundle, match="bad signature"):
+        verify_bundle(bundle, allowed_signers=allowed)
+    flip_byte(bundle / SUMS_NAME)
+    if kind == "rsa":  # checked, not made: kubeplay signs with Ed25519 or ECDSA keys
+        with pytest.raises(BadInput, match="RSAPrivateKey; kubeplay signs with Ed25519 or ECDSA keys"):
+            load_private_key(key)
+        return
     # and a bundle signed by kubeplay with ssh-keygen's own key file (OpenSSH private key format)
     sign_bundle(bundle, load_private_key(key))
     assert verify_bundle(bundle, allowed_signers=allowed).signer is not None

@@ -5,8 +5,8 @@ A signature is the armored blob
     "SSHSIG" uint32(1) string(public key) string(namespace) string("") string(hash) string(signature)
 
 where the signature is over "SSHSIG" string(namespace) string("") string(hash) string(H(message)).
-Ed25519 and ECDSA (nistp256/384/521) keys are supported for signing and checking; other key types are
-refused with a reason, and `ssh-keygen -Y verify` remains the reference for them.
+Ed25519 and ECDSA (nistp256/384/521) keys are supported for signing and checking, RSA keys for checking
+(what `ssh-keygen -Y sign` makes with one); other key types are refused with a reason.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 MAGIC = b"SSHSIG"
@@ -35,6 +35,9 @@ _CURVE_NAMES = {"secp256r1": "nistp256", "secp384r1": "nistp384", "secp521r1": "
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+# Checked but never made: RSA signatures that ssh-keygen -Y sign writes with an RSA key (rsa-sha2-256/512).
+VerifyingKey = PublicKey | rsa.RSAPublicKey
+_RSA_HASHES: dict[str, hashes.HashAlgorithm] = {"rsa-sha2-512": hashes.SHA512(), "rsa-sha2-256": hashes.SHA256()}
 
 
 class SignatureFormatError(ValueError):
@@ -107,19 +110,19 @@ def fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def load_public_blob(blob: bytes) -> PublicKey:
+def load_public_blob(blob: bytes) -> VerifyingKey:
     """The public key in an SSH wire-format blob; SignatureFormatError for types kubeplay cannot check."""
     kind = _Reader(blob).string().decode(errors="replace")
-    if kind != "ssh-ed25519" and not kind.startswith("ecdsa-sha2-"):
+    if kind not in ("ssh-ed25519", "ssh-rsa") and not kind.startswith("ecdsa-sha2-"):
         raise SignatureFormatError(
-            f"key type {kind} is not supported (Ed25519 or ECDSA); check with ssh-keygen -Y verify"
+            f"key type {kind} is not supported (Ed25519, ECDSA, RSA); check with ssh-keygen -Y verify"
         )
     line = kind.encode() + b" " + base64.b64encode(blob)
     try:
         key = serialization.load_ssh_public_key(line)
     except (ValueError, TypeError) as exc:
         raise SignatureFormatError(f"unreadable {kind} public key: {exc}") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise SignatureFormatError(f"key type {kind} is not supported")
     return key
 
@@ -199,7 +202,7 @@ def parse(armored: str) -> Signature:
     return Signature(public_key, namespace, hash_name, signature)
 
 
-def check(message: bytes, signature: Signature, namespace: str) -> PublicKey:
+def check(message: bytes, signature: Signature, namespace: str) -> VerifyingKey:
     """The signer's public key when `signature` is valid for `message` in `namespace`.
 
     Raises SignatureMismatch (wrong namespace, bytes changed) or SignatureFormatError (unsupported key).
@@ -216,6 +219,10 @@ def check(message: bytes, signature: Signature, namespace: str) -> PublicKey:
             if kind != "ssh-ed25519":
                 raise SignatureMismatch(f"a {kind} signature from an ssh-ed25519 key")
             public_key.verify(raw, data)
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            if kind not in _RSA_HASHES:  # SSHSIG forbids ssh-rsa (SHA-1) signatures
+                raise SignatureMismatch(f"a {kind} signature from an RSA key (rsa-sha2-256 or -512 expected)")
+            public_key.verify(raw, data, padding.PKCS1v15(), _RSA_HASHES[kind])
         else:
             curve = _curve_name(public_key.curve)
             if kind != f"ecdsa-sha2-{curve}":
