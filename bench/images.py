@@ -5,7 +5,9 @@ About 30 simulated multi-arch images (amd64 + arm64) share a few base layers; ea
   - `skopeo copy --multi-arch all docker://… dir:…` run image by image (what kubeplay's original CI and
     kubespray's offline scripts do);
   - one `skopeo sync --all` over the same images.
-All three run in alternating order for several rounds (the machine's load drifts within a run); prints
+kubeplay runs twice: as a user gets it (looking up every image's upstream cosign artifacts too) and with
+--no-signatures (the like-for-like comparison: neither peer copies them); the difference is printed.
+All of them run in alternating order for several rounds (the machine's load drifts within a run); prints
 median wall times, ratios (peer / kubeplay), bundle image bytes against the unique blob bytes, and
 kubeplay's peak RSS. kubeplay runs with --no-wheels (wheels/ come from PyPI and are no image work).
 Never asserted anywhere.
@@ -175,6 +177,10 @@ def main() -> None:
             rss: list[int] = []
             peers: dict[str, Callable[[Path], float]] = {
                 "kubeplay": lambda out: run_kubeplay(plan_file, spec, out, args.jobs, rss),
+                # the peers copy no cosign artifacts: the same build without looking for them, like for like
+                "kubeplay_no_signatures": lambda out: run_kubeplay(
+                    plan_file, spec, out, args.jobs, rss, "--no-signatures"
+                ),
                 "skopeo_copy_each": lambda out: run_skopeo_copy(refs, host, creds, out),
                 "skopeo_sync": lambda out: run_skopeo_sync(sync_yaml, out),
             }
@@ -185,11 +191,14 @@ def main() -> None:
                 for name in list(peers) if rnd % 2 == 0 else list(peers)[::-1]:
                     out = tmp / f"{name}-{rnd}"
                     times[name].append(peers[name](out))
-                    sizes[name] = dir_bytes(out / "registry/docker/registry/v2/blobs" if name == "kubeplay" else out)
+                    sizes[name] = dir_bytes(
+                        out / "registry/docker/registry/v2/blobs" if name.startswith("kubeplay") else out
+                    )
                     shutil.rmtree(out)
 
     mib = 1024 * 1024
     t_kp, t_copy, t_sync = (statistics.median(times[k]) for k in ("kubeplay", "skopeo_copy_each", "skopeo_sync"))
+    t_nosig = statistics.median(times["kubeplay_no_signatures"])
     bundle_image_bytes = sizes["kubeplay"]
     result = {
         "images": len(refs),
@@ -197,10 +206,13 @@ def main() -> None:
         "rounds": args.rounds,
         "unique_blob_mib": round(unique_bytes / mib, 1),
         "kubeplay_s": [round(t, 2) for t in times["kubeplay"]],
+        "kubeplay_no_signatures_s": [round(t, 2) for t in times["kubeplay_no_signatures"]],
         "skopeo_copy_each_s": [round(t, 2) for t in times["skopeo_copy_each"]],
         "skopeo_sync_s": [round(t, 2) for t in times["skopeo_sync"]],
         "ratio_copy_each_vs_kubeplay": round(t_copy / t_kp, 2),
         "ratio_sync_vs_kubeplay": round(t_sync / t_kp, 2),
+        "ratio_copy_each_vs_kubeplay_no_signatures": round(t_copy / t_nosig, 2),
+        "signature_lookup_s": round(t_kp - t_nosig, 2),
         "ratio_copy_each_per_round": [
             round(c / k, 2) for k, c in zip(times["kubeplay"], times["skopeo_copy_each"], strict=True)
         ],
@@ -217,12 +229,17 @@ def main() -> None:
         f"{unique_bytes / mib:.0f} MiB unique (x{bundle_image_bytes / unique_bytes:.2f}) | "
         f"peak RSS {max(rss) / 1024:.0f} MiB (medians of {args.rounds} alternating rounds)"
     )
+    print(
+        f"like for like (the peers copy no cosign artifacts): kubeplay --no-signatures {t_nosig:.1f}s -> skopeo copy "
+        f"image by image {t_copy / t_nosig:.1f}x slower, skopeo sync {t_sync / t_nosig:.1f}x; looking up upstream "
+        f"signatures costs {t_kp - t_nosig:.1f}s"
+    )
 
 
-def run_kubeplay(plan_file: Path, spec: Path, out: Path, jobs: int, rss: list[int]) -> float:
+def run_kubeplay(plan_file: Path, spec: Path, out: Path, jobs: int, rss: list[int], *extra: str) -> float:
     """Seconds for `kubeplay build` in its own process (its peak RSS is appended to `rss`)."""
     argv = [sys.executable, "-c", PEAK_RSS_DRIVER, str(plan_file), "--quiet", "build", str(spec), "-o", str(out)]
-    argv += ["--jobs", str(jobs), "--no-wheels"]  # wheels/ come from PyPI: not image work, and no peer does it
+    argv += ["--jobs", str(jobs), "--no-wheels", *extra]  # wheels/ come from PyPI: not image work, no peer does it
     elapsed, rss_kib, res = run_child(argv)
     if res.returncode != 0:
         sys.exit(f"kubeplay build failed:\n{res.stderr}")
