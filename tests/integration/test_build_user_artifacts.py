@@ -162,7 +162,10 @@ def test_bad_sha256_and_missing_arch_are_named_exit_2_and_the_rest_is_kept(
     assert not (out / "files/downloads.example.org/kp-user/changed.bin").exists()
 
     # A network failure of the same artifacts is not bundle.yaml's fault: exit 1.
-    dead = {**upstream.mirrors(), "downloads.example.org": {"url": "https://127.0.0.1:9/x", "ca": str(upstream.ca_cert)}}
+    dead = {
+        **upstream.mirrors(),
+        "downloads.example.org": {"url": "https://127.0.0.1:9/x", "ca": str(upstream.ca_cert)},
+    }
     spec_with(tmp_path / "bundle.yaml", mirrors=dead, images=[], files=[{"url": good_url, "sha256": "34" * 32}])
     proc = kubeplay_with_plan(
         plan, tmp_path, "build", str(tmp_path / "bundle.yaml"), "-o", str(out), "--no-wheels", "--retries", "1"
