@@ -155,32 +155,27 @@ def _image(image: ImageRecord, parts: _Parts) -> None:
         "kubeplay:upstream_digest": image.upstream_digest,
         "kubeplay:signatures": " ".join(image.signatures),  # upstream signature tags kept beside it
     }
-    platforms = [p for p in image.platforms if p.digest != image.digest]
-    top = _component(
-        "container",
-        name,
-        f"image:{image.repository}@{image.digest}",
-        path=blob_path(image.digest),
-        sha256=image.digest.removeprefix("sha256:"),
-        version=image.tag or image.digest,
-        purl=_purl("oci", name, image.digest, repository_url=repository_url, tag=image.tag),
-        properties=properties | {"kubeplay:media_type": image.media_type},
-    )
-    parts.top.append(top)
-    parts.children[str(top.bom_ref)] = []
-    for platform in platforms:
-        child = _component(
+
+    def manifest(digest: str, media_type: str, arch: str | None = None, **more: str) -> Any:
+        """The image index or manifest stored as blob `digest` (a platform's manifest names its arch)."""
+        return _component(
             "container",
             name,
-            f"image:{image.repository}@{platform.digest}",
-            path=blob_path(platform.digest),
-            sha256=platform.digest.removeprefix("sha256:"),
-            version=image.tag or platform.digest,
-            purl=_purl("oci", name, platform.digest, arch=platform.arch, repository_url=repository_url, tag=image.tag),
-            properties=properties
-            | {"kubeplay:platform": platform.platform, "kubeplay:media_type": platform.media_type},
+            f"image:{image.repository}@{digest}",
+            path=blob_path(digest),
+            sha256=digest.removeprefix("sha256:"),
+            version=image.tag or digest,
+            purl=_purl("oci", name, digest, arch=arch, repository_url=repository_url, tag=image.tag),
+            properties=properties | more | {"kubeplay:media_type": media_type},
         )
-        parts.children[str(top.bom_ref)].append(child)
+
+    top = manifest(image.digest, image.media_type)
+    parts.top.append(top)
+    parts.children[str(top.bom_ref)] = [
+        manifest(platform.digest, platform.media_type, platform.arch, **{"kubeplay:platform": platform.platform})
+        for platform in image.platforms
+        if platform.digest != image.digest
+    ]
 
 
 def _chart(chart: ChartRecord, parts: _Parts) -> None:

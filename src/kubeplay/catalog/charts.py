@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from kubeplay.catalog.locations import LocationError, check_tag, normalize_digest, parse_image_name
+from kubeplay.catalog.locations import LocationError, check_reference, parse_image_name
 from kubeplay.config.bundle import split_reference
 
 IMAGE_ANNOTATIONS = ("helm.sh/images", "artifacthub.io/images")
@@ -238,10 +238,7 @@ def _reference(block: Any, chart: ChartPackage, global_registry: str | None) -> 
         else:
             return None, f"{repository}: no tag and no digest (and no .Chart.AppVersion default in the templates)"
     try:
-        parse_image_name(repository)
-        if tag is not None:
-            check_tag(tag)
-        digest = normalize_digest(digest) if digest else None
+        digest = check_reference(repository, tag, digest)
     except LocationError as exc:
         return None, str(exc)
     return f"{repository}{f':{tag}' if tag else ''}{f'@{digest}' if digest else ''}", ""

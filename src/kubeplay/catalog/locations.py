@@ -75,6 +75,15 @@ def normalize_digest(value: str) -> str:
     return text.lower()
 
 
+def check_reference(repo: str, tag: str | None, digest: str | None) -> str | None:
+    """Check the parts of `repo[:tag][@digest]`; return the digest normalized (None when there is none).
+    Raise LocationError for the first part that is invalid."""
+    parse_image_name(repo)
+    if tag is not None:
+        check_tag(tag)
+    return normalize_digest(digest) if digest else None
+
+
 def file_destination(url: str) -> str:
     """`https://host/a/b` -> `files/host/a/b`; raise LocationError for URLs that cannot be laid out safely."""
     parts = urlsplit(url)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from kubeplay.catalog.locations import LocationError, check_tag, file_destination, normalize_digest, parse_image_name
+from kubeplay.catalog.locations import LocationError, check_reference, file_destination
 from kubeplay.config.loader import load_model
 
 SUPPORTED_ARCHES: tuple[str, ...] = ("amd64", "arm64")
@@ -22,6 +22,11 @@ def check_arches(v: list[str]) -> list[str]:
     if not v:
         raise ValueError("at least one arch is needed")
     return list(dict.fromkeys(v))
+
+
+def number_as_text(v: Any) -> Any:
+    """YAML reads `release: 12` or `version: 1.2` as a number; these fields are text."""
+    return str(v) if isinstance(v, int | float) else v
 
 
 class Strict(BaseModel):
@@ -111,10 +116,7 @@ class OsTarget(Strict):
 
     _arches = field_validator("arches")(check_arches)
 
-    @field_validator("release", mode="before")
-    @classmethod
-    def _release_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int | float) else v
+    _release_str = field_validator("release", mode="before")(number_as_text)
 
 
 class DeployNode(Strict):
@@ -124,10 +126,7 @@ class DeployNode(Strict):
     release: str = Field(description="that target's release, e.g. 12")
     arch: str | None = Field(default=None, description="amd64 or arm64; default: the target's first arch")
 
-    @field_validator("release", mode="before")
-    @classmethod
-    def _release_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int | float) else v
+    _release_str = field_validator("release", mode="before")(number_as_text)
 
     @field_validator("arch")
     @classmethod
@@ -187,10 +186,7 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None]:
     tag = name[colon + 1 :] if colon > slash else None
     repo = name[:colon] if tag is not None else name
     try:
-        parse_image_name(repo)
-        if tag is not None:
-            check_tag(tag)
-        digest_value = normalize_digest(digest) if digest else None
+        digest_value = check_reference(repo, tag, digest)
     except LocationError as exc:
         raise ValueError(str(exc)) from None
     if tag is None and digest_value is None:
@@ -230,10 +226,7 @@ class ChartRef(Strict):
         default_factory=list, description="discovered images not to bundle (a reference, or a repository for all tags)"
     )
 
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int | float) else v
+    _version_str = field_validator("version", mode="before")(number_as_text)
 
     @field_validator("name")
     @classmethod

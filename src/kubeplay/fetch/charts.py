@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from kubeplay.catalog.chart_oci import chart_layer, oci_tag
 from kubeplay.catalog.semver import best_match
-from kubeplay.errors import DigestMismatch, FetchError, Interrupted, NotUpstream
+from kubeplay.errors import DigestMismatch, FetchError, NotUpstream
 from kubeplay.fetch.clients import ClientPool
 from kubeplay.fetch.mirrors import docker_repository
 from kubeplay.fetch.oci import RegistryClient
@@ -158,20 +157,9 @@ class ChartFetcher:
             atomic_write(self.cache_dir / f"{hexd}.tgz", data)
 
     def _get(self, url: str, limit: int) -> bytes:
-        resolved = self.clients.resolve(url)
-        session = self.clients.for_url(resolved)
-        clock = self.policy.start()
-        while True:
-            if self.clients.stop.is_set():
-                raise Interrupted("fetching charts stopped")
-            try:
-                response = session.client.get(resolved.url, auth=session.auth)
-                if response.status_code == 404:
-                    raise NotUpstream(f"{url}: not found (HTTP 404)")
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                clock.back_off(exc, self.clients.stop)
-                continue
-            if len(response.content) > limit:
-                raise FetchError(f"{url}: larger than {limit} bytes; refusing it")
-            return response.content
+        response = self.clients.request(
+            self.policy, "GET", url, task="fetching charts", not_found=f"{url}: not found (HTTP 404)"
+        )
+        if len(response.content) > limit:
+            raise FetchError(f"{url}: larger than {limit} bytes; refusing it")
+        return response.content

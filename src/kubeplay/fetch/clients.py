@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import httpx
 
 from kubeplay import __version__
+from kubeplay.errors import Interrupted, NotUpstream
 from kubeplay.fetch.auth import ChallengeAuth
 from kubeplay.fetch.mirrors import Credentials, MirrorSet, Resolved, Tls
+from kubeplay.fetch.retry import RetryPolicy
 
 USER_AGENT = f"kubeplay/{__version__}"
 
@@ -63,6 +65,30 @@ class ClientPool:
 
     def for_url(self, resolved: Resolved) -> Session:
         return self.session(resolved.tls, resolved.credentials, label=_origin(resolved.url))
+
+    def request(
+        self, policy: RetryPolicy, method: str, url: str, *, task: str, not_found: str | None = None
+    ) -> httpx.Response:
+        """`method url` through the mirrors (their TLS and credentials), a successful response read whole.
+
+        Transient faults are tried again as `policy` allows (RetryClock.back_off raises FetchError for the
+        rest); a stop raises Interrupted("<task> stopped"); with `not_found`, a 404 raises NotUpstream at once.
+        """
+        resolved = self.resolve(url)
+        session = self.for_url(resolved)
+        clock = policy.start()
+        while True:
+            if self.stop.is_set():
+                raise Interrupted(f"{task} stopped")
+            try:
+                response = session.client.request(method, resolved.url, auth=session.auth)
+                if not_found is not None and response.status_code == 404:
+                    raise NotUpstream(not_found)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                clock.back_off(exc, self.stop)
+                continue
+            return response
 
     def close(self) -> None:
         with self._lock:

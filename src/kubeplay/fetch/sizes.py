@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 
-import httpx
-
 from kubeplay.catalog.model import FileArtifact, ImageArtifact, Plan
 from kubeplay.errors import FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool
@@ -136,22 +134,11 @@ class PlanSizer:
         return sizes
 
     def _file(self, artifact: FileArtifact) -> int:
-        resolved = self.clients.resolve(artifact.url)
-        session = self.clients.for_url(resolved)
-        clock = self.policy.start()
-        while True:
-            if self.clients.stop.is_set():
-                raise Interrupted("sizing stopped")
-            try:
-                response = session.client.head(resolved.url, auth=session.auth)
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                clock.back_off(exc, self.clients.stop)
-                continue
-            length = response.headers.get("content-length", "")
-            if not length.isdigit():
-                raise FetchError("the server did not say its size (no Content-Length)")
-            return int(length)
+        response = self.clients.request(self.policy, "HEAD", artifact.url, task="sizing")
+        length = response.headers.get("content-length", "")
+        if not length.isdigit():
+            raise FetchError("the server did not say its size (no Content-Length)")
+        return int(length)
 
     def _image(self, artifact: ImageArtifact, plan_arches: Sequence[str]) -> ImageSize:
         arches = [a for a in plan_arches if not artifact.arches or a in artifact.arches] or list(plan_arches)
