@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import yaml
 
+from kubeplay.assemble.pipeline import BuildOptions, BuildResult, run_build
 from kubeplay.catalog.model import Checksum, FileArtifact, ImageArtifact, Plan
-from kubeplay.config.bundle import BundleSpec
+from kubeplay.config.bundle import BundleSpec, load_bundle_spec
 from kubeplay.console import Output
 from kubeplay.fetch.http import Downloader
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -118,6 +119,12 @@ def write_spec(
     path = directory / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def build_with_plan(spec_path: Path, out: Path, plan: Plan, **options: Any) -> BuildResult:
+    """run_build of the bundle.yaml at `spec_path` into `out`, quietly, with `plan` in place of the catalog's."""
+    build_options = BuildOptions(jobs=4, progress=False, planner=lambda spec, tree: plan, **options)
+    return run_build(load_bundle_spec(spec_path), out, build_options, out=Output(quiet=True))
 
 
 def os_repos_quietly(spec: BundleSpec, bundle: Path, cache_dir: Path, **downloader: Any) -> OsRepoReport:

@@ -7,12 +7,14 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
 
+from kubeplay.bundle.install_files import add_install_files
 from kubeplay.bundle.manifest import (
     BundleManifest,
     FileRecord,
@@ -117,6 +119,32 @@ def make_bundle(root: Path) -> Path:
     write_manifest(root, manifest)
     write_sha256sums(root, use_cache=False)
     return root
+
+
+def install_sh_bundle(bundle: Path) -> Path:
+    """Only what install.sh checks, at `bundle`, with wheels for no real Python: once its checks pass,
+    install.sh stops saying "no Python here matches the bundle's wheels" (exit 2)."""
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "wheels/requirements-cp30-nomachine.txt").write_text("")
+    (bundle / "kubeplay.json").write_text("{}")
+    add_install_files(bundle, kube_version=KUBE_VERSION, arches=["amd64"], with_wheels=False)
+    write_sha256sums(bundle, use_cache=False)
+    return bundle
+
+
+def run_install_sh(
+    bundle: Path, venv: Path, *args: str, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`sh bundle/install.sh ARGS…` with only PATH and `env` set, its venv at `venv`, no /usr/local/bin link."""
+    return subprocess.run(
+        ["sh", str(bundle / "install.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={"PATH": os.environ["PATH"], "KUBEPLAY_LINK": "", "KUBEPLAY_VENV": str(venv), **env},
+        check=False,
+    )
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:

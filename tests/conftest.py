@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -39,6 +41,20 @@ def skip_or_fail(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing prerequisite fails the run instead of skipping)", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+def run_kubeplay(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m kubeplay ARGS…` as a user runs it (this environment plus `env`), output captured, not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "kubeplay", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def require_shared(*parts: str, root: Path = SHARED) -> Path:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -27,6 +25,7 @@ from kubeplay.lab.upstream.charts import build_chart
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import bundle_registry, kubeplay_with_plan, kubespray_archive, make_plan, write_spec
+from tests.conftest import run_kubeplay
 
 pytestmark = pytest.mark.integration
 
@@ -111,9 +110,7 @@ def test_charts_served_as_oci_artifacts_and_a_chart_repository(upstream: Upstrea
         assert entry["digest"] == hashlib.sha256(package).hexdigest()
         assert (out / "files/charts" / entry["urls"][0]).read_bytes() == package
 
-    verified = subprocess.run(
-        [sys.executable, "-m", "kubeplay", "verify", str(out)], capture_output=True, text=True, timeout=300, check=False
-    )
+    verified = run_kubeplay("verify", str(out), timeout=300)
     assert verified.returncode == 0, verified.stderr
     sbom = (out / SBOM_NAME).read_text()
     assert check_coverage(out, sbom, read_sha256sums(out / "SHA256SUMS")).exact  # packages and artifacts too
@@ -220,15 +217,8 @@ def test_plan_lists_chart_images_with_their_source(upstream: UpstreamSimulator, 
     }
     path = tmp_path / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "KUBEPLAY_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "250"}
-    run = subprocess.run(
-        [sys.executable, "-m", "kubeplay", "plan", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+    env = {"KUBEPLAY_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "250"}
+    run = run_kubeplay("plan", str(path), timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
 
@@ -247,10 +237,7 @@ def test_plan_lists_chart_images_with_their_source(upstream: UpstreamSimulator, 
     assert any("metrics.image: quay.io/kp-charts/metrics: no tag" in line for line in lines)
     assert "registry.k8s.io/kube-apiserver:v1.35.2" in run.stderr  # kubespray's plan is still all there
 
-    sized = subprocess.run(
-        [sys.executable, "-m", "kubeplay", "plan", str(path), "--sizes", "--json"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+    sized = run_kubeplay("plan", str(path), "--sizes", "--json", timeout=300, env=env)
     assert sized.returncode == 0, sized.stderr
     body = json.loads(sized.stdout)
     by_path = body["sizes"]["by_path"]

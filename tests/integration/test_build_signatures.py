@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.assemble.pipeline import BuildOptions, BuildResult, run_build
 from kubeplay.bootstrap.push import Target, push_bundle
 from kubeplay.bundle.manifest import SUMS_NAME, read_manifest, read_sha256sums
 from kubeplay.bundle.sbom import SBOM_NAME, check_coverage
-from kubeplay.config.bundle import load_bundle_spec
-from kubeplay.console import Output
 from kubeplay.fetch.mirrors import Credentials
 from kubeplay.lab.upstream import UpstreamSimulator
 from kubeplay.store.registry import RegistryStorage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import (
+    build_with_plan,
     bundle_registry,
     image_artifact,
     kubespray_archive,
@@ -33,12 +31,6 @@ from tests.build_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _build(spec_path: Path, out: Path, plan: object, *, signatures: bool = True) -> BuildResult:
-    spec = load_bundle_spec(spec_path)
-    options = BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan, signatures=signatures)  # type: ignore[arg-type,return-value]
-    return run_build(spec, out, options, out=Output(quiet=True))
 
 
 def test_signature_artifacts_are_kept_served_and_dropped_on_request(
@@ -58,7 +50,7 @@ def test_signature_artifacts_are_kept_served_and_dropped_on_request(
         ],
     )
     out = tmp_path / "bundle"
-    result = _build(spec, out, plan)
+    result = build_with_plan(spec, out, plan)
     assert result.ok, result.failures
     records = {r.name: r for r in read_manifest(out).images}
     expected = sorted(f"sha256-{d.removeprefix('sha256:')}{s}" for d in subjects for s in (".sig", ".att", ".sbom", ""))
@@ -129,14 +121,14 @@ def test_signature_artifacts_are_kept_served_and_dropped_on_request(
 
     # unchanged images keep their artifacts with every mirror unreachable
     dead = {host: {"url": f"https://127.0.0.1:9/{host}", "ca": str(upstream.ca_cert)} for host in upstream.mirrors()}
-    again = _build(write_spec(tmp_path / "again", upstream, str(archive), sha, mirrors=dead), out, plan)
+    again = build_with_plan(write_spec(tmp_path / "again", upstream, str(archive), sha, mirrors=dead), out, plan)
     assert again.ok, again.failures
     assert again.bytes_fetched == 0
     assert {r.name: r.signatures for r in read_manifest(out).images}["signed"] == expected
     storage = RegistryStorage(out / "registry")
     assert storage.tag_digest(repository, f"sha256-{index_hex}.sig") is not None
 
-    dropped = _build(spec, out, plan, signatures=False)
+    dropped = build_with_plan(spec, out, plan, signatures=False)
     assert dropped.ok, dropped.failures
     assert storage.tag_digest(repository, f"sha256-{index_hex}.sig") is None
     assert all(not r.signatures for r in read_manifest(out).images)

@@ -11,15 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kubeplay.assemble.pipeline import BuildOptions, BuildResult, run_build
 from kubeplay.bundle.manifest import read_manifest
-from kubeplay.catalog.model import Plan
-from kubeplay.config.bundle import load_bundle_spec
-from kubeplay.console import Output
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.build_fixture import (
+    build_with_plan,
     bundle_registry,
     file_artifact,
     kubeplay_with_plan,
@@ -38,11 +35,6 @@ def spec_with(path: Path, **extra: Any) -> Path:
     data.update(extra)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def build(spec_path: Path, out: Path, plan: Plan) -> BuildResult:
-    options = BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan, wheels=False)
-    return run_build(load_bundle_spec(spec_path), out, options, out=Output(quiet=True))
 
 
 def test_extra_images_and_files_land_beside_kubesprays_and_are_served(
@@ -66,7 +58,9 @@ def test_extra_images_and_files_land_beside_kubesprays_and_are_served(
         files=[{"url": tool_url, "sha256": tool_sha}],
     )
     out = tmp_path / "bundle"
-    result = build(spec, out, make_plan([file_artifact(kubeadm_url, kubeadm, name="kubeadm")], []))
+    result = build_with_plan(
+        spec, out, make_plan([file_artifact(kubeadm_url, kubeadm, name="kubeadm")], []), wheels=False
+    )
     assert result.ok, result.failures
     assert sha256sum_check(out).returncode == 0
     assert (out / "files/downloads.example.org/tools/tool-1.0.tar.gz").read_bytes() == tool
@@ -117,7 +111,9 @@ def test_extra_images_and_files_land_beside_kubesprays_and_are_served(
     data = yaml.safe_load(spec.read_text())
     data["images"], data["files"] = ["ghcr.io/kp-user/app:1.2.0"], []
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
-    again = build(spec, out, make_plan([file_artifact(kubeadm_url, kubeadm, name="kubeadm")], []))
+    again = build_with_plan(
+        spec, out, make_plan([file_artifact(kubeadm_url, kubeadm, name="kubeadm")], []), wheels=False
+    )
     assert again.ok, again.failures
     assert again.bytes_fetched == 0 and again.images_skipped == 1
     assert not (out / "files/downloads.example.org").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,9 @@ from kubeplay.bundle.manifest import (
 from kubeplay.bundle.sbom import SBOM_NAME, build_sbom, check_coverage, write_sbom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bootstrap_fixture import put_blob
 from tests.bundle_fixture import BLOBS, KUBEADM, make_bundle
+from tests.conftest import run_kubeplay
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -36,30 +37,22 @@ RPM = "repos/rpm/rocky/9/x86_64/Packages/c/curl-7.76.1-29.el9.x86_64.rpm"
 WHEEL = "wheels/jmespath-1.0.1-py3-none-any.whl"
 
 
-def _blob(root: Path, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    path = root / BLOBS / digest[:2] / digest / "data"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"sha256:{digest}"
-
-
 def _multiarch_image(root: Path) -> ImageRecord:
     platforms = []
     for arch in ("amd64", "arm64"):
-        config = _blob(root, json.dumps({"architecture": arch}).encode())
-        layer = _blob(root, f"layer of {arch}".encode() * 100)
+        config = put_blob(root, json.dumps({"architecture": arch}).encode())
+        layer = put_blob(root, f"layer of {arch}".encode() * 100)
         body = json.dumps(
             {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": config}, "layers": [{"digest": layer}]}
         ).encode()
         platforms.append(
             PlatformRecord(
-                platform=f"linux/{arch}", arch=arch, digest=_blob(root, body), media_type=MANIFEST, size=len(body),
+                platform=f"linux/{arch}", arch=arch, digest=put_blob(root, body), media_type=MANIFEST, size=len(body),
                 blobs_size=1000,
             )
         )  # fmt: skip
     index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": p.digest} for p in platforms]}).encode()
-    digest = _blob(root, index)
+    digest = put_blob(root, index)
     link = root / "registry/docker/registry/v2/repositories/library/coredns/_manifests/tags/v1.12.0/current/link"
     link.parent.mkdir(parents=True)
     link.write_text(digest)
@@ -196,13 +189,7 @@ def test_spdx_conversion_validates_with_spdx_tools(bundle: Path, tmp_path: Path)
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
     target = tmp_path / "bundle.spdx.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubeplay", "sbom", str(bundle), "--format", "spdx-json", "-o", str(target)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_kubeplay("sbom", str(bundle), "--format", "spdx-json", "-o", str(target))
     assert proc.returncode == 0, proc.stderr
     document = parse_file(str(target))
     assert validate_full_spdx_document(document) == []
@@ -215,13 +202,7 @@ def test_spdx_conversion_validates_with_spdx_tools(bundle: Path, tmp_path: Path)
     depends = [r for r in document.relationships if r.relationship_type.name == "DEPENDS_ON"]
     assert len(depends) == 2  # the coredns index on its amd64 and arm64 manifests
     assert len(contains) == len(components) - 2
-    plain = subprocess.run(
-        [sys.executable, "-m", "kubeplay", "sbom", str(bundle)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    plain = run_kubeplay("sbom", str(bundle))
     assert json.loads(plain.stdout) == _sbom(bundle)
 
 

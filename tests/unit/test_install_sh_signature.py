@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kubeplay.bundle.install_files import add_install_files
-from kubeplay.bundle.manifest import SIGNATURE_NAME, SUMS_NAME, write_sha256sums
+from kubeplay.bundle.manifest import SIGNATURE_NAME, SUMS_NAME
 from kubeplay.bundle.trust import NAMESPACE, generate_key, load_private_key, sign_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bundle_fixture import flip_byte
+from tests.bundle_fixture import flip_byte, install_sh_bundle, run_install_sh
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -30,12 +29,7 @@ WENT_ON = "no Python here matches the bundle's wheels"
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """A bundle signed by builder@example, and config.yaml naming allowed_signers (relative to it)."""
-    bundle = tmp_path / "bundle"
-    (bundle / "wheels").mkdir(parents=True)
-    (bundle / "wheels/requirements-cp30-nomachine.txt").write_text("")
-    (bundle / "kubeplay.json").write_text("{}")
-    add_install_files(bundle, kube_version="1.33.4", arches=["amd64"], with_wheels=False)
-    write_sha256sums(bundle, use_cache=False)
+    bundle = install_sh_bundle(tmp_path / "bundle")
     for name in ("builder", "mallory"):
         generate_key(tmp_path / "keys" / name, f"{name}@example")
     sign_bundle(bundle, load_private_key(tmp_path / "keys/builder"))
@@ -46,15 +40,7 @@ def site(tmp_path: Path) -> Path:
 
 
 def _install_sh(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sh", str(site / "bundle/install.sh"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=site,
-        env={"PATH": os.environ["PATH"], "KUBEPLAY_LINK": "", "KUBEPLAY_VENV": str(site / "venv"), **env},
-        check=False,
-    )
+    return run_install_sh(site / "bundle", site / "venv", *args, cwd=site, **env)
 
 
 def test_signed_by_an_allowed_key_goes_on(site: Path) -> None:

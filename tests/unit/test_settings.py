@@ -16,8 +16,6 @@ import typer
 from kubeplay import settings
 from kubeplay.assemble.pipeline import BuildOptions
 from kubeplay.bundle.compression import gzip_tool
-from kubeplay.bundle.install_files import add_install_files
-from kubeplay.bundle.manifest import write_sha256sums
 from kubeplay.cli.app import app
 from kubeplay.errors import BadInput
 from kubeplay.lab.nodes import DEFAULT_SUBNET
@@ -25,7 +23,7 @@ from kubeplay.settings import VARIABLES, CacheLayout, Settings, parse_bool
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.bundle_fixture import make_bundle  # noqa: E402
+from tests.bundle_fixture import install_sh_bundle, make_bundle, run_install_sh  # noqa: E402
 
 KUBEPLAY = ROOT / ".venv" / "bin" / "kubeplay"
 
@@ -224,17 +222,6 @@ def test_a_boolean_variable_and_its_option(tmp_path: Path) -> None:
 
 
 # install.sh is shell: it spells the same words out (and is held to them here).
-def _install_sh_bundle(tmp_path: Path) -> Path:
-    bundle = tmp_path / "bundle"
-    (bundle / "wheels").mkdir(parents=True)
-    (bundle / "wheels/requirements-cp30-nomachine.txt").write_text("")
-    (bundle / "kubeplay.json").write_text("{}")
-    add_install_files(bundle, kube_version="1.33.4", arches=["amd64"], with_wheels=False)
-    write_sha256sums(bundle, use_cache=False)
-    (bundle / "config-sample.yaml").write_text("tampered: true\n")  # verifying fails, skipping does not
-    return bundle
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="requires root (install.sh checks for it first)")
 @pytest.mark.parametrize(
     ("value", "code", "says"),
@@ -247,19 +234,8 @@ def _install_sh_bundle(tmp_path: Path) -> Path:
     ],
 )
 def test_install_sh_reads_skip_verify_like_parse_bool(tmp_path: Path, value: str, code: int, says: str) -> None:
-    bundle = _install_sh_bundle(tmp_path)
-    proc = subprocess.run(
-        ["sh", str(bundle / "install.sh")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            "PATH": os.environ["PATH"],
-            "KUBEPLAY_LINK": "",
-            "KUBEPLAY_VENV": str(tmp_path / "venv"),
-            "KUBEPLAY_SKIP_VERIFY": value,
-        },
-        check=False,
-    )
+    bundle = install_sh_bundle(tmp_path / "bundle")
+    (bundle / "config-sample.yaml").write_text("tampered: true\n")  # verifying fails, skipping does not
+    proc = run_install_sh(bundle, tmp_path / "venv", KUBEPLAY_SKIP_VERIFY=value)
     assert proc.returncode == code, proc.stderr
     assert says in proc.stderr
