@@ -11,10 +11,15 @@ Import the helpers with `from tests.conftest import skip_or_fail` (pytest loads 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import importlib
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -29,6 +34,9 @@ os.environ.setdefault("KUBEPLAY_WHEELS", "0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = (REPO_ROOT / ".." / "shared").resolve()
 CI_VALUES = ("1", "true", "yes")
+# What tests download or build once and reuse across runs: OS packages, Debian root tarballs, wheels.
+TEST_CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 def in_ci() -> bool:
@@ -91,3 +99,51 @@ def require_module(name: str) -> ModuleType:
 def shared_dir() -> Path:
     """../shared beside the repository (real kubespray releases), or skip_or_fail saying it is absent."""
     return require_shared()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve `directory` over HTTP on loopback (a free port, no request log); yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def debian_root_tarball(
+    mirror: Callable[[], str], suite: str, variant: str, include: str = "", label: str = ""
+) -> Path:
+    """An amd64 Debian `suite` root (mmdebstrap --variant, --include) as a tarball in TEST_CACHE, made once:
+    `<suite>-<variant>[-<label>]-amd64.tar`. `mirror()` is asked only when the tarball has to be made."""
+    tarball = TEST_CACHE / f"{suite}-{variant}{f'-{label}' if label else ''}-amd64.tar"
+    if not tarball.is_file():
+        TEST_CACHE.mkdir(parents=True, exist_ok=True)
+        part = tarball.with_name(tarball.name + ".part.tar")
+        src = f"deb [signed-by={DEBIAN_KEYRING}] {mirror()} {suite} main"
+        options = [f"--variant={variant}", *([f"--include={include}"] if include else []), "--architectures=amd64"]
+        subprocess.run(["mmdebstrap", "--quiet", *options, suite, str(part), src], check=True, timeout=1200)
+        part.replace(tarball)
+    return tarball
+
+
+def installed_debs(root: Path) -> dict[str, str]:
+    """What dpkg has installed in the Debian root `root`: package name -> version."""
+    status = subprocess.run(
+        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = (line.split("\t") for line in status.splitlines())
+    return {name: version for abbrev, name, version in rows if abbrev.startswith("ii")}

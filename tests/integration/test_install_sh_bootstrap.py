@@ -12,19 +12,23 @@ KUBEPLAY_TEST_CACHE (default /var/tmp/kubeplay-test-cache).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import platform
 import shutil
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_mirror, skip_or_fail
+from tests.conftest import (
+    TEST_CACHE,
+    debian_root_tarball,
+    installed_debs,
+    require_mirror,
+    serve_directory,
+    skip_or_fail,
+)
 
 from kubeplay import __version__
 from kubeplay.bundle.install_files import add_install_files
@@ -45,8 +49,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmdebstrap not installed"),
 ]
 
-CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 MOUNT = "/srv/kubeplay-bundle"
 
 
@@ -83,7 +85,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     deploy = plan_deploy(spec, kubespray)
     assert deploy.pythons == ("3.11", "3.13")
     out = Output(quiet=True)
-    build_os_repos(spec, root, Downloader(progress=False, out=out), out=out, cache_dir=CACHE / "osrepo", deploy=deploy)
+    build_os_repos(
+        spec, root, Downloader(progress=False, out=out), out=out, cache_dir=TEST_CACHE / "osrepo", deploy=deploy
+    )
     add_install_files(
         root,
         kube_version="1.33.4",
@@ -98,17 +102,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _rootfs(suite: str, tmp: Path) -> Path:
     """A fresh minbase root of `suite` (cached tarball) with no apt source and no python3."""
-    tarball = CACHE / f"{suite}-minbase-amd64.tar"
-    if not tarball.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        part = tarball.with_name(tarball.name + ".part.tar")
-        src = f"deb [signed-by={DEBIAN_KEYRING}] {_mirror()} {suite} main"
-        subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=minbase", "--architectures=amd64", suite, str(part), src],
-            check=True,
-            timeout=1200,
-        )
-        part.replace(tarball)
+    tarball = debian_root_tarball(_mirror, suite, "minbase")
     root = tmp / suite
     root.mkdir()
     with tarfile.open(tarball) as tar:
@@ -147,13 +141,7 @@ def _in_root(root: Path, bundle: Path, argv: list[str], **env: str) -> subproces
 
 
 def _installed(root: Path) -> set[str]:
-    status = subprocess.run(
-        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${db:Status-Abbrev} ${Package}\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {line.split()[1] for line in status.splitlines() if line.startswith("ii")}
+    return set(installed_debs(root))
 
 
 @pytest.mark.parametrize(("suite", "python"), [("bookworm", "3.11"), ("trixie", "3.13")])
@@ -291,23 +279,12 @@ def rpm_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
                 capture_output=True,
             )  # fmt: skip
         subprocess.run(["createrepo_c", "--quiet", "--general-compress-type=gz", str(repo)], check=True)
-    handler = functools.partial(QuietHandler, directory=str(work / "srv"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", good
+        with serve_directory(work / "srv") as url:
+            yield url, good
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
         for home in ("gnupg-good", "gnupg-other"):
             subprocess.run(["gpgconf", "--homedir", str(work / home), "--kill", "all"], check=False, timeout=30)
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def _rpm_bundle(root: Path, baseurl: str, key: Path, wheels: bool) -> Path:
@@ -342,18 +319,7 @@ def _rpm_bundle(root: Path, baseurl: str, key: Path, wheels: bool) -> Path:
 
 def _dnf_root(tmp: Path) -> Path:
     """A bookworm root with dnf and rpm (cached tarball), calling itself openEuler 24.03, no apt source."""
-    tarball = CACHE / "bookworm-minbase-dnf-amd64.tar"
-    if not tarball.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        part = tarball.with_name(tarball.name + ".part.tar")
-        src = f"deb [signed-by={DEBIAN_KEYRING}] {_mirror()} bookworm main"
-        subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=minbase", "--include=dnf,rpm", "--architectures=amd64", "bookworm",
-             str(part), src],
-            check=True,
-            timeout=1200,
-        )  # fmt: skip
-        part.replace(tarball)
+    tarball = debian_root_tarball(_mirror, "bookworm", "minbase", include="dnf,rpm", label="dnf")
     root = tmp / "el"
     root.mkdir()
     with tarfile.open(tarball) as tar:

@@ -16,7 +16,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tests.conftest import require_mirror, skip_or_fail
+from tests.conftest import (
+    DEBIAN_KEYRING,
+    TEST_CACHE,
+    debian_root_tarball,
+    installed_debs,
+    require_mirror,
+    skip_or_fail,
+)
 
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.console import Output
@@ -30,9 +37,6 @@ from kubeplay.osrepo.host_sources import host_sources_for
 from kubeplay.osrepo.targets import find_target
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 def _mirror() -> str:
@@ -64,14 +68,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OsRepoReport,
     spec = BundleSpec.model_validate(SPEC)
     bundle = tmp_path_factory.mktemp("bundle")
     downloader = Downloader(out=Output(quiet=True), progress=False)
-    report = build_os_repos(spec, bundle, downloader, out=Output(quiet=True), cache_dir=CACHE / "osrepo")
+    report = build_os_repos(spec, bundle, downloader, out=Output(quiet=True), cache_dir=TEST_CACHE / "osrepo")
     target = find_target("debian", "12")
     plan = plan_apt_target(
         spec.os[0],
         target,
         packages=package_request(spec, spec.os[0], target),
         downloader=downloader,
-        cache=CACHE / "osrepo",
+        cache=TEST_CACHE / "osrepo",
         keyring_base=Path("."),
     )
     return bundle, report, plan
@@ -151,22 +155,6 @@ def test_apt_refuses_the_repo_with_another_key(built: tuple[Path, OsRepoReport, 
         root.simulate(["socat"])
 
 
-def _rootfs_tarball(mirror: str) -> Path:
-    """A minimal bookworm rootfs (mmdebstrap --variant=required) from the same mirror, cached."""
-    tarball = CACHE / "bookworm-required-amd64.tar"
-    if not tarball.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        part = tarball.with_name(tarball.name + ".part.tar")
-        src = f"deb [signed-by={DEBIAN_KEYRING}] {mirror} bookworm main"
-        subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=required", "--architectures=amd64", "bookworm", str(part), src],
-            check=True,
-            timeout=1200,
-        )
-        part.replace(tarball)
-    return tarball
-
-
 @pytest.mark.e2e
 def test_fresh_rootfs_without_network_installs_every_bundled_package(
     built: tuple[Path, OsRepoReport, AptPlan], tmp_path: Path
@@ -176,7 +164,7 @@ def test_fresh_rootfs_without_network_installs_every_bundled_package(
     bundle, _, plan = built
     root = tmp_path / "rootfs"
     root.mkdir()
-    with tarfile.open(_rootfs_tarball(_mirror())) as tar:
+    with tarfile.open(debian_root_tarball(_mirror, "bookworm", "required")) as tar:  # from the same mirror
         tar.extractall(root, filter="fully_trusted")
     # the default baseline (Essential + required and their dependencies) is what this minimal install has
     before = set(re.findall(r"^Package: (\S+)", (root / "var/lib/dpkg/status").read_text(), re.M))
@@ -210,13 +198,7 @@ def test_fresh_rootfs_without_network_installs_every_bundled_package(
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Err:" not in proc.stdout
-    status = subprocess.run(
-        ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    installed = {line.split("\t")[0]: line.split("\t")[1] for line in status.splitlines() if line.endswith("ii ")}
+    installed = installed_debs(root)
     bundled = {p["Package"]: p["Version"] for p in _packages(bundle / "repos/apt/debian/bookworm", "amd64")}
     missing = {n: v for n, v in bundled.items() if installed.get(n) != v}
     assert not missing, f"bundled but not installed: {missing}"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.build_fixture import os_repos_quietly
+from tests.conftest import serve_directory
 
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.errors import BadInput, FetchError
@@ -18,11 +16,6 @@ from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.signing import BundleSigner
 
 pytestmark = [pytest.mark.integration]
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
@@ -36,15 +29,8 @@ def impostor(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         key.write_bytes(signer.public_key())
     for suite in ("bookworm-updates",):
         (root / "dists" / suite).symlink_to(root / "dists/bookworm")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", key
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_directory(root) as url:
+        yield url, key
 
 
 def _spec(mirror: str, **extra: object) -> BundleSpec:

@@ -3,12 +3,9 @@ loopback, resolved and written by kubeplay, then installed by dnf with only the 
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import createrepo_c as cr
 import pytest
 import yaml
 from tests.build_fixture import os_repos_quietly
+from tests.conftest import serve_directory
 
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.errors import BadInput, FetchError
@@ -47,11 +45,6 @@ PACKAGES: list[tuple[str, str, str, list[str]]] = [
     ("kp-mod", "3.0", "", ["/usr/share/kp-mod/v3"]),  # not in any stream: hidden while kpmod is enabled
     ("kp-broken", "1.0", "Requires: kp-nowhere\n", ["/usr/share/kp-broken/x"]),
 ]
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def _spec(name: str, version: str, extra: str, files: list[str]) -> str:
@@ -135,16 +128,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
         for rpm in signed:
             writer.add_pkg_from_file(str(rpm))
         writer.add_repomd_metadata("modules", str(modules))
-    handler = functools.partial(QuietHandler, directory=str(work / "repo"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/$basearch", key
+        with serve_directory(work / "repo") as url:
+            yield f"{url}/$basearch", key
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
         subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"], check=False, timeout=30)
 
 
