@@ -23,15 +23,90 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from tests.build_fixture import build_with_plan, kubespray_archive, make_plan, write_spec
+from tests.conftest import skip_or_fail
 
-from kubeplay.lab.nodes import Lab, unavailable_reason
+from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
 from kubeplay.lab.record import default_state_root
+from kubeplay.lab.upstream import UpstreamSimulator
 
 _counter = itertools.count()
+
+# The modules that install a bundle on lab nodes (test_install_lab, test_trust_lab, test_workloads_lab)
+# share these: `pytestmark = INSTALL_MARKS` (the bundle's wheels are for the nodes' Python), node0's
+# bundle directory and config.yaml, the nspawn arguments, and `sh`/`ok` to run a script on a node.
+INSTALL_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
+]
+DOMAIN = "kube.registry.local"
+BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
+CONFIG = f"""\
+compose:
+  internal_ip:
+  nginx_http_port: 8080
+  registry_domain: {DOMAIN}
+inventory:
+  all:
+    hosts:
+      node1: {{ansible_host: NODE1_IP}}
+default:
+  registry_https_port: 443
+  registry_push_port: 5000
+"""
+# nspawn bind-mounts the host's /etc/localtime by default, so tzdata's postinst (chrony needs tzdata)
+# cannot replace it and dpkg fails; a real deploy node has its own /etc/localtime (reported to lab).
+NSPAWN_ARGS = ("--timezone=off",)
+
+
+def sh(node: LabNode, script: str, timeout: float = 300) -> tuple[int, str]:
+    r = node.run(["sh", "-c", script], timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def ok(node: LabNode, script: str, timeout: float = 300) -> str:
+    code, out = sh(node, script, timeout)
+    assert code == 0, f"{node.name}: {script}\n{out}"
+    return out
+
+
+def require_bookworm_mirror() -> None:
+    from kubeplay.osrepo.host_sources import host_sources_for
+
+    if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
+        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
+
+
+def build_for_node(root: Path, node: LabNode, sim: UpstreamSimulator, packages: list[str], **spec: Any) -> Path:
+    """`kubeplay build` against `sim` of a bundle for `node` at root/bundle: amd64, kubespray's plan empty,
+    wheels, a Debian 12 repo with `packages` and what they need beyond the node's own dpkg status, and
+    `spec` (images:, files:, charts: …) added to bundle.yaml."""
+    baseline = root / "node-dpkg-status"
+    shutil.copyfile(node.root / "var/lib/dpkg/status", baseline)
+    archive, sha = kubespray_archive(root / "src")
+    spec_path = write_spec(root, sim, str(archive), sha)
+    data = yaml.safe_load(spec_path.read_text())
+    data.update(
+        arches=["amd64"],
+        os=[{"distro": "debian", "release": "12", "arches": ["amd64"], "baseline": str(baseline)}],
+        packages={"defaults": False, "apt": packages},
+        **spec,
+    )
+    spec_path.write_text(yaml.safe_dump(data))
+    plan = make_plan([], []).model_copy(update={"arches": ("amd64",)})
+    result = build_with_plan(spec_path, root / "bundle", plan, wheels=True)
+    assert result.ok, result.failures
+    return root / "bundle"
 
 
 def unique_lab_name() -> str:

@@ -25,37 +25,26 @@ import pytest
 
 from kubeplay.bootstrap.registry import manifest_children, tagged_images
 from kubeplay.bundle.manifest import OsRepoRecord, read_manifest, write_manifest, write_sha256sums
-from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
+from kubeplay.lab.nodes import Lab, LabNode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.bootstrap_fixture import make_bundle
-from tests.conftest import skip_or_fail
+from tests.e2e.conftest import (
+    BUNDLE_IN_NODE,
+    CONFIG,
+    DOMAIN,
+    INSTALL_MARKS,
+    NSPAWN_ARGS,
+    ok,
+    require_bookworm_mirror,
+    sh,
+)
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
-]
+pytestmark = INSTALL_MARKS
 
 LAB_NODES = 2
 CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
-DOMAIN = "kube.registry.local"
-BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
 DEPLOY_PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl"]
-CONFIG = f"""\
-compose:
-  internal_ip:
-  nginx_http_port: 8080
-  registry_domain: {DOMAIN}
-inventory:
-  all:
-    hosts:
-      node1: {{ansible_host: NODE1_IP}}
-default:
-  registry_https_port: 443
-  registry_push_port: 5000
-"""
 
 
 def build_bundle(root: Path, baseline: Path) -> Path:
@@ -71,10 +60,8 @@ def build_bundle(root: Path, baseline: Path) -> Path:
     from kubeplay.console import Output
     from kubeplay.fetch.http import Downloader
     from kubeplay.osrepo import build_os_repos
-    from kubeplay.osrepo.host_sources import host_sources_for
 
-    if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
-        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
+    require_bookworm_mirror()
     bundle = make_bundle(root, images=3, layers_per_image=2, layer_size=256 * 1024, os_repos=())
     spec = BundleSpec.model_validate(
         {
@@ -105,22 +92,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> Path:
     baseline = root / "node-dpkg-status"
     shutil.copyfile(lab.nodes[0].root / "var/lib/dpkg/status", baseline)
     return build_bundle(root, baseline)
-
-
-def sh(node: LabNode, script: str, timeout: float = 300) -> tuple[int, str]:
-    r = node.run(["sh", "-c", script], timeout=timeout)
-    return r.returncode, r.stdout + r.stderr
-
-
-def ok(node: LabNode, script: str, timeout: float = 300) -> str:
-    code, out = sh(node, script, timeout)
-    assert code == 0, f"{node.name}: {script}\n{out}"
-    return out
-
-
-# nspawn bind-mounts the host's /etc/localtime by default, so tzdata's postinst (chrony needs tzdata)
-# cannot replace it and dpkg fails; a real deploy node has its own /etc/localtime (reported to lab).
-NSPAWN_ARGS = ("--timezone=off",)
 
 
 @pytest.fixture(scope="module")

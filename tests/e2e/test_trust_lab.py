@@ -8,32 +8,31 @@ byte for byte what upstream published."""
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.bundle.trust import NAMESPACE, generate_key, load_private_key, sign_bundle
-from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
+from kubeplay.lab.nodes import Lab, LabNode
 from kubeplay.lab.upstream import UpstreamSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.build_fixture import kubespray_archive, make_plan, write_spec
-from tests.conftest import skip_or_fail
+from tests.e2e.conftest import (
+    BUNDLE_IN_NODE,
+    DOMAIN,
+    INSTALL_MARKS,
+    NSPAWN_ARGS,
+    build_for_node,
+    ok,
+    require_bookworm_mirror,
+    sh,
+)
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
-]
+pytestmark = INSTALL_MARKS
 
-DOMAIN = "kube.registry.local"
-BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
 PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl"]
 APP = "registry.k8s.io/kp-trust/app:1.0"
 CONFIG = f"""\
@@ -47,18 +46,6 @@ inventory:
     hosts:
       node1: {{ansible_host: NODE1_IP}}
 """
-NSPAWN_ARGS = ("--timezone=off",)
-
-
-def run(node: LabNode, script: str, timeout: float = 300) -> tuple[int, str]:
-    r = node.run(["sh", "-c", script], timeout=timeout)
-    return r.returncode, r.stdout + r.stderr
-
-
-def ok(node: LabNode, script: str, timeout: float = 300) -> str:
-    code, output = run(node, script, timeout)
-    assert code == 0, f"{node.name}: {script}\n{output}"
-    return output
 
 
 def _allowed(path: Path, public: Path, principal: str) -> Path:
@@ -75,35 +62,14 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> tuple[Path, dict[str, str]]:
     """The signed bundle, and the digest upstream served for each signature tag it should carry."""
-    from kubeplay.assemble.pipeline import BuildOptions, run_build
-    from kubeplay.config.bundle import load_bundle_spec
-    from kubeplay.console import Output
-    from kubeplay.osrepo.host_sources import host_sources_for
-
-    if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
-        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
+    require_bookworm_mirror()
     root = tmp_path_factory.mktemp("trust-bundle")
-    baseline = root / "node-dpkg-status"
-    shutil.copyfile(lab.nodes[0].root / "var/lib/dpkg/status", baseline)
     with UpstreamSimulator(root / "upstream") as sim:
         info = sim.push_image(APP, ["amd64", "arm64"])
         amd64 = info.manifests["linux/amd64"]
         sim.publish_signatures(info, [amd64])
         hexd = amd64.removeprefix("sha256:")
-        archive, sha = kubespray_archive(root / "src")
-        spec_path = write_spec(root, sim, str(archive), sha)
-        spec = yaml.safe_load(spec_path.read_text())
-        spec.update(
-            arches=["amd64"],
-            images=[APP],
-            os=[{"distro": "debian", "release": "12", "arches": ["amd64"], "baseline": str(baseline)}],
-            packages={"defaults": False, "apt": PACKAGES},
-        )
-        spec_path.write_text(yaml.safe_dump(spec))
-        plan = make_plan([], []).model_copy(update={"arches": ("amd64",)})
-        options = BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan, wheels=True)
-        result = run_build(load_bundle_spec(spec_path), root / "bundle", options, out=Output(quiet=True))
-        assert result.ok, result.failures
+        build_for_node(root, lab.nodes[0], sim, PACKAGES, images=[APP])
     generate_key(root / "keys/builder", "builder@example")
     generate_key(root / "keys/other", "other@example")
     sign_bundle(root / "bundle", load_private_key(root / "keys/builder"))
@@ -135,10 +101,10 @@ def test_install_sh_refuses_another_signer_then_installs_for_the_builder(
     node0.copy_in(
         _allowed(bundle.parent / "other_signers", keys / "other.pub", "other@example"), "/root/allowed_signers"
     )
-    code, output = run(node0, f"{BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=900)
+    code, output = sh(node0, f"{BUNDLE_IN_NODE}/install.sh -c /root/config.yaml 2>&1", timeout=900)
     assert code == 2, output
     assert "the bundle is signed by ED25519 key SHA256:" in output and "does not allow" in output
-    assert run(node0, "test -e /opt/kubeplay/venv")[0] != 0  # refused before anything was installed
+    assert sh(node0, "test -e /opt/kubeplay/venv")[0] != 0  # refused before anything was installed
 
     node0.copy_in(
         _allowed(bundle.parent / "builder_signers", keys / "builder.pub", "builder@example"), "/root/allowed_signers"

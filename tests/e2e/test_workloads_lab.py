@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,42 +17,28 @@ import pytest
 import yaml
 
 from kubeplay.bundle.manifest import read_manifest
-from kubeplay.lab.nodes import Lab, LabNode, unavailable_reason
+from kubeplay.lab.nodes import Lab, LabNode
 from kubeplay.lab.upstream import UpstreamSimulator
 from kubeplay.lab.upstream.charts import build_chart
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.build_fixture import kubespray_archive, make_plan, write_spec
-from tests.conftest import skip_or_fail
+from tests.e2e.conftest import (
+    BUNDLE_IN_NODE,
+    CONFIG,
+    DOMAIN,
+    INSTALL_MARKS,
+    NSPAWN_ARGS,
+    build_for_node,
+    require_bookworm_mirror,
+)
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
-    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
-]
+pytestmark = INSTALL_MARKS
 
-DOMAIN = "kube.registry.local"
-BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
 PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl", "containerd"]
 REPO = "https://charts.example.org/stable"
 OCI = "oci://ghcr.io/kp-lab/charts"
 APP = "ghcr.io/kp-lab/app:1.0"
 FILE_URL = "https://downloads.example.org/kp-lab/tool.tar.gz"
-CONFIG = f"""\
-compose:
-  internal_ip:
-  nginx_http_port: 8080
-  registry_domain: {DOMAIN}
-inventory:
-  all:
-    hosts:
-      node1: {{ansible_host: NODE1_IP}}
-default:
-  registry_https_port: 443
-  registry_push_port: 5000
-"""
-NSPAWN_ARGS = ("--timezone=off",)  # tzdata's postinst must be able to replace /etc/localtime
 
 
 def ok(node: LabNode, script: str, timeout: float = 300) -> str:
@@ -69,16 +54,8 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> Path:
-    from kubeplay.assemble.pipeline import BuildOptions, run_build
-    from kubeplay.config.bundle import load_bundle_spec
-    from kubeplay.console import Output
-    from kubeplay.osrepo.host_sources import host_sources_for
-
-    if not [s for s in host_sources_for("bookworm") if "bookworm" in s.suites]:
-        skip_or_fail("this machine's apt sources have no Debian bookworm mirror")
+    require_bookworm_mirror()
     root = tmp_path_factory.mktemp("workloads-bundle")
-    baseline = root / "node-dpkg-status"
-    shutil.copyfile(lab.nodes[0].root / "var/lib/dpkg/status", baseline)
     with UpstreamSimulator(root / "upstream") as sim:
         sim.push_image(APP, ["amd64", "arm64"], variant_arm64=True)
         sim.push_image("docker.io/kp-lab/redis:7.2.4", ["amd64", "arm64"])
@@ -102,26 +79,18 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, lab: Lab) -> Path:
         )
         sim.add_chart_repo(REPO, [web, redis])
         sim.push_chart(OCI, ociapp)
-        archive, sha = kubespray_archive(root / "src")
-        spec_path = write_spec(root, sim, str(archive), sha)
-        spec = yaml.safe_load(spec_path.read_text())
-        spec.update(
-            arches=["amd64"],
+        return build_for_node(
+            root,
+            lab.nodes[0],
+            sim,
+            PACKAGES,
             images=[APP],
             files=[{"url": FILE_URL, "sha256": hashlib.sha256(b"the workload's tool\n" * 1000).hexdigest()}],
             charts=[
                 {"name": "web", "repo": REPO, "version": "1.2.0"},
                 {"name": "ociapp", "repo": OCI, "version": "3.1.0"},
             ],
-            os=[{"distro": "debian", "release": "12", "arches": ["amd64"], "baseline": str(baseline)}],
-            packages={"defaults": False, "apt": PACKAGES},
         )
-        spec_path.write_text(yaml.safe_dump(spec))
-        plan = make_plan([], []).model_copy(update={"arches": ("amd64",)})
-        options = BuildOptions(jobs=4, progress=False, planner=lambda s, t: plan, wheels=True)
-        result = run_build(load_bundle_spec(spec_path), root / "bundle", options, out=Output(quiet=True))
-        assert result.ok, result.failures
-    return root / "bundle"
 
 
 @pytest.fixture(scope="module")
