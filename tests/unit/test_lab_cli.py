@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,3 +103,33 @@ def test_cache_prune_prints_what_it_removed_and_the_bytes_freed(tmp_path: Path) 
     everything = kubeplay(*args, "--all")
     assert everything.returncode == 0, everything.stderr
     assert list(cache_dir.iterdir()) == []
+
+
+def test_stop_of_a_container_manager_that_ignores_sigterm_kills_its_init_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stand-in for systemd-nspawn that ignores SIGTERM, with a child as its container's init: after the
+    deadline both die (SIGKILL to the manager alone would leave the init running, re-parented to PID 1)."""
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    manager = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert manager.stdout is not None
+    init = int(manager.stdout.readline())
+    start = machines.process_start_time(manager.pid)
+    init_start = machines.process_start_time(init)
+    assert start is not None and init_start is not None
+    monkeypatch.setattr(machines, "STOP_TIMEOUT", 0.5)
+    try:
+        assert machines.stop([(manager.pid, start)], {manager.pid: manager}) == []
+        assert not machines.is_running(manager.pid, start)
+        assert not machines.is_running(init, init_start)
+    finally:
+        for pid in (init, manager.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        manager.wait(timeout=10)

@@ -133,6 +133,10 @@ def stop(pids: list[tuple[int, int]], popens: dict[int, subprocess.Popen[bytes]]
         _signal(pid, signal.SIGTERM)
     remaining = _wait_gone(live, popens, STOP_TIMEOUT)
     for pid, _ in remaining:
+        # The container's init first: SIGKILL to nspawn alone leaves init and its pid namespace running,
+        # re-parented to the host's PID 1 (seen under load, when a halt outlasted STOP_TIMEOUT).
+        for child in children(pid):
+            _signal(child, signal.SIGKILL)
         _signal(pid, signal.SIGKILL)
     return [pid for pid, _ in _wait_gone(remaining, popens, KILL_TIMEOUT)]
 
