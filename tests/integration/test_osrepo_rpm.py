@@ -170,7 +170,12 @@ def _dnf_install(tmp: Path, repo: Path, key: Path, bundle_key: Path, names: list
         f"--setopt=cachedir={cache}", "--disablerepo=*", "--enablerepo=offline", "--forcearch=x86_64",
         "install", *names,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        # repo_gpgcheck makes dnf import the repo keys with gpg, which leaves a gpg-agent per keyring running
+        for keyring in cache.glob("*/pubring"):
+            subprocess.run(["gpgconf", "--homedir", str(keyring), "--kill", "gpg-agent"], check=False, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     qa = _run(["rpm", "--root", str(root), "-qa", "--qf", "%{NAME}-%{VERSION}\n"]).stdout.split()
     return {q for q in qa if not q.startswith("gpg-pubkey")}
