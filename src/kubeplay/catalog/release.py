@@ -11,8 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from kubeplay import settings
-from kubeplay.catalog.source import KubesprayTree, load_tree
+from kubeplay.catalog.source import KubesprayTree, archive_cache, load_tree
 from kubeplay.config.bundle import BundleSpec
 from kubeplay.errors import CatalogError
 
@@ -31,10 +30,6 @@ def version_from_source(source: str) -> str | None:
     name = source.rstrip("/").rsplit("/", 1)[-1]
     match = VERSION_IN_NAME_RE.search(name)
     return f"v{match.group(1)}" if match else None
-
-
-def archive_cache(cache_dir: Path | None) -> Path:
-    return cache_dir / "kubespray" if cache_dir else settings.from_environ().cache.kubespray
 
 
 def open_release(

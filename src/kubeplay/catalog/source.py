@@ -66,6 +66,11 @@ def is_archive(path: Path) -> bool:
     return path.name.endswith(ARCHIVE_SUFFIXES)
 
 
+def archive_cache(cache_dir: Path | None) -> Path:
+    """Where kubespray archives and their unpacked trees are kept: `cache_dir`/kubespray, else the cache root's."""
+    return cache_dir / "kubespray" if cache_dir else settings.from_environ().cache.kubespray
+
+
 def load_tree(path: Path, expected_sha256: str | None = None, cache_dir: Path | None = None) -> KubesprayTree:
     """Open a kubespray directory or release archive; return the tree with its layout and version.
 
@@ -90,8 +95,7 @@ def load_tree(path: Path, expected_sha256: str | None = None, cache_dir: Path | 
                     f"{path}: sha256 mismatch: expected {expected}, actual {sha256}",
                     hint="download the archive again, or fix kubespray.sha256 in bundle.yaml if the release changed",
                 )
-        cache = cache_dir / "kubespray" if cache_dir else settings.from_environ().cache.kubespray
-        root = extract_archive(path, sha256, cache)
+        root = extract_archive(path, sha256, archive_cache(cache_dir))
     else:
         root = find_root(path)
     layout = detect_layout(root)

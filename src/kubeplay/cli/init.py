@@ -32,8 +32,8 @@ def host_debian12_sources() -> list[tuple[str, list[str]]]:
 
 def facts_for_source(source: str, sha256: str | None) -> tuple[ReleaseFacts, str | None]:
     """Release facts and the archive's sha256; a URL is read from kubeplay's cache when it is there."""
-    from kubeplay.catalog.release import archive_cache, is_url, version_from_source
-    from kubeplay.catalog.source import is_archive, load_tree
+    from kubeplay.catalog.release import is_url, version_from_source
+    from kubeplay.catalog.source import archive_cache, is_archive, load_tree
     from kubeplay.catalog.starter import ReleaseFacts, release_facts
 
     if is_url(source):
