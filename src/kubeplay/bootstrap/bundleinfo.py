@@ -29,6 +29,14 @@ class BundleFacts:
     arches: tuple[str, ...]
     repos: tuple[RepoTarget, ...]
     manifest: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Where the kubespray tree lives when not inside `root` (a served version: served/versions/<identity>).
+    kubespray_root: Path | None = None
+
+    @property
+    def kubespray_dir(self) -> Path:
+        spray = self.manifest.get("kubespray") or {}
+        rel = str(spray.get("path", "kubespray")) if isinstance(spray, dict) else "kubespray"
+        return (self.kubespray_root or self.root) / rel
 
     @property
     def registry_dir(self) -> Path:

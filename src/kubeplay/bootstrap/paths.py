@@ -30,6 +30,11 @@ class HostPaths:
         return self.state_override or self._p("var/lib/kubeplay")
 
     @property
+    def served(self) -> Path:
+        """/var/lib/kubeplay/served: what nginx and the registry serve, the union of every installed bundle."""
+        return self.state / "served"
+
+    @property
     def logs(self) -> Path:
         return self._p("var/log/kubeplay")
 

@@ -1,0 +1,122 @@
+"""The served set: what nginx and the registry serve on the deploy node, the union of every installed bundle.
+
+Layout (under `HostPaths.served`, /var/lib/kubeplay/served):
+
+    files/ registry/ repos/      the union of the bundles' content, each path once (nginx and registry roots)
+    wheels/                      the union of the bundles' wheels (install.sh of a delta finds them here)
+    versions/<identity>/         one per installed bundle: its kubeplay.json, the full SHA256SUMS,
+                                 version.json (when, what), kubespray/ (its tree), apt-dists/ (its own
+                                 apt indexes, kept so the union can be re-indexed after a prune)
+
+A bundle's identity is the sha256 of its kubeplay.json. Installing adds; only `kubeplay prune` removes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubeplay.bootstrap.bundleinfo import BundleFacts, RepoTarget
+from kubeplay.bootstrap.paths import HostPaths
+from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME
+from kubeplay.errors import BadInput, BundleError
+
+VERSIONS_DIR = "versions"
+VERSION_RECORD = "version.json"
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One bundle the deploy node serves."""
+
+    identity: str
+    kube_version: str
+    kubespray_version: str
+    installed_at: str
+    dir: Path  # served/versions/<identity>
+    served_root: Path
+    manifest: dict[str, Any]
+    delta_of: tuple[str, ...] = ()  # the base identities, when it came as a delta
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dir / MANIFEST_NAME
+
+    @property
+    def sums_path(self) -> Path:
+        return self.dir / SUMS_NAME
+
+    def facts(self) -> BundleFacts:
+        """This version as deploy reads a bundle: files, repos and registry in the served root, its
+        kubespray tree in its version directory."""
+        repos = [
+            RepoTarget(r["family"], r["distro"], str(r["release"]), self.served_root / r["path"])
+            for r in self.manifest.get("os_repos", [])
+            if isinstance(r, dict) and {"family", "distro", "release", "path"} <= r.keys()
+        ]
+        return BundleFacts(
+            root=self.served_root,
+            kube_version=self.kube_version,
+            arches=tuple(str(a) for a in self.manifest.get("arches") or []),
+            repos=tuple(repos),
+            manifest=self.manifest,
+            kubespray_root=self.dir,
+        )
+
+    def describe(self) -> str:
+        return f"Kubernetes {self.kube_version} (kubespray {self.kubespray_version}, {self.identity[:12]})"
+
+
+def _load_version(served_root: Path, vdir: Path) -> ServedVersion | None:
+    try:
+        record = json.loads((vdir / VERSION_RECORD).read_text(encoding="utf-8"))
+        manifest = json.loads((vdir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None  # a version whose merge has not finished: not served yet
+    except (OSError, ValueError) as exc:
+        raise BundleError(
+            f"{vdir}: unreadable served version record: {exc}", hint="run `kubeplay install` again"
+        ) from None
+    return ServedVersion(
+        identity=vdir.name,
+        kube_version=str(record["kube_version"]),
+        kubespray_version=str(record.get("kubespray_version", "")),
+        installed_at=str(record.get("installed_at", "")),
+        dir=vdir,
+        served_root=served_root,
+        manifest=manifest,
+        delta_of=tuple(record.get("delta_of") or ()),
+    )
+
+
+def served_versions(paths: HostPaths) -> list[ServedVersion]:
+    """Every bundle the deploy node serves, oldest install first."""
+    base = paths.served / VERSIONS_DIR
+    if not base.is_dir():
+        return []
+    found = [v for d in sorted(base.iterdir()) if d.is_dir() and (v := _load_version(paths.served, d))]
+    return sorted(found, key=lambda v: (v.installed_at, v.identity))
+
+
+def normalize_version(version: str) -> str:
+    """ "v1.35.4" and "1.35.4" name the same Kubernetes version."""
+    return version.strip().removeprefix("v")
+
+
+def find_version(paths: HostPaths, version: str) -> ServedVersion:
+    """The served bundle of Kubernetes `version` (or the bundle whose identity starts with `version`);
+    raise BadInput listing what is served. With two bundles of one Kubernetes version, the newest."""
+    versions = served_versions(paths)
+    wanted = normalize_version(version)
+    matches = [v for v in versions if normalize_version(v.kube_version) == wanted]
+    if not matches and len(wanted) >= 12:
+        matches = [v for v in versions if v.identity.startswith(wanted)]
+    if matches:
+        return matches[-1]
+    served = ", ".join(v.describe() for v in versions) or "nothing (no bundle installed)"
+    raise BadInput(
+        f"Kubernetes {version} is not served by this deploy node; it serves {served}",
+        hint="install the bundle (or delta) of that version first: ./install.sh in its directory",
+    )
