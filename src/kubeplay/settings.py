@@ -81,6 +81,16 @@ MIRROR_CREDENTIALS = _define(
 BUILD_OUTPUT = _define(
     "KUBEPLAY_BUILD_OUTPUT", "path", "./kubeplay-<kube_version>-<distros>-<arches>", "bundle directory", "--output"
 )
+BUILD_BASE = _define(
+    "KUBEPLAY_BUILD_BASE", "path", "", "build also writes a delta against this inventory.json or bundle", "--base"
+)
+BUILD_BASE_CONTENT = _define(
+    "KUBEPLAY_BUILD_BASE_CONTENT",
+    "path",
+    "--base when a bundle",
+    "base files to make patches against",
+    "--base-content",
+)
 JOBS = _define("KUBEPLAY_JOBS", "int", "8", "parallel downloads of build", "--jobs")
 RETRIES = _define("KUBEPLAY_RETRIES", "int", "5", "tries per download", "--retries")
 TIMEOUT = _define("KUBEPLAY_TIMEOUT", "float", "60.0", "seconds without data before a download is retried", "--timeout")

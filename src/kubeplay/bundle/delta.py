@@ -12,16 +12,28 @@ file (`patches`); the deploy node rebuilds it and checks its digest before anyth
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import zstandard
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kubeplay.bundle.inventory import Entry
+from kubeplay.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME
 from kubeplay.errors import BundleError
 
 DELTA_NAME = "delta.json"
 DELTA_FORMAT = 1
 PATCH_DIR = "patches"
+# zstd --patch-from at -19, with match tables big enough to index a whole base binary (the defaults of
+# level 19 index only its last few MiB: a 60 MB kubectl patch is then 2x larger).
+PATCH_LEVEL = 19
+PATCH_CHAIN_LOG = 27
+PATCH_HASH_LOG = 25
+PATCH_MAX_WINDOW_LOG = 31
+_CHUNK = 1 << 20
 
 
 class _Model(BaseModel):
@@ -68,6 +80,22 @@ def full_sums_sha256(content: dict[str, Entry]) -> str:
     return hashlib.sha256(full_sums_text(content)).hexdigest()
 
 
+def parse_delta(body: bytes, origin: str) -> DeltaRecord:
+    """delta.json bytes as a DeltaRecord; raise BundleError naming `origin` when invalid or inconsistent."""
+    try:
+        record = DeltaRecord.model_validate_json(body)
+    except ValidationError as exc:
+        raise BundleError(
+            f"{origin}: invalid delta record: {exc.errors()[0]['msg']}", hint="rebuild the delta"
+        ) from None
+    if full_sums_sha256(record.content) != record.target.sums_sha256:
+        raise BundleError(
+            f"{origin}: its content list does not match the full bundle's SHA256SUMS digest it names",
+            hint="the delta was changed after it was built; rebuild it",
+        )
+    return record
+
+
 def read_delta(bundle_dir: Path) -> DeltaRecord | None:
     """The bundle's delta.json, or None for a full bundle; raise BundleError when it is unreadable."""
     path = bundle_dir / DELTA_NAME
@@ -77,13 +105,124 @@ def read_delta(bundle_dir: Path) -> DeltaRecord | None:
         return None
     except OSError as exc:
         raise BundleError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_delta(raw, str(path))
+
+
+def base_tag(identities: list[str]) -> str:
+    """12 hex digits naming a delta's base: the base bundle's identity, or a digest of several."""
+    if len(identities) == 1:
+        return identities[0][:12]
+    return hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()[:12]
+
+
+def delta_suffix(record: DeltaRecord) -> str:
+    """What a delta's directory and archive names add to the full bundle's: `-delta-<base tag>`."""
+    return f"-delta-{base_tag(record.base.identities)}"
+
+
+def delta_findings(record: DeltaRecord, sums: Mapping[str, str], present: Mapping[str, str]) -> list[str]:
+    """What is wrong with a delta bundle whose SHA256SUMS is `sums` and whose files hash to `present`:
+    a carried file the content list disagrees with, a patch that is not carried, a kubeplay.json that is
+    not the target's. Missing and changed files are found through SHA256SUMS by the caller."""
+    found: list[str] = []
+    own = {SUMS_NAME, SIGNATURE_NAME, DELTA_NAME}
+    if present.get(MANIFEST_NAME, record.target.identity) != record.target.identity:
+        found.append(f"{MANIFEST_NAME}: not the bundle {DELTA_NAME} names (identity {record.target.identity})")
+    patches = {p.patch for p in record.patches}
+    for path in sorted(sums):
+        if path in own or path in patches:
+            continue
+        entry = record.content.get(path)
+        if entry is None:
+            found.append(f"{path}: carried, but not in {DELTA_NAME}'s content list")
+        elif entry.sha256 != sums[path]:
+            found.append(f"{path}: {SUMS_NAME} says sha256 {sums[path]}, {DELTA_NAME} says {entry.sha256}")
+    if DELTA_NAME not in sums:
+        found.append(f"{DELTA_NAME}: not listed in {SUMS_NAME}")
+    for patch in record.patches:
+        if patch.patch not in sums:
+            found.append(f"{patch.patch}: a patch {DELTA_NAME} lists for {patch.path}, not carried")
+        entry = record.content.get(patch.path)
+        if entry is None or entry.sha256 != patch.sha256:
+            found.append(f"{patch.patch}: rebuilds {patch.path}, which the content list has with another digest")
+    return found
+
+
+def patch_window_log(base_size: int, size: int) -> int:
+    """The zstd window (log2) a patch of a `size`-byte file against a `base_size`-byte base needs."""
+    return min(PATCH_MAX_WINDOW_LOG, max(20, (base_size + size).bit_length()))
+
+
+def make_patch(base_path: Path, new_path: Path, dest: Path) -> int:
+    """Write `dest`, the zstd frame that rebuilds `new_path` from `base_path` (`zstd --patch-from`);
+    return its size. Both files are read whole: patches are made for single binaries, not archives."""
+    base = base_path.read_bytes()
+    size = new_path.stat().st_size
+    params = zstandard.ZstdCompressionParameters.from_level(
+        PATCH_LEVEL,
+        source_size=size,
+        dict_size=len(base),
+        window_log=patch_window_log(len(base), size),
+        chain_log=PATCH_CHAIN_LOG,
+        hash_log=PATCH_HASH_LOG,
+        write_checksum=1,
+        write_content_size=1,
+    )
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    dictionary.precompute_compress(compression_params=params)
+    compressor = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
-        record = DeltaRecord.model_validate_json(raw)
-    except ValidationError as exc:
-        raise BundleError(f"{path}: invalid delta record: {exc.errors()[0]['msg']}", hint="rebuild the delta") from None
-    if full_sums_sha256(record.content) != record.target.sums_sha256:
+        with os.fdopen(fd, "wb") as out, new_path.open("rb") as src:
+            compressor.copy_stream(src, out, size=size)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest.stat().st_size
+
+
+def apply_patch(base_path: Path, patch_path: Path, dest: Path, expected_sha256: str, size: int) -> None:
+    """Rebuild a file from the base's copy and a zstd patch into `dest`, streaming; `dest` appears only when
+    the result has `size` bytes and sha256 `expected_sha256`.
+
+    Raises BundleError naming `dest` (and the patch) when the patch is damaged, made against another
+    base file, or rebuilds other bytes; nothing is left behind then.
+    """
+    try:
+        base = base_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{base_path}: cannot read the base file of {patch_path.name}: {exc.strerror}") from None
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    decompressor = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << PATCH_MAX_WINDOW_LOG)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    digest = hashlib.sha256()
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as out, patch_path.open("rb") as src, decompressor.stream_reader(src) as reader:
+            while chunk := reader.read(_CHUNK):
+                digest.update(chunk)
+                written += len(chunk)
+                if written > size:
+                    break
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if written != size or digest.hexdigest() != expected_sha256:
+            raise BundleError(
+                f"{dest}: the patch {patch_path} rebuilt {written} bytes with sha256 {digest.hexdigest()}, "
+                f"expected {size} bytes with sha256 {expected_sha256}",
+                hint="the patch or the base file differs from what the delta was built against; rebuild the delta",
+            )
+        os.replace(tmp, dest)
+    except zstandard.ZstdError as exc:
+        Path(tmp).unlink(missing_ok=True)
         raise BundleError(
-            f"{path}: its content list does not match the full bundle's SHA256SUMS digest it names",
-            hint="the delta was changed after it was built; rebuild it",
-        )
-    return record
+            f"{dest}: the patch {patch_path} does not apply to {base_path}: {exc}",
+            hint="the patch was damaged or made against another base file; copy the delta again or rebuild it",
+        ) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

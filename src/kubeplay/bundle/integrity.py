@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kubeplay.bundle.delta import DeltaRecord, delta_findings, read_delta
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
     MANIFEST_NAME,
@@ -95,8 +96,12 @@ def compare_digests(
     actual: Mapping[str, str],
     symlinks: Mapping[str, str] | None = None,
     manifest: BundleManifest | None = None,
+    delta: DeltaRecord | None = None,
 ) -> IntegrityReport:
-    """Findings for file digests `actual` against `sums` (SHA256SUMS) and `manifest` (kubeplay.json)."""
+    """Findings for file digests `actual` against `sums` (SHA256SUMS) and `manifest` (kubeplay.json).
+
+    For a delta bundle (`delta`, its delta.json), what kubeplay.json lists but the delta does not carry must
+    be in delta.json's content list with the same digest, and what it carries must agree with that list."""
     report = IntegrityReport(checked=len(actual))
     present = {p: d for p, d in actual.items() if is_packed_path(p) and p not in (SUMS_NAME, SIGNATURE_NAME)}
     for path in sorted(sums):
@@ -113,14 +118,23 @@ def compare_digests(
         blob = _BLOB_RE.match(path)
         if blob and (blob[2][:2] != blob[1] or digest != blob[2]):
             report.changed.append(f"{path} (registry blob content has sha256 {digest})")
+    if delta is not None:
+        report.problems.extend(delta_findings(delta, sums, present))
     if manifest is not None:
-        report.problems.extend(_manifest_findings(manifest, sums, present))
+        report.problems.extend(_manifest_findings(manifest, sums, present, delta))
     return report
 
 
-def _manifest_findings(manifest: BundleManifest, sums: Mapping[str, str], present: Mapping[str, str]) -> list[str]:
+def _manifest_findings(
+    manifest: BundleManifest, sums: Mapping[str, str], present: Mapping[str, str], delta: DeltaRecord | None
+) -> list[str]:
     found: list[str] = []
+    elsewhere = delta.content if delta is not None else {}  # a delta's files that its base holds
     for record in manifest.files:
+        if record.path not in present and record.path in elsewhere:
+            if elsewhere[record.path].sha256 != record.sha256.lower().removeprefix("sha256:"):
+                found.append(f"{record.path}: sha256 in delta.json's content list differs from {MANIFEST_NAME}")
+            continue
         if record.path not in present:
             continue  # reported as missing through SHA256SUMS, or below when SHA256SUMS lacks it too
         if record.path not in sums:
@@ -128,9 +142,10 @@ def _manifest_findings(manifest: BundleManifest, sums: Mapping[str, str], presen
         if present[record.path] != record.sha256.lower().removeprefix("sha256:"):
             found.append(f"{record.path}: sha256 differs from {MANIFEST_NAME} ({record.sha256})")
     for record in manifest.files:
-        if record.path not in present and record.path not in sums:
-            found.append(f"{record.path}: listed in {MANIFEST_NAME}, missing from the bundle and {SUMS_NAME}")
-    blobs = {m[2] for p in present if (m := _BLOB_RE.match(p))}
+        if record.path not in present and record.path not in sums and record.path not in elsewhere:
+            where = f"{SUMS_NAME} and delta.json's content list" if delta is not None else SUMS_NAME
+            found.append(f"{record.path}: listed in {MANIFEST_NAME}, missing from the bundle and {where}")
+    blobs = {m[2] for p in [*present, *elsewhere] if (m := _BLOB_RE.match(p))}
     for image in manifest.images:
         digests = [image.digest] + [p.digest for p in image.platforms]
         for digest in digests:
@@ -148,7 +163,7 @@ def check_bundle_digests(bundle: Path, actual: Mapping[str, str], symlinks: Mapp
         return IntegrityReport(checked=len(actual), problems=[f"{SUMS_NAME}: missing; this is not a kubeplay bundle"])
     sums = read_sha256sums(sums_path)
     manifest = parse_manifest(manifest_path.read_bytes(), MANIFEST_NAME) if manifest_path.is_file() else None
-    report = compare_digests(sums, actual, symlinks, manifest)
+    report = compare_digests(sums, actual, symlinks, manifest, read_delta(bundle))
     if manifest is None:
         report.problems.append(f"{MANIFEST_NAME}: missing")
     return report

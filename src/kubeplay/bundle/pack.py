@@ -22,6 +22,7 @@ from typing import BinaryIO
 import zstandard
 
 from kubeplay.bundle.compression import SUFFIXES, ByteWriter, Compression, check_level, compressing_writer
+from kubeplay.bundle.delta import delta_suffix, read_delta
 from kubeplay.bundle.integrity import compare_digests
 from kubeplay.bundle.manifest import (
     BUILD_STATE_DIR,
@@ -36,7 +37,7 @@ from kubeplay.errors import BadInput, BundleError, Interrupted
 from kubeplay.state import atomic_write
 
 # Read first when streaming: a reader (verify, extract) meets the digests before the files they cover.
-LEADING_FILES = ("kubeplay.json", "SHA256SUMS", "SHA256SUMS.sig")
+LEADING_FILES = ("kubeplay.json", "SHA256SUMS", "SHA256SUMS.sig", "delta.json")
 CHUNK = 1 << 20
 
 
@@ -409,7 +410,8 @@ def pack_checked_bundle(
 ) -> PackResult:
     """Pack a built bundle under its canonical name, refusing it when a file fails SHA256SUMS or kubeplay.json.
 
-    The name comes from kubeplay.json (`kubeplay-<kube_version>-<arches>.tar.zst` or `.tar.gz`). Every file is hashed
+    The name comes from kubeplay.json (`kubeplay-<kube_version>-<arches>.tar.zst` or `.tar.gz`; a delta's adds
+    `-delta-<base tag>`, so it never takes the full bundle's name). Every file is hashed
     while it streams, so this costs no extra read; on a mismatch no archive is left behind and BundleError
     lists the files by path.
     """
@@ -423,16 +425,17 @@ def pack_checked_bundle(
             )
     manifest = read_manifest(bundle_dir)
     sums = read_sha256sums(bundle_dir / SUMS_NAME)
+    delta = read_delta(bundle_dir)
 
     def check(digests: Mapping[str, str], symlinks: Mapping[str, str]) -> None:
-        report = compare_digests(sums, digests, symlinks, manifest)
+        report = compare_digests(sums, digests, symlinks, manifest, delta)
         if not report.ok:
             raise BundleError(
                 f"{bundle_dir}: {report.counts()}; not packed:\n{report.render()}",
                 hint="the bundle changed after it was built; run `kubeplay build` again to refresh it",
             )
 
-    stem = archive_stem(manifest.kube_version, manifest.arches)
+    stem = archive_stem(manifest.kube_version, manifest.arches) + (delta_suffix(delta) if delta else "")
     return pack_bundle(
         bundle_dir,
         out_dir,

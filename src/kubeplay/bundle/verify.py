@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from kubeplay.bundle.delta import DELTA_NAME, DeltaRecord, parse_delta, read_delta
 from kubeplay.bundle.extract import ArchiveEntry, frame_content_size, hash_stream, scan_archive
 from kubeplay.bundle.integrity import (
     IntegrityReport,
@@ -43,6 +44,7 @@ class VerifyResult:
     sums_sha256: str | None
     archive_sha256: str | None = None
     signer: Signer | None = None
+    delta: DeltaRecord | None = None  # the delta.json of a delta bundle
 
     @property
     def ok(self) -> bool:
@@ -103,11 +105,13 @@ def verify_directory(
     sums = read_sha256sums(sums_path) if sums_path.is_file() else {}
     manifest_path = root / MANIFEST_NAME
     manifest = parse_manifest(manifest_path.read_bytes(), str(manifest_path)) if manifest_path.is_file() else None
-    report = compare_digests(sums, digests, symlinks, manifest)
+    delta = read_delta(root)
+    report = compare_digests(sums, digests, symlinks, manifest, delta)
     report.problems.extend(odd)
     _note_missing_indexes(report, sums_path.is_file(), manifest is not None)
     sums_sha256 = hashlib.sha256(sums_path.read_bytes()).hexdigest() if sums_path.is_file() else None
-    return VerifyResult("directory", str(root), report, total, sums_sha256, signer=signer)
+    kind = "delta directory" if delta is not None else "directory"
+    return VerifyResult(kind, str(root), report, total, sums_sha256, signer=signer, delta=delta)
 
 
 def _note_missing_indexes(report: IntegrityReport, has_sums: bool, has_manifest: bool) -> None:
@@ -118,7 +122,7 @@ def _note_missing_indexes(report: IntegrityReport, has_sums: bool, has_manifest:
 
 
 class _CaptureIndexes:
-    """Archive visitor that keeps the bytes of SHA256SUMS and kubeplay.json and reports progress."""
+    """Archive visitor that keeps the bytes of SHA256SUMS, kubeplay.json (and delta.json) and reports progress."""
 
     def __init__(self, on_progress: Progress | None, total: int) -> None:
         self.bodies: dict[str, bytes] = {}
@@ -130,7 +134,7 @@ class _CaptureIndexes:
         self.done += entry.info.size
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
-        if data is not None and entry.relpath in (SUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME):
+        if data is not None and entry.relpath in (SUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, DELTA_NAME):
             body = data.read()
             self.bodies[entry.relpath] = body
             return hashlib.sha256(body).hexdigest()
@@ -175,11 +179,14 @@ def verify_archive(
         signer = check_signature(sums_body or b"", sig_text, allowed_signers, source.label)
     sums = parse_sha256sums(sums_body, f"{source.archive_name}:{SUMS_NAME}") if sums_body is not None else {}
     manifest = parse_manifest(manifest_body, f"{source.archive_name}:{MANIFEST_NAME}") if manifest_body else None
-    report = compare_digests(sums, scan.digests, scan.symlinks, manifest)
+    delta_body = capture.bodies.get(DELTA_NAME)
+    delta = parse_delta(delta_body, f"{source.archive_name}:{DELTA_NAME}") if delta_body is not None else None
+    report = compare_digests(sums, scan.digests, scan.symlinks, manifest, delta)
     _note_missing_indexes(report, sums_body is not None, manifest is not None)
     sums_sha256 = hashlib.sha256(sums_body).hexdigest() if sums_body is not None else None
     kind = "split archive" if source.split else "archive"
-    return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256, signer)
+    kind = f"delta {kind}" if delta is not None else kind
+    return VerifyResult(kind, source.label, report, capture.done, sums_sha256, source.actual_sha256, signer, delta)
 
 
 def verify_signature(root: Path, allowed_signers: Path) -> Signer:

@@ -76,6 +76,27 @@ def build(
             help="Sign SHA256SUMS with this SSH private key (SHA256SUMS.sig; with --pack also the archive's digest file).",
         ),
     ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            metavar="BASE",
+            envvar=settings.BUILD_BASE,
+            help="Also write a delta bundle beside the full one, holding only what BASE lacks: BASE is the deploy "
+            "node's inventory.json (`kubeplay status --inventory`), a bundle directory or a packed bundle. "
+            "With --pack, the delta is packed (it is what travels); with --sign, it is signed too.",
+        ),
+    ] = None,
+    base_content: Annotated[
+        Path | None,
+        typer.Option(
+            "--base-content",
+            metavar="DIR",
+            envvar=settings.BUILD_BASE_CONTENT,
+            help="With --base: a bundle directory or packed bundle holding the base's files, so changed binaries "
+            "travel as zstd patches against them (default: BASE itself when it is a bundle).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch kubespray, every file and every image it needs (and OS packages) into one bundle directory."""
     # imported here: the pipeline pulls in httpx, jinja2 and the catalog, which other commands do not need
@@ -89,6 +110,18 @@ def build(
 
         signing_key = read_signing_key(sign_key)
     spec = load_bundle_spec(spec_path)
+    base_inventory = None
+    if base is not None:  # read before the build: a base that cannot be one fails in seconds
+        from kubeplay.bundle.base import holds_content, load_base
+
+        base_inventory = load_base(base)
+        out.info(f"delta base: {base_inventory.describe()}")
+        if base_content is None and holds_content(base):
+            base_content = base
+    elif base_content is not None:
+        raise BadInput("--base-content needs --base (what the delta is built against)")
+    if base_content is not None and not base_content.exists():
+        raise BadInput(f"{base_content} (--base-content): no such file or directory")
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
     wheels = settings.from_environ().wheels if wheels is None else wheels
     options = BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels, signatures=signatures)
@@ -116,10 +149,37 @@ def build(
         from kubeplay.bundle.trust import sign_bundle
 
         out.info(f"signed: {sign_bundle(target, signing_key)}")
+    carried = target
+    if base_inventory is not None:
+        from kubeplay.assemble.delta import write_delta
+        from kubeplay.bundle.trust import sign_bundle
+
+        delta = write_delta(target, base_inventory, base_content=base_content, out=out)
+        record = delta.record
+        out.event(
+            "delta",
+            bundle=str(delta.path),
+            sha256sums=delta.sums_sha256,
+            base=record.base.identities,
+            carried_size=record.carried_size,
+            full_size=record.full_size,
+            patches=len(record.patches),
+        )
+        out.info(f"delta SHA256SUMS sha256 {delta.sums_sha256}")
+        if signing_key is not None:
+            out.info(f"signed: {sign_bundle(delta.path, signing_key)}")
+        carried = delta.path
     if pack:
         from kubeplay.cli.pack import pack_and_report
 
-        pack_and_report(out, target, None, split_size=split_size, compression=compression, signing_key=signing_key)
+        pack_and_report(out, carried, None, split_size=split_size, compression=compression, signing_key=signing_key)
+    if base_inventory is not None:
+        out.summary(
+            f"delta bundle {carried}: {human_bytes(record.carried_size)} ({delta.files} files, "
+            f"{len(record.patches)} patches) instead of a full bundle's {human_bytes(record.full_size)}, "
+            f"{delta.ratio:.1%}; full bundle in {target}"
+        )
+        return
     out.summary(
         f"bundle {target}: {totals.files} files ({human_bytes(totals.files_size)}), {totals.images} images "
         f"({totals.blobs} blobs, {human_bytes(totals.blobs_size)}); fetched {human_bytes(result.bytes_fetched)}"
