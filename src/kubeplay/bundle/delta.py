@@ -27,11 +27,9 @@ from kubeplay.errors import BundleError
 DELTA_NAME = "delta.json"
 DELTA_FORMAT = 1
 PATCH_DIR = "patches"
-# zstd --patch-from at -19, with match tables big enough to index a whole base binary (the defaults of
-# level 19 index only its last few MiB: a 60 MB kubectl patch is then 2x larger).
+# zstd --patch-from at -19, with match tables big enough to index the whole base file (level 19's own
+# index only its last few MiB: a kubectl patch is then twice as large); the window covers base + file.
 PATCH_LEVEL = 19
-PATCH_CHAIN_LOG = 27
-PATCH_HASH_LOG = 25
 PATCH_MAX_WINDOW_LOG = 31
 _CHUNK = 1 << 20
 
@@ -153,21 +151,28 @@ def patch_window_log(base_size: int, size: int) -> int:
     return min(PATCH_MAX_WINDOW_LOG, max(20, (base_size + size).bit_length()))
 
 
+def patch_parameters(base_size: int, size: int) -> zstandard.ZstdCompressionParameters:
+    """Compression parameters for a patch: level 19, window over base + file, tables that index all of it
+    (chain 2^(window-1), hash 2^(window-3) entries: about 350 MB of tables for a 60 MB binary)."""
+    window = patch_window_log(base_size, size)
+    return zstandard.ZstdCompressionParameters.from_level(
+        PATCH_LEVEL,
+        source_size=size,
+        dict_size=base_size,
+        window_log=window,
+        chain_log=min(window - 1, 30),
+        hash_log=min(window - 3, 30),
+        write_checksum=1,
+        write_content_size=1,
+    )
+
+
 def make_patch(base_path: Path, new_path: Path, dest: Path) -> int:
     """Write `dest`, the zstd frame that rebuilds `new_path` from `base_path` (`zstd --patch-from`);
     return its size. Both files are read whole: patches are made for single binaries, not archives."""
     base = base_path.read_bytes()
     size = new_path.stat().st_size
-    params = zstandard.ZstdCompressionParameters.from_level(
-        PATCH_LEVEL,
-        source_size=size,
-        dict_size=len(base),
-        window_log=patch_window_log(len(base), size),
-        chain_log=PATCH_CHAIN_LOG,
-        hash_log=PATCH_HASH_LOG,
-        write_checksum=1,
-        write_content_size=1,
-    )
+    params = patch_parameters(len(base), size)
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     dictionary.precompute_compress(compression_params=params)
     compressor = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
