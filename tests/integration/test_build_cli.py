@@ -42,3 +42,24 @@ def test_wrong_archive_digest_names_both(tmp_path: Path) -> None:
     run = kubeplay("build", str(spec(tmp_path, source=str(archive), sha256="0" * 64)), "-o", str(tmp_path / "b"))
     assert run.returncode == 2
     assert "0" * 64 in run.stderr and "sha256 mismatch" in run.stderr
+
+
+def test_a_base_that_is_not_one_stops_the_build_before_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a bundle\n")
+    for base, message in (
+        (tmp_path / "absent.json", "no such file or directory"),
+        (tmp_path / "notes.txt", "neither an inventory.json, a bundle directory nor a packed bundle"),
+    ):
+        run = kubeplay(
+            "build", str(spec(tmp_path, source="/nonexistent")), "-o", str(tmp_path / "b"), "--base", str(base)
+        )
+        assert run.returncode == 2, run.stderr
+        assert f"{base}: {message}" in run.stderr and "kubeplay status --inventory" in run.stderr
+        assert "Traceback" not in run.stderr
+        assert not (tmp_path / "b").exists()
+
+
+def test_base_content_needs_a_base(tmp_path: Path) -> None:
+    run = kubeplay("build", str(spec(tmp_path, source="/nonexistent")), "--base-content", str(tmp_path))
+    assert run.returncode == 2
+    assert "--base-content needs --base" in run.stderr
