@@ -81,7 +81,7 @@ IMAGE_LAYERS_MB = {
 }
 WHEEL_MB = {"ansible": 57.6, "cryptography": 4.4}  # the pins of kubespray's requirements.txt; others 0.5 MB
 OTHER_WHEEL_MB = 0.5
-KUBEPLAY_WHEELS_MB = 28.6
+OWN_WHEELS_MB = 28.6
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _content(
         content[f"wheels/{package}-{version}-py3-none-any.whl"] = Item(
             _digest(f"{package}=={version}"), int(size * MB), 1.0
         )
-    content["wheels/kubeplay-and-dependencies"] = Item(_digest("kubeplay wheels"), int(KUBEPLAY_WHEELS_MB * MB), 1.0)
+    content["wheels/kubeplay-and-dependencies"] = Item(_digest("kubeplay wheels"), int(OWN_WHEELS_MB * MB), 1.0)
     for path, item in (os_repo or {}).items():
         signed_here = "/dists/" in path or path.endswith((".gpg", ".asc"))  # indexes signed by this build's key
         content[path] = Item(_digest(f"{path}@{kube}"), item.size, item.packs_to) if signed_here else item

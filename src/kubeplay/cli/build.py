@@ -158,7 +158,7 @@ def build(
         record = delta.record
         out.event(
             "delta",
-            bundle=str(delta.path),
+            path=str(delta.path),
             sha256sums=delta.sums_sha256,
             base=record.base.identities,
             carried_size=record.carried_size,
