@@ -10,6 +10,7 @@ from pathlib import Path
 from kubeplay.bootstrap.bundleinfo import BundleFacts
 from kubeplay.bootstrap.context import InstallContext
 from kubeplay.bootstrap.hostinfo import OsInfo, is_root, systemd_running
+from kubeplay.bootstrap.merge import plan_merge
 from kubeplay.bootstrap.ports import Holder, Listener, ports_in_use
 from kubeplay.errors import BadInput
 
@@ -142,4 +143,7 @@ def check_host(ctx: InstallContext) -> str:
         raise BadInput(
             f"preflight found {len(problems)} problem(s):\n{lines}", hint="fix these, then run install again"
         )
+    # A delta for another base, content missing, a path served with other content: refused here, before
+    # anything on this node changes.
+    plan_merge(ctx.bundle.root, ctx.paths)
     return f"{ctx.os_info.pretty}, {ctx.arch}, ports {', '.join(str(p) for p in sorted(wanted))} free"

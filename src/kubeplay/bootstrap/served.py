@@ -120,3 +120,15 @@ def find_version(paths: HostPaths, version: str) -> ServedVersion:
         f"Kubernetes {version} is not served by this deploy node; it serves {served}",
         hint="install the bundle (or delta) of that version first: ./install.sh in its directory",
     )
+
+
+def served_facts(paths: HostPaths, identity: str | None = None) -> BundleFacts:
+    """The served version with `identity` (default: the newest) as BundleFacts; BadInput when none."""
+    versions = served_versions(paths)
+    chosen = [v for v in versions if identity is None or v.identity == identity]
+    if not chosen:
+        raise BadInput(
+            f"{paths.served}: this deploy node serves no bundle" + (f" {identity[:12]}" if identity else ""),
+            hint="run ./install.sh (or `kubeplay install`) in the bundle directory",
+        )
+    return chosen[-1].facts()

@@ -20,6 +20,7 @@ from kubeplay.errors import BadInput
 STEP_NAMES = (
     "preflight",
     "os-packages",
+    "serve",
     "tools",
     "certs",
     "trust",
