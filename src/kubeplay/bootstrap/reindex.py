@@ -89,13 +89,28 @@ def _swap_repodata(repo: Path, new: Path) -> None:
     shutil.rmtree(parked, ignore_errors=True)
 
 
+def _listed_rpms(version_dirs: list[Path]) -> set[str]:
+    """The rpms the versions list (not whatever lies in the directory: a prune deletes after re-indexing)."""
+    listed: set[str] = set()
+    for vdir in version_dirs:
+        sums = vdir / "SHA256SUMS"
+        if sums.is_file():
+            for line in sums.read_text(encoding="utf-8").splitlines():
+                rel = line.partition("  ")[2]
+                if rel.startswith("repos/rpm/") and rel.endswith(".rpm"):
+                    listed.add(rel)
+    return listed
+
+
 def reindex_rpm(root: Path, version_dirs: list[Path], signer: BundleSigner) -> int:
-    """Rewrite every served rpm repo's repodata over all the rpms it holds; return repos written."""
+    """Rewrite every served rpm repo's repodata over the rpms the versions list; return repos written."""
     import createrepo_c as cr  # noqa: PLC0415  (not needed on apt-only deploy nodes)
 
+    listed = _listed_rpms(version_dirs)
     count = 0
     for basearch in sorted(p for p in root.glob("repos/rpm/*/*/*") if p.is_dir() and not p.name.startswith(".")):
-        rpms = sorted(basearch.rglob("*.rpm"))
+        prefix = basearch.relative_to(root).as_posix() + "/"
+        rpms = sorted(root / rel for rel in listed if rel.startswith(prefix) and (root / rel).is_file())
         if not rpms:
             continue
         modules = _modules_text(version_dirs, basearch.relative_to(root).as_posix())
@@ -119,6 +134,8 @@ def reindex_rpm(root: Path, version_dirs: list[Path], signer: BundleSigner) -> i
 
 def reindex(root: Path, version_dirs: list[Path], manifests: list[dict[str, Any]], key_home: Path) -> str:
     """Re-index every served repo over the union and publish the deploy node's public key."""
+    if not any(root.glob("repos/apt/*/*")) and not any(root.glob("repos/rpm/*/*")):
+        return "no OS repos served"
     with BundleSigner(SIGNER_UID, home=key_home) as signer:
         apt = reindex_apt(root, version_dirs, manifests, signer)
         rpm = reindex_rpm(root, version_dirs, signer) if any(root.glob("repos/rpm/*")) else 0

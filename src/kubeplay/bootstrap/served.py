@@ -14,13 +14,15 @@ A bundle's identity is the sha256 of its kubeplay.json. Installing adds; only `k
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubeplay.bootstrap.bundleinfo import BundleFacts, RepoTarget
 from kubeplay.bootstrap.paths import HostPaths
-from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME
+from kubeplay.bundle.inventory import Entry, Inventory, make_inventory
+from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.errors import BadInput, BundleError
 
 VERSIONS_DIR = "versions"
@@ -132,3 +134,35 @@ def served_facts(paths: HostPaths, identity: str | None = None) -> BundleFacts:
             hint="run ./install.sh (or `kubeplay install`) in the bundle directory",
         )
     return chosen[-1].facts()
+
+
+def _own_size(v: ServedVersion, rel: str) -> int:
+    """Size of a version's file as the bundle had it (its own copy for repo indexes, else where served)."""
+    parts = rel.split("/")
+    if "/" not in rel or parts[0] == "kubespray":
+        where = v.dir / rel
+    elif parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
+        where = v.dir / "repo-indexes" / rel
+    else:
+        where = v.served_root / rel
+    try:
+        return where.stat().st_size
+    except OSError:
+        return 0
+
+
+def served_inventory(paths: HostPaths) -> Inventory:
+    """What this deploy node serves, as digests (`kubeplay status --inventory`)."""
+    versions = served_versions(paths)
+    if not versions:
+        raise BadInput(
+            f"{paths.served}: this deploy node serves no bundle yet, so there is no inventory to write",
+            hint="install a full bundle first (./install.sh); a delta is built against what is installed",
+        )
+    entries: dict[str, Entry] = {}
+    for v in versions:
+        for rel, digest in read_sha256sums(v.sums_path).items():
+            if rel not in entries or entries[rel].sha256 != digest:
+                entries[rel] = Entry(sha256=digest, size=_own_size(v, rel))
+    manifests = [(v.manifest_path.read_bytes(), v.installed_at) for v in versions]
+    return make_inventory(f"deploy node {socket.gethostname()} ({paths.served})", manifests, entries)
