@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kubeplay.bootstrap.paths import HostPaths
@@ -36,7 +37,7 @@ from kubeplay.bootstrap.reindex import REPO_INDEXES, reindex
 from kubeplay.bootstrap.served import VERSION_RECORD, VERSIONS_DIR, ServedVersion, served_versions
 from kubeplay.bundle.delta import DeltaRecord, full_sums_text, read_delta
 from kubeplay.bundle.inventory import Entry, identity_of
-from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums, utc_now
+from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import atomic_write
@@ -376,15 +377,17 @@ def stage(plan: MergePlan, bundle_dir: Path, progress: Callable[[int, int], None
             dest = vstage / REPO_INDEXES / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(found, dest)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(plan.staging, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise BadInput(
-                f"{plan.staging}: the disk filled while adding Kubernetes {plan.kube_version} "
-                f"(needs about {human_bytes(plan.copy_bytes)}); nothing was added to what this node serves",
-                hint="free space on that file system, then run the install again",
-            ) from None
-        raise
+        with suppress(OSError):
+            plan.staging.parent.rmdir()
+        if not isinstance(exc, OSError) or exc.errno != errno.ENOSPC:
+            raise
+        raise BadInput(
+            f"{plan.staging}: the disk filled while adding Kubernetes {plan.kube_version} "
+            f"(needs about {human_bytes(plan.copy_bytes)}); nothing was added to what this node serves",
+            hint="free space on that file system, then run the install again",
+        ) from None
     return counts
 
 
@@ -417,7 +420,8 @@ def record_version(plan: MergePlan) -> None:
         "identity": plan.identity,
         "kube_version": plan.kube_version,
         "kubespray_version": plan.kubespray_version,
-        "installed_at": utc_now(),
+        # microseconds: the order of installs is the order versions are listed in (newest last)
+        "installed_at": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "delta_of": list(plan.delta.base.identities) if plan.delta is not None else [],
     }
     atomic_write(plan.version_dir / VERSION_RECORD, json.dumps(body, indent=2).encode() + b"\n")

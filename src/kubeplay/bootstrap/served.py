@@ -136,33 +136,33 @@ def served_facts(paths: HostPaths, identity: str | None = None) -> BundleFacts:
     return chosen[-1].facts()
 
 
-def _own_size(v: ServedVersion, rel: str) -> int:
-    """Size of a version's file as the bundle had it (its own copy for repo indexes, else where served)."""
+def _stored_at(v: ServedVersion, rel: str) -> Path:
+    """Where a version's file is kept: its own (top level, kubespray tree, its repo indexes) in its version
+    directory, everything else in the union."""
     parts = rel.split("/")
     if "/" not in rel or parts[0] == "kubespray":
-        where = v.dir / rel
-    elif parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
-        where = v.dir / "repo-indexes" / rel
-    else:
-        where = v.served_root / rel
-    try:
-        return where.stat().st_size
-    except OSError:
-        return 0
+        return v.dir / rel
+    if parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
+        return v.dir / "repo-indexes" / rel
+    return v.served_root / rel
 
 
 def served_inventory(paths: HostPaths) -> Inventory:
-    """What this deploy node serves, as digests (`kubeplay status --inventory`)."""
+    """What this deploy node serves, as digests (`kubeplay status --inventory`): every file of every
+    served version, keyed by where the served set keeps it."""
     versions = served_versions(paths)
     if not versions:
         raise BadInput(
             f"{paths.served}: this deploy node serves no bundle yet, so there is no inventory to write",
             hint="install a full bundle first (./install.sh); a delta is built against what is installed",
         )
+    # Keyed by where each file is stored in the served set, so two versions' kubeplay.json, kubespray
+    # trees and repo indexes are all listed (a bundle's inventory is keyed by bundle path instead).
     entries: dict[str, Entry] = {}
     for v in versions:
         for rel, digest in read_sha256sums(v.sums_path).items():
-            if rel not in entries or entries[rel].sha256 != digest:
-                entries[rel] = Entry(sha256=digest, size=_own_size(v, rel))
+            where = _stored_at(v, rel)
+            size = where.stat().st_size if where.is_file() else 0
+            entries[where.relative_to(paths.served).as_posix()] = Entry(sha256=digest, size=size)
     manifests = [(v.manifest_path.read_bytes(), v.installed_at) for v in versions]
     return make_inventory(f"deploy node {socket.gethostname()} ({paths.served})", manifests, entries)

@@ -174,7 +174,7 @@ def status(
             served = Table(columns=("served Kubernetes", "kubespray", "bundle", "installed", "as"), boxed=False)
             for v in report["versions"]:
                 came = f"delta of {', '.join(b[:12] for b in v['delta_of'])}" if v["delta_of"] else "full bundle"
-                served.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"], came)
+                served.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came)
             out.table(served)
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
