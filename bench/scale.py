@@ -43,8 +43,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.bootstrap_fixture import free_ports  # noqa: E402
+from tests.build_fixture import (  # noqa: E402
+    PEAK_RSS_DRIVER,
+    image_artifact,
+    kubespray_archive,
+    make_plan,
+    plan_json,
+    write_spec,
+)
+
+from kubeplay.bootstrap.health import MANIFEST_ACCEPT  # noqa: E402
+from kubeplay.bootstrap.registry import registry_binary, render_registry_config, tagged_images  # noqa: E402
+from kubeplay.lab.upstream import UpstreamSimulator  # noqa: E402
+from kubeplay.lab.upstream.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST  # noqa: E402
+from kubeplay.store.registry import RegistryStorage  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -186,8 +205,6 @@ class RandomStream:
     """Incompressible bytes fast (AES-CTR keystream; Python's own generators make ~300 MiB/s)."""
 
     def __init__(self, seed: int) -> None:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
         key = hashlib.sha256(f"scale-{seed}".encode()).digest()
         self._enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
         self._zeros = bytes(CHUNK)
@@ -198,11 +215,8 @@ class RandomStream:
         return self._enc.update(bytes(size))
 
 
-def write_blob(storage: object, data_source: RandomStream, size: int, tmp_dir: Path) -> str:
+def write_blob(storage: RegistryStorage, data_source: RandomStream, size: int, tmp_dir: Path) -> str:
     """Stream `size` random bytes into the registry storage as a blob; return its digest."""
-    from kubeplay.store.registry import RegistryStorage
-
-    assert isinstance(storage, RegistryStorage)
     digest = hashlib.sha256()
     tmp = tmp_dir / f"blob-{os.getpid()}-{time.monotonic_ns()}"
     with tmp.open("wb") as fh:
@@ -219,10 +233,7 @@ def write_blob(storage: object, data_source: RandomStream, size: int, tmp_dir: P
     return name
 
 
-def small_blob(storage: object, data: bytes) -> str:
-    from kubeplay.store.registry import RegistryStorage
-
-    assert isinstance(storage, RegistryStorage)
+def small_blob(storage: RegistryStorage, data: bytes) -> str:
     name = f"sha256:{hashlib.sha256(data).hexdigest()}"
     storage.put_blob(name, data)
     return name
@@ -232,9 +243,6 @@ def make_images(storage_root: Path, total: int, seed: int, tmp_dir: Path) -> tup
     """Write two-arch images into a registry storage tree: (refs, unique blob bytes, layer count).
 
     Layers are dealt to images of up to 6 layers per arch; each image is an OCI index of two manifests."""
-    from kubeplay.lab.upstream.images import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
-    from kubeplay.store.registry import RegistryStorage
-
     storage = RegistryStorage(storage_root)
     sizes = layer_sizes(total, seed)
     stream = RandomStream(seed)
@@ -287,11 +295,6 @@ def make_images(storage_root: Path, total: int, seed: int, tmp_dir: Path) -> tup
 
 def pull_all(registry_url: str, storage: Path) -> int:
     """Every image's manifests and blobs from the registry, each digest checked; returns bytes received."""
-    import httpx
-
-    from kubeplay.bootstrap.health import MANIFEST_ACCEPT
-    from kubeplay.bootstrap.registry import tagged_images
-
     received = 0
     with httpx.Client(timeout=120, trust_env=False) as client:
 
@@ -323,12 +326,6 @@ def pull_all(registry_url: str, storage: Path) -> int:
 
 def serve_stage(bundle: Path, work: Path) -> tuple[StageResult, int]:
     """Start the distribution registry on the extracted storage and pull everything once through it."""
-    import httpx
-
-    from tests.bootstrap_fixture import free_ports
-
-    from kubeplay.bootstrap.registry import registry_binary, render_registry_config
-
     port = free_ports(1)[0]
     conf = work / "serve-registry.yml"
     conf.write_text(render_registry_config(bundle / "registry", port))
@@ -357,10 +354,6 @@ def serve_stage(bundle: Path, work: Path) -> tuple[StageResult, int]:
 
 
 def bench_size(size_gib: float, work: Path, jobs: int, write_speed: float) -> dict[str, object]:
-    from tests.build_fixture import PEAK_RSS_DRIVER, image_artifact, kubespray_archive, make_plan, plan_json, write_spec
-
-    from kubeplay.lab.upstream import UpstreamSimulator
-
     work.mkdir(parents=True)
     tmp, cache = work / "tmp", work / "cache"
     tmp.mkdir()
@@ -440,8 +433,6 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=4, help="kubeplay build --jobs")
     args = ap.parse_args()
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
-    from kubeplay.bootstrap.registry import registry_binary
-
     if registry_binary() is None or not shutil.which("nginx"):
         print("scale bench: docker-registry or nginx not installed; skipped", file=sys.stderr)
         return 0
