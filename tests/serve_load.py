@@ -110,7 +110,8 @@ class PullReport:
     manifest_latency: list[float] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    started: float = 0.0  # wall clock (time.time()), comparable across client processes
+    ended: float = 0.0
 
 
 class Puller:
@@ -193,7 +194,7 @@ class Puller:
 def run_client(target: Target, agent: str, what: str) -> PullReport:
     """One client, start to end: `what` is "registry" (images then files) or "static" (the blobs as files)."""
     puller = Puller(target, agent)
-    started = time.monotonic()
+    puller.report.started = time.time()
     try:
         if what == "static":
             puller.pull_static()
@@ -202,7 +203,7 @@ def run_client(target: Target, agent: str, what: str) -> PullReport:
             puller.pull_files()
     finally:
         puller.close()
-    puller.report.seconds = time.monotonic() - started
+    puller.report.ended = time.time()
     return puller.report
 
 
