@@ -120,3 +120,44 @@ def test_registry_killed_and_nginx_reloaded_while_clients_pull(tmp_path: Path) -
         assert services["kubeplay-nginx"]["restarts"] == 0  # a reload is no restart
         text = run_kubeplay("status", "--state-dir", str(state), "--no-probe", timeout=60)
         assert "service kubeplay-registry: running" in text.stderr and "restarted 1 time(s)" in text.stderr
+
+
+def test_blob_content_comes_from_nginx_only_after_the_registry_checked_the_repository(tmp_path: Path) -> None:
+    """GET /v2/<repo>/blobs/<digest> is served by nginx from the registry's storage (sendfile, ranges) once a
+    HEAD to the registry says the repository has that blob; anything else is the registry's own answer."""
+    import ssl
+
+    with served_node(tmp_path, images=2, layers_per_image=2, layer_size=1 << 20) as node:
+        storage = node.bundle / "registry"
+        (repo0, _, manifest0), (_, _, manifest1) = node.target.images[:2]
+        own0 = set(manifest_children(storage, manifest0)[2])
+        foreign = next(b for b in manifest_children(storage, manifest1)[2] if b not in own0)
+        blob = sorted(own0)[0]
+        verify = ssl.create_default_context(cafile=node.target.ca_file)
+        ext = {"sni_hostname": node.target.domain}
+        headers = {"Host": node.target.domain}
+        with httpx.Client(verify=verify, timeout=10, trust_env=False) as c:
+
+            def get(repo: str, digest: str, **extra: str) -> httpx.Response:
+                url = f"{node.target.https}/v2/{repo}/blobs/{digest}"
+                return c.get(url, headers={**headers, **extra}, extensions=ext)
+
+            r = get(repo0, blob)
+            assert r.status_code == 200 and r.content == blob_path(storage, blob).read_bytes()
+            assert r.headers["docker-content-digest"] == blob
+            assert r.headers.get("accept-ranges") == "bytes", "served by nginx from the store"
+            assert not r.headers["etag"].strip('"').startswith("sha256:"), "the registry's ETag: not from the store"
+            part = get(repo0, blob, Range="bytes=10-19")
+            assert part.status_code == 206 and part.content == blob_path(storage, blob).read_bytes()[10:20]
+
+            # In the store, but not in this repository: the registry's 404, as without nginx in front.
+            r = get(repo0, foreign)
+            assert r.status_code == 404 and "BLOB_UNKNOWN" in r.text
+            assert get(repo0, "sha256:" + "0" * 64).status_code == 404
+
+            # Registry down (no supervisor here): nothing is served without the check.
+            registry = node.child("kubeplay-registry")
+            registry.proc.kill()
+            registry.proc.wait(timeout=10)
+            r = get(repo0, blob)
+            assert r.status_code == 502 and r.content != blob_path(storage, blob).read_bytes()

@@ -31,6 +31,7 @@ class NginxSettings:
     pid_file: Path
     worker_user: str
     ipv6: bool
+    registry_storage: Path  # the registry's rootdirectory: nginx serves blob content by digest from it
 
 
 def settings_for(
@@ -44,6 +45,7 @@ def settings_for(
     registry_ip: str,
     worker_user: str,
     ipv6: bool,
+    registry_storage: Path | None = None,
 ) -> NginxSettings:
     return NginxSettings(
         bundle_dir=bundle_dir,
@@ -60,6 +62,7 @@ def settings_for(
         pid_file=paths.state / "nginx.pid",
         worker_user=worker_user,
         ipv6=ipv6,
+        registry_storage=registry_storage or bundle_dir / "registry",
     )
 
 
