@@ -6,7 +6,9 @@ loopback). Each client is its own process and behaves like containerd: every ima
 (TLS by the registry domain, the bundle's CA), then every blob, each digest checked before the content
 counts, 5xx and broken connections retried with back-off; then every file over HTTP.
 The peer (the limit): the same clients fetching the same blob bytes as plain static files (hard links
-of the registry's blob files under files/) from the same nginx.
+of the registry's blob files under files/) from the same nginx. A second reference says what TLS costs
+on this machine: the same static files over TLS (same certificate, protocols and worker count) from a
+second nginx started by the bench, since the deploy node's nginx serves files over plain HTTP only.
 
 At 5 and 20 clients (--clients), each side in its own phase, all clients at once, it prints: aggregate
 throughput of each side and their ratio (registry / static), p50/p99 latency of manifest requests,
@@ -21,26 +23,33 @@ a network would carry. Never asserted anywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.bootstrap_fixture import free_ports  # noqa: E402
 from tests.serve_load import PullReport, Served, rss, run_client, served_node  # noqa: E402
 
 MIB = 1 << 20
 
 
-def phase(node: Served, clients: int, what: str) -> tuple[list[PullReport], int, int]:
-    """All `clients` at once doing `what` ("registry" or "static"): (reports, peak registry RSS, peak nginx RSS)."""
-    registry_pid = node.child("kubeplay-registry").proc.pid
-    nginx_pid = node.child("kubeplay-nginx").proc.pid
+def phase(node: Served, clients: int, what: str, rss_of: Served | None = None) -> tuple[list[PullReport], int, int]:
+    """All `clients` at once doing `what` (see run_client): (reports, peak registry RSS, peak nginx RSS)."""
+    registry_pid = (rss_of or node).child("kubeplay-registry").proc.pid
+    nginx_pid = (rss_of or node).child("kubeplay-nginx").proc.pid
     peaks = [0, 0]
     done = threading.Event()
 
@@ -58,6 +67,57 @@ def phase(node: Served, clients: int, what: str) -> tuple[list[PullReport], int,
     done.set()
     sampler.join()
     return reports, peaks[0], peaks[1]
+
+
+@contextmanager
+def static_tls_nginx(node: Served, workdir: Path) -> Iterator[str]:
+    """A second nginx serving the bundle's files/ over TLS like the deploy node's registry front; its URL."""
+    port = free_ports(1)[0]
+    paths = node.ctx.paths
+    conf = workdir / "static-tls-nginx.conf"
+    conf.write_text(
+        f"""user root;
+worker_processes auto;
+pid {workdir}/static-tls-nginx.pid;
+error_log {workdir}/static-tls-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    default_type application/octet-stream;
+    access_log {workdir}/static-tls-access.log;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {node.target.domain};
+        ssl_certificate {paths.server_cert};
+        ssl_certificate_key {paths.server_key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers off;
+        root {node.bundle};
+        location /files/ {{ }}
+    }}
+}}
+"""
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-e", "stderr", "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def throughput(reports: list[PullReport]) -> float:
@@ -90,7 +150,10 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="kubeplay-bench-load-", dir=args.workdir) as tmp:
         layer = int(args.layer_mib * MIB)
-        with served_node(Path(tmp), args.images, args.layers, layer, static_copies=True) as node:
+        with (
+            served_node(Path(tmp), args.images, args.layers, layer, static_copies=True) as node,
+            static_tls_nginx(node, Path(tmp)) as static_tls_url,
+        ):
             per_client = len(node.target.static_blobs) * layer / MIB
             print(
                 f"load: {len(node.target.images)} images x {args.layers} layers x {args.layer_mib:g} MiB "
@@ -100,17 +163,20 @@ def main() -> int:
             for clients in counts:
                 reg, reg_rss, reg_nginx = phase(node, clients, "registry")
                 static, _, static_nginx = phase(node, clients, "static")
-                refused = sum(len(r.refused) for r in reg + static)
+                tls_node = Served(node.ctx, node.bundle, dataclasses.replace(node.target, https=static_tls_url))
+                static_tls, _, _ = phase(tls_node, clients, "static-tls", rss_of=node)
+                refused = sum(len(r.refused) for r in reg + static + static_tls)
                 latencies = [t for r in reg for t in r.manifest_latency]
                 rows.append(
                     {
                         "clients": clients,
                         "registry_mib_s": throughput(reg) / MIB,
                         "static_mib_s": throughput(static) / MIB,
+                        "static_tls_mib_s": throughput(static_tls) / MIB,
                         "p50_ms": statistics.median(latencies) * 1000,
                         "p99_ms": percentile(latencies, 0.99) * 1000,
                         "errors": errors(reg),
-                        "static_errors": errors(static),
+                        "static_errors": errors(static) + errors(static_tls),
                         "refused": refused,
                         "registry_rss": reg_rss / MIB,
                         "nginx_rss": max(reg_nginx, static_nginx) / MIB,
@@ -119,7 +185,9 @@ def main() -> int:
                 row = rows[-1]
                 print(
                     f"  {clients:3d} clients: registry {row['registry_mib_s']:7.0f} MiB/s, static {row['static_mib_s']:7.0f}"
-                    f" MiB/s, ratio {row['registry_mib_s'] / row['static_mib_s']:.2f}x; manifest p50 "
+                    f" MiB/s, ratio {row['registry_mib_s'] / row['static_mib_s']:.2f}x (static over TLS "
+                    f"{row['static_tls_mib_s']:.0f} MiB/s: registry/that {row['registry_mib_s'] / row['static_tls_mib_s']:.2f}x)"
+                    f"; manifest p50 "
                     f"{row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms; errors {row['errors']} (static "
                     f"{row['static_errors']}), digest mismatches {refused}; peak RSS registry "
                     f"{row['registry_rss']:.0f} MiB, nginx {row['nginx_rss']:.0f} MiB",

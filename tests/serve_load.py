@@ -186,18 +186,20 @@ class Puller:
         for path, sha in self.target.files:
             self.fetch(f"{self.target.http}/{path}", sha, tls=False)
 
-    def pull_static(self) -> None:
+    def pull_static(self, tls: bool = False) -> None:
+        base = self.target.https if tls else self.target.http
         for path, sha in self.target.static_blobs:
-            self.fetch(f"{self.target.http}/{path}", sha, tls=False)
+            self.fetch(f"{base}/{path}", sha, tls=tls)
 
 
 def run_client(target: Target, agent: str, what: str) -> PullReport:
-    """One client, start to end: `what` is "registry" (images then files) or "static" (the blobs as files)."""
+    """One client, start to end: `what` is "registry" (images then files), "static" (the blobs as files over
+    HTTP) or "static-tls" (the blobs as files from target.https)."""
     puller = Puller(target, agent)
     puller.report.started = time.time()
     try:
-        if what == "static":
-            puller.pull_static()
+        if what.startswith("static"):
+            puller.pull_static(tls=what == "static-tls")
         else:
             puller.pull_images()
             puller.pull_files()
