@@ -166,10 +166,10 @@ def run_registry(ctx: InstallContext) -> str:
 
 
 def _nginx_files(ctx: InstallContext) -> tuple[str, str]:
-    served = [ctx.paths.served / "files", ctx.paths.served / "repos"]
+    served = [ctx.paths.served / "files", ctx.paths.served / "repos", ctx.paths.served / "registry"]
     s = settings_for(
         ctx.paths,
-        bundle_dir=ctx.paths.served.resolve(),
+        served_dir=ctx.paths.served.resolve(),
         http_port=ctx.cfg.nginx_http_port,
         https_port=ctx.cfg.registry_https_port,
         push_port=ctx.cfg.registry_push_port,

@@ -90,7 +90,7 @@ def install(
         )
         if no_systemd:
             out.info("serving in the foreground (--no-systemd); Ctrl-C stops registry and nginx")
-            foreground().wait()
+            foreground().wait(on_restart=lambda name: out.warn(f"{name} exited; started it again"))
     finally:
         foreground().stop()
 
@@ -179,6 +179,13 @@ def status(
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
                 out.line(f"{key}: {report[key]}")
+        for name, svc in report.get("services", {}).items():
+            restarts = f"restarted {svc['restarts']} time(s), last at {svc['last_restart']}" if svc["restarts"] else ""
+            exited = f" (exit status {svc['last_exit']})" if svc.get("last_exit") is not None else ""
+            out.line(
+                f"service {name}: {svc['state']}, pid {svc['pid']}, {restarts or 'never restarted'}{exited}"
+                f" [{svc['manager']}]"
+            )
     done = sum(1 for when in report["steps"].values() if when)
     healthy = report.get("healthy")
     out.summary(f"{done}/{len(report['steps'])} steps recorded" + ("" if healthy is None else f"; healthy: {healthy}"))
