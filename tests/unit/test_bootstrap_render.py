@@ -30,7 +30,7 @@ def check(name: str, text: str) -> None:
 def nginx_settings(ipv6: bool) -> object:
     return settings_for(
         PATHS,
-        bundle_dir=BUNDLE,
+        served_dir=BUNDLE,
         http_port=8080,
         https_port=443,
         push_port=5000,

@@ -17,7 +17,7 @@ WORKER_USERS = ("www-data", "nginx")
 
 @dataclass(frozen=True)
 class NginxSettings:
-    bundle_dir: Path
+    served_dir: Path
     http_port: int
     https_port: int
     push_port: int
@@ -31,12 +31,13 @@ class NginxSettings:
     pid_file: Path
     worker_user: str
     ipv6: bool
+    registry_storage: Path  # the registry's rootdirectory: nginx serves blob content by digest from it
 
 
 def settings_for(
     paths: HostPaths,
     *,
-    bundle_dir: Path,
+    served_dir: Path,
     http_port: int,
     https_port: int,
     push_port: int,
@@ -44,9 +45,10 @@ def settings_for(
     registry_ip: str,
     worker_user: str,
     ipv6: bool,
+    registry_storage: Path | None = None,
 ) -> NginxSettings:
     return NginxSettings(
-        bundle_dir=bundle_dir,
+        served_dir=served_dir,
         http_port=http_port,
         https_port=https_port,
         push_port=push_port,
@@ -60,6 +62,7 @@ def settings_for(
         pid_file=paths.state / "nginx.pid",
         worker_user=worker_user,
         ipv6=ipv6,
+        registry_storage=registry_storage or served_dir / "registry",
     )
 
 

@@ -14,7 +14,8 @@ from kubeplay.bootstrap.bundleinfo import read_bundle
 from kubeplay.bootstrap.health import check_once
 from kubeplay.bootstrap.hostinfo import systemd_running
 from kubeplay.bootstrap.paths import UNIT_NGINX, UNIT_REGISTRY, HostPaths
-from kubeplay.bootstrap.services import is_active
+from kubeplay.bootstrap.served import served_versions
+from kubeplay.bootstrap.services import is_active, process_running, read_supervisor_record, systemctl
 from kubeplay.bootstrap.steps import STEP_NAMES, health_target
 from kubeplay.config.install import EffectiveConfig
 from kubeplay.errors import KubeplayError
@@ -37,8 +38,22 @@ def collect_status(paths: HostPaths, bundle_dir: Path | None, probe: bool) -> di
             for e in [ledger.steps.get(n)]
         }
     }
-    if systemd_running():
+    report["versions"] = [
+        {
+            "kube_version": v.kube_version,
+            "kubespray_version": v.kubespray_version,
+            "identity": v.identity,
+            "installed_at": v.installed_at,
+            "delta_of": list(v.delta_of),
+        }
+        for v in served_versions(paths)
+    ]
+    systemd = systemd_running()
+    if systemd:
         report["units"] = {u: ("active" if is_active(u) else "inactive") for u in (UNIT_REGISTRY, UNIT_NGINX)}
+    services = service_restarts(paths.state, systemd)
+    if services:
+        report["services"] = services
     if paths.server_cert.exists():
         report["certificate_expires"] = certs.expires(paths.server_cert.read_bytes()).date().isoformat()
     cfg = read_effective(paths)
@@ -48,7 +63,11 @@ def collect_status(paths: HostPaths, bundle_dir: Path | None, probe: bool) -> di
     report["files"] = cfg.offline_resources_url
     if probe:
         try:
-            bundle = read_bundle((bundle_dir or _bundle_of(paths, cfg)).resolve())
+            served = served_versions(paths)
+            if bundle_dir is None and served:
+                bundle = served[-1].facts()
+            else:
+                bundle = read_bundle((bundle_dir or _bundle_of(paths, cfg)).resolve())
             report["health"] = check_once(health_target(cfg, paths, bundle))
             report["healthy"] = True
         except (KubeplayError, httpx.HTTPError, RuntimeError, OSError) as exc:
@@ -64,3 +83,49 @@ def _bundle_of(paths: HostPaths, cfg: EffectiveConfig) -> Path:
             if line.strip().startswith("rootdirectory:"):
                 return Path(line.split(":", 1)[1].strip()).parent
     return Path(cfg.source).parent
+
+
+def _when(epoch: float | None) -> str | None:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else None
+
+
+def service_restarts(state_dir: Path, systemd: bool) -> dict[str, dict[str, Any]]:
+    """Per service: state, pid, restarts and the last restart's time (and exit status, --no-systemd).
+
+    From the --no-systemd supervisor's record when it has one, else from systemd (NRestarts)."""
+    record = read_supervisor_record(state_dir)
+    if record:
+        return {
+            name: {
+                "manager": "kubeplay --no-systemd",
+                "state": "running" if process_running(int(e.get("pid") or 0), str(e.get("marker", ""))) else "stopped",
+                "pid": e.get("pid"),
+                "restarts": int(e.get("restarts") or 0),
+                "last_restart": _when(e.get("last_restart")),
+                "last_exit": e.get("last_exit"),
+            }
+            for name, e in sorted(record.items())
+        }
+    if not systemd:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for unit in (UNIT_REGISTRY, UNIT_NGINX):
+        props = systemd_properties(unit, ("ActiveState", "MainPID", "NRestarts", "ExecMainStartTimestamp"))
+        restarts = int(props.get("NRestarts") or 0)
+        found[unit] = {
+            "manager": "systemd",
+            "state": props.get("ActiveState", "unknown"),
+            "pid": int(props.get("MainPID") or 0) or None,
+            "restarts": restarts,
+            # systemd keeps no separate restart time: the main process's start is the last restart's
+            "last_restart": (props.get("ExecMainStartTimestamp") or None) if restarts else None,
+        }
+    return found
+
+
+def systemd_properties(unit: str, names: tuple[str, ...]) -> dict[str, str]:
+    """`systemctl show -p …` of a unit as a dict ({} when systemctl fails)."""
+    proc = systemctl("show", unit, *(f"--property={n}" for n in names), check=False)
+    if proc.returncode != 0:
+        return {}
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)

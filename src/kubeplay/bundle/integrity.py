@@ -147,7 +147,7 @@ def _manifest_findings(
             found.append(f"{record.path}: listed in {MANIFEST_NAME}, missing from the bundle and {where}")
     blobs = {m[2] for p in [*present, *elsewhere] if (m := _BLOB_RE.match(p))}
     for image in manifest.images:
-        digests = [image.digest] + [p.digest for p in image.platforms]
+        digests = [image.digest, *([image.cut_index] if image.cut_index else []), *(p.digest for p in image.platforms)]
         for digest in digests:
             hexdigest = digest.removeprefix("sha256:")
             if hexdigest not in blobs:
