@@ -176,7 +176,7 @@ def build(
     if base_inventory is not None:
         out.summary(
             f"delta bundle {carried}: {human_bytes(record.carried_size)} ({delta.files} files, "
-            f"{len(record.patches)} patches) instead of a full bundle's {human_bytes(record.full_size)}, "
+            f"{len(record.patches)} of them patches) instead of a full bundle's {human_bytes(record.full_size)}, "
             f"{delta.ratio:.1%}; full bundle in {target}"
         )
         return
