@@ -58,6 +58,18 @@ def _plan(upstream: UpstreamSimulator, version: str) -> object:
     )
 
 
+def _publish(upstream: UpstreamSimulator, tmp_path: Path) -> Path:
+    """Both versions' files and images on the simulator (kube-apiserver images sharing their base layers);
+    returns the bundle.yaml."""
+    for version in ("1.31.1", "1.31.2"):
+        upstream.push_image(APISERVER.format(v=version), ["amd64", "arm64"], base="kp-delta-base", layer_kib=96)
+        upstream.add_file(KUBELET.format(v=version), _kubelet(version))
+    upstream.push_image(PAUSE, ["amd64", "arm64"], base="kp-delta-base", layer_kib=8)
+    upstream.add_file(CNI, b"cni plugins\n" * 5000)
+    archive, sha = kubespray_archive(tmp_path / "src")
+    return write_spec(tmp_path, upstream, str(archive), sha)
+
+
 def _sums(root: Path) -> dict[str, str]:
     return read_sha256sums(root / "SHA256SUMS")
 
@@ -90,13 +102,7 @@ def _complete(base: Path, delta: Path, dest: Path) -> None:
 
 
 def test_delta_build_against_a_bundle_directory_and_its_archive(upstream: UpstreamSimulator, tmp_path: Path) -> None:
-    for version in ("1.31.1", "1.31.2"):
-        upstream.push_image(APISERVER.format(v=version), ["amd64", "arm64"], base="kp-delta-base", layer_kib=96)
-        upstream.add_file(KUBELET.format(v=version), _kubelet(version))
-    upstream.push_image(PAUSE, ["amd64", "arm64"], base="kp-delta-base", layer_kib=8)
-    upstream.add_file(CNI, b"cni plugins\n" * 5000)
-    archive, sha = kubespray_archive(tmp_path / "src")
-    spec = write_spec(tmp_path, upstream, str(archive), sha)
+    spec = _publish(upstream, tmp_path)
     first = tmp_path / "first"
     result = build_with_plan(spec, first, _plan(upstream, "1.31.1"), wheels=False)
     assert result.ok, result.failures
@@ -183,3 +189,23 @@ def test_delta_build_against_a_bundle_directory_and_its_archive(upstream: Upstre
     assert {p: d for p, d in _sums(delta).items() if p not in rebuilt_own | {DELTA_NAME}} == {
         p: d for p, d in delta_sums.items() if p not in rebuilt_own | {DELTA_NAME}
     }
+
+
+def test_a_base_that_is_also_the_output_gives_a_delta_without_patches(
+    upstream: UpstreamSimulator, tmp_path: Path
+) -> None:
+    spec = _publish(upstream, tmp_path)
+    bundle = tmp_path / "bundle"
+    assert build_with_plan(spec, bundle, _plan(upstream, "1.31.1"), wheels=False).ok
+    before = _sums(bundle)
+    args = ("build", str(spec), "-o", str(bundle), "--no-wheels", "--base", str(bundle))
+    proc = kubeplay_with_plan(_plan(upstream, "1.31.2"), tmp_path, *args)  # type: ignore[arg-type]
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "also the build's output" in stderr
+    (delta,) = tmp_path.glob("bundle-delta-*")
+    record = read_delta(delta)
+    assert record is not None and record.patches == []
+    lacking = {p for p, d in _sums(bundle).items() if d not in set(before.values())}
+    own = {"kubeplay.json", "install.sh", "config-sample.yaml", "sbom.cdx.json"}
+    assert set(_sums(delta)) - {DELTA_NAME} == lacking | own

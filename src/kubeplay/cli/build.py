@@ -123,6 +123,10 @@ def build(
     if base_content is not None and not base_content.exists():
         raise BadInput(f"{base_content} (--base-content): no such file or directory")
     target = output or Path(default_bundle_name(spec, spec.kube_version or spec.kubespray.version))
+    if base_content is not None and base_content.resolve() == target.resolve():
+        # the build replaces the old version's files in place: nothing would be left to patch against
+        out.warn(f"{base_content} is also the build's output: the delta carries changed files whole, without patches")
+        base_content = None
     wheels = settings.from_environ().wheels if wheels is None else wheels
     options = BuildOptions(jobs=jobs, retries=retries, timeout=timeout, wheels=wheels, signatures=signatures)
     result = run_build(spec, target, options, out=out)
