@@ -37,8 +37,11 @@ def upgrade_command(
     from kubeplay.steps import Selection
 
     out = command_output(ctx)
-    rerun = from_step is not None or only is not None
-    u = prepare_upgrade(config, to, state_dir=state_dir, served=served_paths(served), out=out, ca_path=ca, rerun=rerun)
+    selection = Selection(from_step, only, until, to_option="--until")
+    u = prepare_upgrade(
+        config, to, state_dir=state_dir, served=served_paths(served), out=out, ca_path=ca,
+        selection=selection, preflight=not skip_preflight, probe=not list_steps,
+    )  # fmt: skip
     if list_steps:
         out.table(upgrade_runner(u, preflight=not skip_preflight).listing(u))
         return
@@ -46,7 +49,7 @@ def upgrade_command(
         f"upgrading from Kubernetes {u.current.kube} ({u.current.source}) to {u.target.describe()}; "
         f"kubespray {u.target.kubespray_version or '?'}: {u.deploy.kubespray_dir}"
     )
-    results, complete = upgrade(u, Selection(from_step, only, until, to_option="--until"), preflight=not skip_preflight)
+    results, complete = upgrade(u, selection, preflight=not skip_preflight)
     ran = [r for r in results if r.ran]
     times = ", ".join(f"{r.name} {r.seconds:.0f}s" for r in ran)
     state = f"the cluster runs Kubernetes {u.version}" if complete else "not finished: run the same command to go on"

@@ -45,7 +45,7 @@ from kubeplay.deploy.versions import (
 )
 from kubeplay.errors import KubeplayError
 from kubeplay.state import Ledger, input_hash
-from kubeplay.steps import Selection, Step, StepResult, StepRunner
+from kubeplay.steps import Selection, Step, StepResult, StepRunner, check_selection
 
 # kubespray variables an unattended upgrade must have: no prompt before each node, no pause after it.
 FORCED_VARS: dict[str, Any] = {"upgrade_node_confirm": False, "upgrade_node_pause_seconds": 0}
@@ -140,11 +140,15 @@ def prepare_upgrade(
     served: HostPaths,
     out: Output,
     ca_path: Path | None = None,
-    rerun: bool = False,
+    selection: Selection | None = None,
+    preflight: bool = True,
     probe: bool = True,
 ) -> UpgradeContext:
-    """Check the path and build everything the upgrade runs with; BadInput (exit 2) before any host is
-    touched when the path does not work. `rerun` (--from/--only given) allows the version the cluster runs."""
+    """Check the path, the step selection and build everything the upgrade runs with; BadInput (exit 2)
+    before any host is touched when either does not work. With --from or --only in `selection`, the version
+    the cluster runs is allowed (a re-run of steps). `probe`: read kubelet --version on the nodes too."""
+    selection = selection or Selection()
+    rerun = selection.from_step is not None or selection.only is not None
     current = current_from_record(state_dir, config)
     target = find_target(served, to, current)
     record = read_record(state_dir)
@@ -152,6 +156,8 @@ def prepare_upgrade(
     if not (rerun and Version.parse(target.kube_version) == current.kube):
         check_upgrade_path(current, target, served_versions(served))
     ctx = build_context(config, target.facts(), state_dir=state_dir, ca_path=ca_path, out=out)
+    names = [s.name for s in upgrade_steps(ctx.kubespray_dir, preflight)]
+    check_selection("upgrade", names, selection)
     if probe:
         found = node_versions(ctx)
         if found:

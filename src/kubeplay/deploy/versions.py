@@ -322,15 +322,14 @@ def check_step(current: ClusterVersion, target: ServedVersion) -> None:
         was = current.kubespray
         if spray < was:
             raise BadInput(
-                f"Kubernetes {kube} is served with kubespray {target.kubespray_version}, older than the "
-                f"kubespray {was} that deployed the cluster: kubespray does not go back"
+                f"Kubernetes {kube} is served with kubespray v{spray}, older than the kubespray v{was} that "
+                "deployed the cluster: kubespray does not go back"
             )
         if spray.major != was.major or spray.minor > was.minor + 1:
             raise BadInput(
-                f"Kubernetes {kube} is served with kubespray {target.kubespray_version}, but the cluster was "
-                f"deployed with kubespray {was}: kubespray upgrades only from its previous release; "
-                f"upgrade with a kubespray {Version(was.major, was.minor + 1).minor_line.removesuffix('.x')} "
-                "bundle first"
+                f"Kubernetes {kube} is served with kubespray v{spray}, but the cluster was deployed with "
+                f"kubespray v{was}: kubespray upgrades only from its previous release; upgrade with a "
+                f"kubespray v{was.major}.{was.minor + 1}.x bundle first"
             )
 
 
