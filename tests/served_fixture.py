@@ -78,22 +78,22 @@ def write_record(state_dir: Path, kube: str, spray: str, identity: str = "", **e
 
 
 def config_file(path: Path, hosts: list[str], *, local: bool = False, **kubespray: Any) -> Path:
-    """A config.yaml whose inventory holds `hosts` (all in every group); `local`: reached without SSH."""
-    host_vars: dict[str, Any] = {"ansible_host": "127.0.0.1"}
-    if local:
-        host_vars |= {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    """A config.yaml whose inventory holds `hosts` (the first one is control plane and etcd, all are workers;
+    addresses 127.0.0.1, .2, ...); `local`: reached without SSH."""
+    local_vars = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable} if local else {}
     members = {h: None for h in hosts}
+    first = {hosts[0]: None}
     data = {
         "compose": {"internal_ip": "127.0.0.1", "nginx_http_port": 8080, "registry_domain": "kube.registry.local"},
         "kubespray": kubespray,
         "inventory": {
             "all": {
                 "vars": {"ansible_user": "root"},
-                "hosts": {h: dict(host_vars) for h in hosts},
+                "hosts": {h: {"ansible_host": f"127.0.0.{i + 1}", **local_vars} for i, h in enumerate(hosts)},
                 "children": {
-                    "kube_control_plane": {"hosts": dict(members)},
+                    "kube_control_plane": {"hosts": dict(first)},
                     "kube_node": {"hosts": dict(members)},
-                    "etcd": {"hosts": dict(members)},
+                    "etcd": {"hosts": dict(first)},
                 },
             }
         },
