@@ -291,3 +291,26 @@ def test_served_set_default_follows_the_install_state_dir(tmp_path: Path) -> Non
     assert from_environ({}).served == Path("/var/lib/kubeplay/served")
     assert from_environ({"KUBEPLAY_STATE_DIR": str(tmp_path)}).served == tmp_path / "served"
     assert from_environ({"KUBEPLAY_SERVED": "/x", "KUBEPLAY_STATE_DIR": str(tmp_path)}).served == Path("/x")
+
+
+# --- one venv, one kubespray Ansible ---------------------------------------------------------------------
+
+
+def test_a_kubespray_whose_ansible_this_venv_lacks_is_refused_before_any_host(tmp_path: Path) -> None:
+    from kubeplay.bootstrap.bundleinfo import BundleFacts
+    from kubeplay.deploy.versions import check_ansible
+
+    tree = real_release(tmp_path, "2.30.0")
+    (tmp_path / "b" / "kubespray").parent.mkdir()
+    (tmp_path / "b" / "kubespray").symlink_to(tree)
+    manifest = {"kubespray": {"version": "v2.30.0", "path": "kubespray"}}
+    facts = BundleFacts(root=tmp_path / "b", kube_version="1.34.3", arches=("amd64",), repos=(), manifest=manifest)
+    check_ansible(facts, "2.17.14")
+    check_ansible(facts, None)  # no ansible-core in this environment: ansible-playbook from PATH, not checked
+    with pytest.raises(BadInput) as info:
+        check_ansible(facts, "2.18.19")
+    assert info.value.message.startswith(
+        "kubespray v2.30.0 (Kubernetes 1.34.3) runs with ansible-core >=2.17.3,<2.18.0; this kubeplay's environment ("
+    )
+    assert info.value.message.endswith("has ansible-core 2.18.19; nothing was changed on any host")
+    assert "one venv holds one kubespray's Ansible" in (info.value.hint or "")

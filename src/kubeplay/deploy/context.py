@@ -20,6 +20,7 @@ from kubeplay.console import Output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, cluster_inventory
 from kubeplay.deploy.offline_vars import CA_ON_NODE, DeployEndpoint, offline_vars
 from kubeplay.deploy.runner import Workspace
+from kubeplay.deploy.versions import check_ansible, installed_ansible_core
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import input_hash
 
@@ -128,6 +129,7 @@ def build_context(
     kubespray_dir = bundle.kubespray_dir
     if not (kubespray_dir / "playbooks" / "cluster.yml").is_file():
         raise BundleError(f"{kubespray_dir}: kubespray tree missing from the bundle", hint="run `kubeplay verify`")
+    check_ansible(bundle, installed_ansible_core())
     ca = ca_path or HostPaths().ca_cert
     if not ca.is_file():
         raise BadInput(f"{ca}: the registry CA is missing", hint="run `kubeplay install` on this deploy node first")

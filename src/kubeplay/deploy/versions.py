@@ -12,8 +12,10 @@ This module reads the served set through kubeplay.bootstrap.served (the install 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +26,7 @@ from kubeplay.bootstrap.bundleinfo import BundleFacts, read_bundle
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.served import ServedVersion, find_version, served_versions
 from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
+from kubeplay.bundle.wheels import ansible_core_range
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import atomic_write
 
@@ -393,3 +396,35 @@ def repos_signature(bundle: BundleFacts) -> dict[str, Any]:
             if p.startswith("repos/") and not any(x in p for x in INDEX_PARTS)
         }
     return {"repos": sorted(repos, key=lambda r: json.dumps(r, sort_keys=True)), "content": content}
+
+
+# --- the Ansible a kubespray release runs with -----------------------------------------------------------
+
+
+def installed_ansible_core() -> str | None:
+    """The ansible-core version of this Python environment (the one ansible-playbook beside it comes from)."""
+    try:
+        return importlib.metadata.version("ansible-core")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_ansible(bundle: BundleFacts, have: str | None) -> None:
+    """Raise BadInput when ansible-core `have` is outside the range the bundle's kubespray accepts
+    (playbooks/ansible_version.yml; kubespray would stop in its first play, after node prep)."""
+    tree = bundle.kubespray_dir
+    if have is None or not (tree / "playbooks" / "ansible_version.yml").is_file():
+        return
+    low_high = ansible_core_range(tree).removeprefix(">=").split(",<")
+    low, high, version = (Version.parse(x) for x in (*low_high, have)) if len(low_high) == 2 else (None, None, None)
+    if low is None or high is None or version is None or low <= version < high:
+        return
+    spray = kubespray_version(bundle) or tree.name
+    raise BadInput(
+        f"kubespray {spray} (Kubernetes {bundle.kube_version}) runs with ansible-core >={low_high[0]},<{low_high[1]}; "
+        f"this kubeplay's environment ({sys.prefix}) has ansible-core {have}; nothing was changed on any host",
+        hint="one venv holds one kubespray's Ansible, the one of the bundle whose install.sh made it last: run this "
+        "command from a venv made from the wheels of that version's bundle (KUBEPLAY_VENV=DIR KUBEPLAY_LINK= "
+        "KUBEPLAY_COMMAND=COMMAND ./install.sh ARGS... in its directory), or upgrade the cluster to a version "
+        "this Ansible runs",
+    )
