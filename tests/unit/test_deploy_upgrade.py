@@ -314,3 +314,25 @@ def test_a_kubespray_whose_ansible_this_venv_lacks_is_refused_before_any_host(tm
     )
     assert info.value.message.endswith("has ansible-core 2.18.19; nothing was changed on any host")
     assert "one venv holds one kubespray's Ansible" in (info.value.hint or "")
+
+
+def test_the_readmes_upgrade_commands_name_real_options_and_steps(tmp_path: Path) -> None:
+    import typer
+
+    from kubeplay.cli.app import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    commands = [line.split() for line in readme.splitlines() if line.startswith("    kubeplay ")]
+    steps = {"preflight", "node-prep", *(p.name for p in upgrade_phases(real_release(tmp_path, "2.31.0")))}
+    root = typer.main.get_command(app)
+    checked = 0
+    for words in commands:
+        if words[1] not in ("upgrade", "deploy", "reset") or "[" in " ".join(words):
+            continue
+        options = {o for p in root.commands[words[1]].params for o in p.opts}  # type: ignore[attr-defined]
+        given = [w for w in words[2:] if w.startswith("-")]
+        assert set(given) <= options, words
+        if words[1] == "upgrade" and "--from" in words:
+            assert words[words.index("--from") + 1] in steps
+        checked += 1
+    assert checked >= 6
