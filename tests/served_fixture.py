@@ -109,9 +109,14 @@ def _trace(word: str) -> dict[str, Any]:
 
 
 def _role(tree: Path, name: str, word: str) -> None:
+    # Every role fails while "<trace_file>.fail-<word>" exists: a run that stops there, to resume.
+    fail = {
+        "name": f"{word} fails on request",
+        "ansible.builtin.shell": f"test ! -e {{{{ trace_file }}}}.fail-{word} || {{ echo '{word} broke' >&2; exit 1; }}",
+    }
     path = tree / "roles" / name / "tasks" / "main.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump([_trace(word)]))
+    path.write_text(yaml.safe_dump([_trace(word), fail]))
 
 
 def trace_tree(root: Path, label: str) -> Path:
@@ -161,10 +166,7 @@ def trace_tree(root: Path, label: str) -> Path:
         ("reset", "reset"),
     ):
         _role(ks, role, word)
-    defaults = ks / "roles" / "upgrade" / "workers" / "defaults" / "main.yml"
-    defaults.parent.mkdir(parents=True)
-    defaults.write_text(f"kubeplay_tree: {label}\n")
-    for role in ("kubernetes/node", "upgrade/prepare", "upgrade/control-plane", "reset"):
+    for role in ("kubernetes/node", "upgrade/prepare", "upgrade/control-plane", "upgrade/workers", "reset"):
         d = ks / "roles" / role / "defaults" / "main.yml"
         d.parent.mkdir(parents=True, exist_ok=True)
         d.write_text(f"kubeplay_tree: {label}\n")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from tests.served_fixture import add_version, config_file, trace_tree
+from tests.conftest import run_kubeplay
+from tests.served_fixture import add_version, config_file, trace_tree, write_record
 
 from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context
@@ -104,3 +105,51 @@ def test_two_clusters_on_two_versions_never_touch_each_other(tmp_path: Path) -> 
     assert not list(a.ws.root.glob("ledger*.json")) and read_record(a.ws.root) is None
     assert (tmp_path / "b" / "state" / "ledger.json").read_bytes() == b_ledger
     assert json.loads((tmp_path / "b" / "state" / "cluster.json").read_bytes())["kube_version"] == "1.35.4"
+
+
+def test_upgrade_from_the_cli_stops_resumes_and_records_the_new_version(tmp_path: Path) -> None:
+    ca = tmp_path / "rootCA.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    served = tmp_path / "served"
+    old = add_version(served, "1.35.3", "v2.31.0", trace_tree(tmp_path / "trees", "old"), installed_at="2026-12-01")
+    add_version(served, "1.35.4", "v2.31.0", trace_tree(tmp_path / "trees", "new"), installed_at="2026-12-02")
+    trace_file = tmp_path / "c" / "trace"
+    cfg = config_file(tmp_path / "c" / "config.yaml", ["c1", "c2"], local=True, trace_file=str(trace_file), serial=1)
+    state = tmp_path / "c" / "state"
+    write_record(state, "1.35.3", "v2.31.0", old)
+    common = ["-c", str(cfg), "--state-dir", str(state), "--served", str(served), "--ca", str(ca)]
+    # preflight's node repair would run on this machine itself: skipped; node prep is not needed (same repos)
+    argv = ["--json-events", "upgrade", *common, "--to", "1.35.4", "--skip-preflight"]
+
+    Path(f"{trace_file}.fail-upgrade-workers").touch()
+    first = run_kubeplay(*argv, timeout=600)
+    assert first.returncode == 1, first.stderr
+    events = [json.loads(line) for line in first.stdout.splitlines()]
+    steps = [(e["step"], e["status"]) for e in events if e["event"] == "step" and e["status"] != "started"]
+    assert steps == [("node-prep", "done"), ("prepare", "done"), ("control-plane", "done"), ("workers", "failed")]
+    failed = events[-1]
+    assert failed["command"] == "upgrade" and failed["host"] in ("c1", "c2") and "resume at workers" in failed["hint"]
+    assert "OS repos and their key unchanged from Kubernetes 1.35.3" in first.stderr
+    record = read_record(state)
+    assert record is not None and (record.kube_version, record.upgrading_to) == ("1.35.3", "1.35.4")
+    extravars = [json.loads(p.read_text()) for p in (state / "runs").glob("*-upgrade-workers/env/extravars")]
+    assert extravars == [{"serial": 1, "upgrade_node_confirm": False, "upgrade_node_pause_seconds": 0}]
+
+    refused = run_kubeplay("deploy", *common)
+    assert refused.returncode == 2
+    assert "is being upgraded from Kubernetes 1.35.3 to 1.35.4" in " ".join(refused.stderr.split())
+
+    Path(f"{trace_file}.fail-upgrade-workers").unlink()
+    trace_file.unlink()
+    second = run_kubeplay(*argv, timeout=600)
+    assert second.returncode == 0, second.stderr
+    ran = [json.loads(line) for line in second.stdout.splitlines()]
+    assert [e["step"] for e in ran if e.get("status") == "done"] == ["workers"]
+    assert {line.split()[0] for line in trace_file.read_text().splitlines()} == {"upgrade-workers"}
+    assert "the cluster runs Kubernetes 1.35.4" in " ".join(second.stderr.split())
+    record = read_record(state)
+    assert record is not None and (record.kube_version, record.upgrading_to, record.by) == ("1.35.4", None, "upgrade")
+
+    again = run_kubeplay(*argv)
+    assert again.returncode == 2
+    assert "the cluster already runs Kubernetes 1.35.4" in " ".join(again.stderr.split())

@@ -46,8 +46,8 @@ def upgrade_command(
         out.table(upgrade_runner(u, preflight=not skip_preflight).listing(u))
         return
     out.info(
-        f"upgrading from Kubernetes {u.current.kube} ({u.current.source}) to {u.target.describe()}; "
-        f"kubespray {u.target.kubespray_version or '?'}: {u.deploy.kubespray_dir}"
+        f"upgrading from Kubernetes {u.current.kube} ({u.current.source}) to {u.target.describe()}, "
+        f"with {u.deploy.kubespray_dir}"
     )
     results, complete = upgrade(u, selection, preflight=not skip_preflight)
     ran = [r for r in results if r.ran]
