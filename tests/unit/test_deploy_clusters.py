@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from tests.conftest import run_kubeplay
-from tests.served_fixture import add_version, config_file, trace_tree, write_record
+from tests.upgrade_fixture import add_version, config_file, trace_tree, write_record
 
 from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rich.console import Console
 from tests.conftest import run_kubeplay
-from tests.served_fixture import add_version, config_file, real_release, trace_tree, write_record
+from tests.upgrade_fixture import add_version, config_file, real_release, trace_tree, write_record
 
 from kubeplay.console import Output
 from kubeplay.deploy.phases import read_cluster_plays, upgrade_phases, write_phase_playbook
