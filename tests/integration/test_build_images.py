@@ -76,16 +76,18 @@ def test_token_auth_multiarch_cut_and_registry_serves_the_bundle(upstream: Upstr
     records = {r.name: r for r in manifest.images}
     wide_rec = records["wide"]
     assert wide_rec.upstream_digest == wide.digest
-    assert wide_rec.digest != wide.digest  # the index was rewritten: only two of four platforms remain
+    # two of four platforms bundled: the tag serves upstream's index unchanged, the cut one is kept by digest
+    assert wide_rec.digest == wide.digest and wide_rec.cut_index not in (None, wide.digest)
     assert {p.platform for p in wide_rec.platforms} == {"linux/amd64", "linux/arm64/v8"}
     assert {p.digest for p in wide_rec.platforms} == {wide.manifests["linux/amd64"], wide.manifests["linux/arm64/v8"]}
+    assert wide_rec.cut_index is not None
     index = json.loads(
         (
-            out / "registry/docker/registry/v2/blobs/sha256" / wide_rec.digest[7:9] / wide_rec.digest[7:] / "data"
+            out / "registry/docker/registry/v2/blobs/sha256" / wide_rec.cut_index[7:9] / wide_rec.cut_index[7:] / "data"
         ).read_bytes()
     )
-    assert len(index["manifests"]) == 2
-    assert records["narrow"].digest == narrow.digest  # nothing to cut: upstream's index kept byte-exact
+    assert [m["digest"] for m in index["manifests"]] == [p.digest for p in wide_rec.platforms]
+    assert records["narrow"].digest == narrow.digest and records["narrow"].cut_index is None  # nothing to cut
     assert records["single"].missing_arches == ["arm64"]  # platform_policy: warn
 
     with bundle_registry(out, upstream, tmp_path / "serve") as registry:

@@ -64,9 +64,11 @@ def test_signed_build_with_sbom(upstream: UpstreamSimulator, tmp_path: Path) -> 
     assert coverage.exact, (coverage.unlisted[:10], coverage.absent[:10])
     components = json.loads(text)["components"]
     multi = [c for c in components if c["name"] == "multi"]
-    assert len(multi) == 3  # the index (cut to amd64 and arm64) and its two manifests
+    assert len(multi) == 4  # upstream's index (served), the one cut to amd64 and arm64, its two manifests
     image = read_manifest(out).images[0]
-    assert any(c["purl"].startswith(f"pkg:oci/multi@{image.digest}?") for c in multi)
+    assert image.cut_index is not None
+    for digest in (image.digest, image.cut_index, *(p.digest for p in image.platforms)):
+        assert any(c["purl"].startswith(f"pkg:oci/multi@{digest}?") for c in multi)
 
     public = (tmp_path / "keys/builder.pub").read_text().split()
     allowed = tmp_path / "allowed_signers"

@@ -28,7 +28,7 @@ pytestmark = [
     ),
 ]
 DOMAIN = "kube.registry.local"
-SERVING = tuple(s for s in STEPS if s.name in ("certs", "registry", "nginx", "services", "health"))
+SERVING = tuple(s for s in STEPS if s.name in ("serve", "certs", "registry", "nginx", "services", "health"))
 
 
 def messages(results: list[StepResult]) -> dict[str, str]:
@@ -150,6 +150,9 @@ def add_registry_release(bundle: Path, member: str = "registry") -> Path:
     )  # fmt: skip
     manifest["spec"]["registry_binary"] = {"url": "unused", "sha256": {"amd64": digest}, "member": member}
     manifest_path.write_text(json.dumps(manifest))
+    from kubeplay.bundle.manifest import write_sha256sums
+
+    write_sha256sums(bundle, use_cache=False)  # as a build does: the served set takes what SHA256SUMS lists
     return archive
 
 

@@ -88,3 +88,53 @@ def test_plan_sizes_names_what_upstream_cannot_size(upstream: UpstreamSimulator,
     assert "ghcr.io/kp-sizes/absent:9 (bundle.yaml images[0]): size unknown: manifest 9 not found" in result.stderr
     assert "absent.bin (bundle.yaml files[0]): size unknown: HTTP 404" in result.stderr
     assert "; 2 not sized" in result.stderr
+
+
+def test_plan_signatures_says_which_images_upstream_signed_and_how(upstream: UpstreamSimulator, tmp_path: Path) -> None:
+    served = serve_release(upstream, example_tree_path(), arches=("amd64", "arm64"), cache_dir=tmp_path / "c")
+    signed = upstream.push_image("ghcr.io/kp-signed/app:1.0", ["amd64", "arm64", "ppc64le"])
+    upstream.publish_signatures(signed)  # the index: .sig/.att/.sbom tags and a referrer
+    per_platform = upstream.push_image("ghcr.io/kp-signed/agent:2", ["amd64", "arm64"])
+    upstream.publish_signatures(per_platform, [per_platform.manifests["linux/arm64"]])
+    spec = {
+        "kubespray": {"version": served.version, "source": str(served.archive.path), "sha256": served.archive.sha256},
+        "arches": ["amd64", "arm64"],
+        "mirrors": upstream.mirrors(),
+        "credentials_file": str(upstream.credentials_file(tmp_path / "credentials.yaml")),
+        "images": ["ghcr.io/kp-signed/app:1.0", "ghcr.io/kp-signed/agent:2", "ghcr.io/kp-signed/absent:9"],
+    }
+    bundle_yaml = tmp_path / "bundle.yaml"
+    bundle_yaml.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "KUBEPLAY_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "250"}
+
+    listed = kubeplay("plan", str(bundle_yaml), "--signatures", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)["signatures"]
+    app = found["by_image"]["ghcr.io/kp-signed/app:1.0"]
+    assert [(s["what"], s["digest"], s["kinds"]) for s in app] == [
+        ("index", signed.digest, ["sig", "att", "sbom", "referrers"])
+    ]
+    agent = found["by_image"]["ghcr.io/kp-signed/agent:2"]
+    assert [(s["what"], s["kinds"]) for s in agent] == [("linux/arm64", ["sig", "att", "sbom", "referrers"])]
+    assert found["signed"] == 2
+    assert [u["what"] for u in found["unknown"]] == ["ghcr.io/kp-signed/absent:9"]
+    assert all(not s for name, s in found["by_image"].items() if "kp-signed" not in name)  # kubespray's: none
+
+    table = kubeplay("plan", str(bundle_yaml), "--signatures", env=env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stderr.splitlines()
+    app_line = next(line for line in lines if line.endswith("ghcr.io/kp-signed/app:1.0"))
+    assert "sig att sbom referrers" in app_line
+    assert "signed: ghcr.io/kp-signed/agent:2: linux/arm64: sig att sbom referrers" in lines
+    total = next(line for line in lines if line.startswith("signatures: "))
+    assert total.startswith("signatures: 2 of ") and "OCI referrers: 2); 1 not checked" in total
+
+    # what plan names is what the build keeps beside the image
+    spec["images"] = spec["images"][:2]
+    bundle_yaml.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "bundle"
+    built = kubeplay("build", str(bundle_yaml), "-o", str(out), "--no-wheels", env=env)
+    assert built.returncode == 0, built.stderr
+    kept = {r.upstream: r.signatures for r in read_manifest(out).images}
+    for upstream_ref, subjects in found["by_image"].items():
+        assert kept[upstream_ref] == sorted(t for s in subjects for t in s["tags"]), upstream_ref

@@ -58,7 +58,7 @@ def test_unknown_from_step_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as info:
         run_install(ctx, Selection(from_step="nginxx"))  # type: ignore[arg-type]
     assert str(info.value) == "--from nginxx: no such install step"
-    assert info.value.hint and info.value.hint.startswith("install steps: preflight, os-packages, tools, certs")
+    assert info.value.hint and info.value.hint.startswith("install steps: preflight, os-packages, serve, tools, certs")
     assert not ctx.paths.state.exists()  # type: ignore[attr-defined]
 
 
@@ -156,9 +156,9 @@ def test_el_repo_without_a_registry_package_relies_on_the_bundled_release() -> N
     from kubeplay.bootstrap.osrepo import RPM_PACKAGES, choose_packages
     from kubeplay.bootstrap.packages import packages_needed
 
-    el_repo = {"nginx", "chrony", "ca-certificates", "curl"}  # BaseOS + AppStream: no docker-distribution
+    el_repo = {"nginx", "chrony", "ca-certificates", "curl", "gnupg2"}  # BaseOS + AppStream: no docker-distribution
     needed = packages_needed(RPM_PACKAGES, set(), el_repo, registry_bundled=True)
-    assert choose_packages(needed, el_repo) == (["nginx", "chrony", "ca-certificates", "curl"], [])
+    assert choose_packages(needed, el_repo) == (["nginx", "chrony", "ca-certificates", "curl", "gnupg2"], [])
     # Without the release archive the missing package is named, so the build can be fixed.
     needed = packages_needed(RPM_PACKAGES, set(), el_repo, registry_bundled=False)
     assert choose_packages(needed, el_repo)[1] == ["docker-distribution | distribution"]

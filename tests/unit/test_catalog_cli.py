@@ -237,3 +237,37 @@ def test_plan_table_on_a_narrow_terminal_keeps_every_url_whole(archive: Path, tm
     shown = {row[4] for row in cells}
     assert {f.url for f in plan.files} | {i.upstream for i in plan.images} == shown
     assert "…" not in screen.getvalue()
+
+
+def test_plan_signatures_column_lines_and_total(archive: Path, tmp_path: Path) -> None:
+    """With --signatures: SIGNED before UPSTREAM (blank for files, `no` unsigned, `?` not asked), one
+    `signed:` line per signed image naming what is signed, and the total by kind."""
+    from kubeplay.cli.plan import plan_lines, signature_totals
+    from kubeplay.fetch.signatures import ImageSignatures, PlanSignatures, SignedSubject
+
+    plan = make_plan(load_bundle_spec(write_bundle(tmp_path, archive)), load_tree(archive))
+    first, second, *rest = plan.images
+    index = SignedSubject("index", "sha256:" + "a" * 64, ("sig", "att", "referrers"), ("t1", "t2", "t3"))
+    platform = SignedSubject("linux/arm64", "sha256:" + "b" * 64, ("referrers",), ("t4",))
+    signatures = PlanSignatures(
+        images={
+            first.upstream: ImageSignatures((index,)),
+            second.upstream: ImageSignatures((platform,)),
+            **{i.upstream: ImageSignatures(()) for i in rest[1:]},
+        },
+        problems=[(rest[0].upstream, rest[0].variable, "HTTP 404")],
+    )
+    lines = plan_lines(plan, signatures=signatures)
+    assert lines[0].split() == ["KIND", "NAME", "VERSION", "ARCH", "SIGNED", "UPSTREAM"]
+    by_upstream = {line.split()[-1]: line for line in lines[1:]}
+    assert "sig att referrers" in by_upstream[first.upstream]
+    assert by_upstream[rest[0].upstream].split()[-2] == "?"
+    assert by_upstream[rest[1].upstream].split()[-2] == "no"
+    assert ImageSignatures((index, platform)).describe() == "index: sig att referrers; linux/arm64: referrers"
+    assert signature_totals(signatures) == (
+        f"2 of {len(plan.images)} images come with upstream signature artifacts "
+        "(cosign .sig/.att/.sbom tags: 1, OCI referrers: 2); 1 not checked"
+    )
+    screen = io.StringIO()
+    print_plan(plan, Output(console=Console(file=screen, width=250)), signatures=signatures)
+    assert f"signed: {second.upstream}: linux/arm64: referrers" in screen.getvalue()

@@ -7,7 +7,10 @@
 3. Every blob not yet in the store is downloaded once, in parallel, however many images share it.
 4. Each image is linked into its repository and tagged as soon as all its blobs are verified in place
    (on a thread pool, while other blobs still download) — the tag last, so a kill leaves no tag
-   pointing at something missing.
+   pointing at something missing. The tag names upstream's manifest or index byte-exact (same digest
+   as upstream, so upstream's signatures of it apply); an index that lists platforms the bundle does
+   not carry is served unchanged, those platforms' manifests absent, and the index cut to the bundled
+   platforms is kept beside it by digest (`ImageRecord.cut_index`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class ResolvedImage:
     endpoint: RegistryEndpoint
     repository: str  # on the endpoint
     top: Fetched
-    index: bytes | None  # the index to store (None for a single-platform image)
+    index: bytes | None  # the index listing only the kept platforms (None for a single-platform image)
     children: dict[str, Fetched]  # arch -> platform manifest
     missing: list[str]
     blobs: dict[str, int] = field(default_factory=dict)  # digest -> size
@@ -182,6 +185,8 @@ class ImageFetcher:
 
     def _still_there(self, stored: StoredImage, artifact: ImageArtifact) -> bool:
         repo = stored.record.repository
+        if stored.record.digest != stored.record.upstream_digest:
+            return False  # written before a cut index was served as upstream's bytes: store it anew
         if artifact.tag and self.storage.tag_digest(repo, artifact.tag) != stored.record.digest:
             return False
         return all(self.storage.has_manifest(repo, d) for d in stored.manifests) and all(
@@ -330,21 +335,26 @@ class ImageFetcher:
                     blobs_size=blobs_size,
                 )
             )
+        # The reference resolves to upstream's bytes, so its digest is upstream's and so are the signatures of
+        # it (cosign looks up `sha256-<digest>.sig` of what the tag resolves to). An index listing platforms
+        # the bundle lacks is served unchanged all the same (clients fetch only their platform's manifest; the
+        # registry checks children on push, not on read); the cut index is kept by digest for `push`.
         digest, media_type = image.top.digest, image.top.media_type
+        cut_index: str | None = None
+        size = sum(image.blobs.values()) + sum(len(c.data) for c in image.children.values())
         if image.index is not None:
-            digest = "sha256:" + hashlib.sha256(image.index).hexdigest()
-            storage.put_blob(digest, image.index)
+            storage.put_blob(digest, image.top.data)
             storage.link_manifest(repo, digest)
             manifests.append(digest)
-            if image.artifact.digest and digest != image.top.digest:
-                # pulls by the pinned upstream digest must work too: keep upstream's index as a revision
-                storage.put_blob(image.top.digest, image.top.data)
-                storage.link_manifest(repo, image.top.digest)
-                manifests.append(image.top.digest)
+            size += len(image.top.data)
+            if image.index != image.top.data:
+                cut_index = "sha256:" + hashlib.sha256(image.index).hexdigest()
+                storage.put_blob(cut_index, image.index)
+                storage.link_manifest(repo, cut_index)
+                manifests.append(cut_index)
+                size += len(image.index)
         if image.artifact.tag:
             storage.tag(repo, image.artifact.tag, digest)
-        size = sum(image.blobs.values()) + sum(len(c.data) for c in image.children.values())
-        size += len(image.index or b"")
         record = ImageRecord(
             name=image.artifact.name,
             variable=image.artifact.variable,
@@ -354,6 +364,7 @@ class ImageFetcher:
             tag=image.artifact.tag,
             digest=digest,
             media_type=media_type,
+            cut_index=cut_index,
             platforms=platforms,
             missing_arches=image.missing,
             size=size,

@@ -9,15 +9,14 @@ it would have found upstream. A missing artifact is normal (most images have non
 a warning, never a failed build. An image unchanged since the last build keeps its artifacts without a
 request (state in the build directory).
 
-A signature of an index kubeplay cut to fewer platforms names upstream's index, which the bundle does
-not serve; `cosign verify` by tag then checks the cut index and finds none, while the per-platform
-manifests (unchanged) keep theirs.
+The tag serves upstream's manifest or index byte-exact, also when the bundle holds only some of the
+index's platforms (assemble/images.py), so `cosign verify IMAGE:TAG` resolves upstream's digest and finds
+the signature of it; the platform manifests (unchanged) keep theirs.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
@@ -29,16 +28,14 @@ from kubeplay.assemble.images import ImagesResult
 from kubeplay.bundle.manifest import ImageRecord
 from kubeplay.catalog.model import ImageArtifact
 from kubeplay.console import Output
-from kubeplay.errors import FetchError, NotUpstream
+from kubeplay.errors import FetchError
 from kubeplay.fetch.http import Downloader
 from kubeplay.fetch.mirrors import RegistryEndpoint, docker_repository, redact
 from kubeplay.fetch.oci import Fetched, RegistryClient
+from kubeplay.fetch.signatures import SignatureLookup
 from kubeplay.fetch.workers import WorkerPool
 from kubeplay.state import atomic_write
 from kubeplay.store.registry import RegistryStorage, RepositoryContent
-
-TAG_SUFFIXES = (".sig", ".att", ".sbom")
-TAG_LIST_LIMIT = 1000  # a full first page may be partial: then every artifact tag is asked for instead
 
 
 class StoredSignatures(BaseModel):
@@ -81,8 +78,7 @@ class SignatureFetcher:
         self.state_path = state_path
         self.out = out
         self.state: dict[str, StoredSignatures] = {}
-        self.no_referrers_api: set[str] = set()
-        self.lock = threading.Lock()
+        self.lookup = SignatureLookup(self.client)
         if state_path.is_file():
             try:
                 raw = json.loads(state_path.read_text(encoding="utf-8"))
@@ -130,64 +126,25 @@ class SignatureFetcher:
         atomic_write(self.state_path, json.dumps({k: v.model_dump() for k, v in sorted(fresh.items())}).encode())
         return result
 
-    def _manifest(self, endpoint: RegistryEndpoint, repository: str, reference: str) -> Fetched | None:
-        try:
-            return self.client.manifest(endpoint, repository, reference)
-        except NotUpstream:
-            return None
-
-    def _existing_tags(self, endpoint: RegistryEndpoint, repository: str) -> set[str] | None:
-        """The repository's tags, so only artifacts that exist are asked for; None when the list may be partial."""
-        try:
-            tags = self.client.tag_list(endpoint, repository, TAG_LIST_LIMIT)
-        except FetchError:
-            return None
-        return set(tags) if len(tags) < TAG_LIST_LIMIT else None
-
     def _look_up(self, artifact: ImageArtifact, record: ImageRecord) -> StoredSignatures:
         endpoint = self.downloader.clients.mirrors.registry(artifact.registry)
         repository = docker_repository(artifact.registry, artifact.repository)
-        existing = self._existing_tags(endpoint, repository)
+        existing = self.lookup.existing_tags(endpoint, repository)
         stored = StoredSignatures()
         for digest in subject_digests(record):
-            hexd = digest.removeprefix("sha256:")
-            for suffix in TAG_SUFFIXES:
-                tag = f"sha256-{hexd}{suffix}"
-                if existing is not None and tag not in existing:
-                    continue
-                found = self._manifest(endpoint, repository, tag)
-                if found is not None:
-                    self._store(endpoint, repository, record.repository, found, stored)
-                    self.storage.tag(record.repository, tag, found.digest)
-                    stored.tags[tag] = found.digest
-            index = self._referrers(endpoint, repository, digest, existing)
-            if index is not None and json.loads(index.data).get("manifests"):
-                for descriptor in json.loads(index.data)["manifests"]:
-                    child = self.client.manifest(endpoint, repository, str(descriptor["digest"]))
-                    self._store(endpoint, repository, record.repository, child, stored)
-                self.storage.put_blob(index.digest, index.data)
-                self.storage.link_manifest(record.repository, index.digest)
-                self.storage.tag(record.repository, f"sha256-{hexd}", index.digest)
-                stored.tags[f"sha256-{hexd}"] = index.digest
-                stored.manifests.append(index.digest)
+            for found in self.lookup.find(endpoint, repository, digest, existing):
+                if found.kind == "referrers":
+                    for descriptor in json.loads(found.manifest.data)["manifests"]:
+                        child = self.client.manifest(endpoint, repository, str(descriptor["digest"]))
+                        self._store(endpoint, repository, record.repository, child, stored)
+                    self.storage.put_blob(found.manifest.digest, found.manifest.data)
+                    self.storage.link_manifest(record.repository, found.manifest.digest)
+                    stored.manifests.append(found.manifest.digest)
+                else:
+                    self._store(endpoint, repository, record.repository, found.manifest, stored)
+                self.storage.tag(record.repository, found.tag, found.manifest.digest)
+                stored.tags[found.tag] = found.manifest.digest
         return stored
-
-    def _referrers(
-        self, endpoint: RegistryEndpoint, repository: str, digest: str, existing: set[str] | None
-    ) -> Fetched | None:
-        """The referrers index of `digest`: the OCI 1.1 API, else the tag-schema tag `sha256-<hex>`.
-
-        A registry that answered the API with an error once is not asked again in this build."""
-        if endpoint.base not in self.no_referrers_api:
-            try:
-                return self.client.referrers(endpoint, repository, digest)
-            except FetchError:  # no referrers API (404, or a registry that refuses the path)
-                with self.lock:
-                    self.no_referrers_api.add(endpoint.base)
-        tag = f"sha256-{digest.removeprefix('sha256:')}"
-        if existing is not None and tag not in existing:
-            return None
-        return self._manifest(endpoint, repository, tag)
 
     def _store(
         self,

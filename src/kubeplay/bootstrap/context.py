@@ -18,6 +18,8 @@ from kubeplay.bootstrap.hostinfo import (
 )
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.record import InstallRecord
+from kubeplay.bundle.inventory import identity_of
+from kubeplay.bundle.manifest import MANIFEST_NAME
 from kubeplay.bundle.trust import allowed_signers_for
 from kubeplay.bundle.verify import verify_signature
 from kubeplay.config.install import EffectiveConfig, load_install_config, resolve
@@ -35,6 +37,11 @@ class InstallContext:
     no_systemd: bool
     record: InstallRecord
     out: Output
+
+    @property
+    def identity(self) -> str:
+        """The bundle's identity (sha256 of its kubeplay.json)."""
+        return identity_of((self.bundle.root / MANIFEST_NAME).read_bytes())
 
     @property
     def ips(self) -> list[str]:

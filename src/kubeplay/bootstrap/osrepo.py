@@ -25,6 +25,8 @@ APT_PACKAGES: tuple[tuple[str, ...], ...] = (
     ("docker-registry",),
     ("ca-certificates",),
     ("curl",),
+    ("gpg",),
+    ("gpg-agent",),
 )
 RPM_PACKAGES: tuple[tuple[str, ...], ...] = (
     ("nginx",),
@@ -32,6 +34,7 @@ RPM_PACKAGES: tuple[tuple[str, ...], ...] = (
     ("docker-distribution", "distribution"),
     ("ca-certificates",),
     ("curl",),
+    ("gnupg2",),
 )
 KEY_PATTERNS = ("*.gpg", "*.asc", "KEY*", "RPM-GPG-KEY*", "*.pub")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubeplay.bootstrap.bundleinfo import BundleFacts
 from kubeplay.bootstrap.context import InstallContext, run_command
 from kubeplay.bootstrap.osrepo import (
     APT_PACKAGES,
@@ -28,8 +29,9 @@ from kubeplay.bootstrap.osrepo import (
 )
 from kubeplay.bootstrap.record import write_owned
 from kubeplay.bootstrap.registry import REGISTRY_PACKAGES, registry_binary
+from kubeplay.bootstrap.served import served_facts
 from kubeplay.bundle.manifest import REGISTRY_BINARY_FILE
-from kubeplay.errors import BundleError, StepFailed
+from kubeplay.errors import BadInput, BundleError, StepFailed
 from kubeplay.state import input_hash
 
 DISTRO_UNITS = {
@@ -42,8 +44,27 @@ DPKG_LOCK = Path("/var/lib/dpkg/lock-frontend")
 POLICY_RC_D = b"#!/bin/sh\n# kubeplay install: keep distro services from starting while packages install.\nexit 101\n"
 
 
+def _content(ctx: InstallContext) -> BundleFacts:
+    """Where this bundle's files are: in the served set once the serve step added it (a delta carries only
+    what changed), else in the bundle directory."""
+    try:
+        return served_facts(ctx.paths, ctx.identity)
+    except BadInput:
+        return ctx.bundle
+
+
+def _package_source(ctx: InstallContext) -> BundleFacts:
+    """The repo the deploy node's own packages come from: the served union once there is one for this OS
+    (its key stays the same across bundles; a delta's repo holds only new packages), else the bundle's."""
+    try:
+        served = served_facts(ctx.paths)
+    except BadInput:
+        return ctx.bundle
+    return served if served.repo_for(ctx.os_info.id, *ctx.os_info.release_names) else ctx.bundle
+
+
 def _repo(ctx: InstallContext) -> Any:
-    repo = ctx.bundle.repo_for(ctx.os_info.id, *ctx.os_info.release_names)
+    repo = _package_source(ctx).repo_for(ctx.os_info.id, *ctx.os_info.release_names)
     if repo is None:
         raise BundleError(f"the bundle has no OS repo for {ctx.os_info.id} {ctx.os_info.release}")
     return repo
@@ -87,7 +108,7 @@ def packages_needed(
 def setup_os_packages(ctx: InstallContext) -> list[str]:
     """Configure the bundle repo and install the deploy node's packages from it; return what was installed."""
     repo = _repo(ctx)
-    key = find_key(repo, ctx.bundle.root)
+    key = find_key(repo, _package_source(ctx).root)
     data = key.read_bytes()
     if repo.family == "apt":
         keyring = ctx.paths.apt_keyring.with_suffix(".asc" if key_is_armored(data) else ".gpg")
@@ -203,7 +224,7 @@ def _dnf_install(ctx: InstallContext, new: list[str]) -> list[str]:
 
 
 def _tool_sources(ctx: InstallContext) -> dict[str, Path]:
-    files = ctx.bundle.root / "files"
+    files = _content(ctx).root / "files"
     found: dict[str, Path] = {}
     kubectl = sorted(p for p in files.glob(f"**/linux/{ctx.arch}/kubectl") if p.is_file())
     if kubectl:
@@ -241,7 +262,7 @@ def bundled_registry_archive(ctx: InstallContext) -> Path | None:
     """The bundle's distribution registry release archive for this node's arch (bundle.yaml registry_binary)."""
     for record in ctx.bundle.manifest.get("files", []):
         if record.get("name") == REGISTRY_BINARY_FILE and record.get("arch") == ctx.arch and "path" in record:
-            return ctx.bundle.root / str(record["path"])
+            return _content(ctx).root / str(record["path"])
     return None
 
 

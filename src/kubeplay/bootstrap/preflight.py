@@ -10,8 +10,9 @@ from pathlib import Path
 from kubeplay.bootstrap.bundleinfo import BundleFacts
 from kubeplay.bootstrap.context import InstallContext
 from kubeplay.bootstrap.hostinfo import OsInfo, is_root, systemd_running
+from kubeplay.bootstrap.merge import plan_merge
 from kubeplay.bootstrap.ports import Holder, Listener, ports_in_use
-from kubeplay.errors import BadInput
+from kubeplay.errors import BadInput, BundleError
 
 MIN_FREE_STATE = 256 * 1024 * 1024
 MIN_PYTHON = (3, 11)
@@ -120,6 +121,16 @@ def check_privileges(is_root: bool, systemd: bool, no_systemd: bool) -> list[Pro
     return problems
 
 
+def check_served(ctx: InstallContext) -> list[Problem]:
+    """A delta for another base, content neither carried nor served, a path served with other content:
+    refused here, before anything on this node changes."""
+    try:
+        plan_merge(ctx.bundle.root, ctx.paths)
+    except (BadInput, BundleError) as exc:
+        return [Problem("bundle", exc.message, exc.hint or "")]
+    return []
+
+
 def check_host(ctx: InstallContext) -> str:
     """Install's preflight: every check at once; return what was found, or raise BadInput listing each problem."""
     c = ctx.cfg
@@ -137,6 +148,7 @@ def check_host(ctx: InstallContext) -> str:
         *check_disk(ctx.paths.state),
         *check_python(),
     ]
+    problems.extend(check_served(ctx))
     if problems:
         lines = "\n".join(f"  - {p.line()}" for p in problems)
         raise BadInput(

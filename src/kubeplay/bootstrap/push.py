@@ -4,6 +4,12 @@ Blobs are checked with HEAD and skipped when present (so an interrupted push res
 repositories when the registry supports it, uploaded in parallel otherwise; manifests go last, children
 before the index or tag that names them, so a tag never points at something incomplete.
 
+An image whose tag names upstream's index while the bundle holds only some of its platforms (the bundle
+keeps that index byte-exact so upstream's signatures of it apply) goes with the index cut to the bundled
+platforms (kubeplay.json `cut_index`): children, then the cut index by digest; then upstream's index is put
+under the tag, and where the registry refuses it (it checks that every platform listed is present, as
+distribution and Harbor do) the cut index is, and the report names the image.
+
 A connection that breaks mid-request (a reset, a timeout, a 502/503/504 from a proxy in front of the
 registry) does not end the push: the whole step is tried again with backoff — a blob from its HEAD
 (it may have arrived before the answer was lost), a manifest from its HEAD — so a retry never sends a
@@ -14,7 +20,7 @@ the uploads within about a second (fetch.workers) and raises Interrupted; a re-r
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,7 @@ import httpx
 
 from kubeplay import settings
 from kubeplay.bootstrap.registry import TaggedImage, blob_path, manifest_children, tagged_images, untagged_images
+from kubeplay.bundle.manifest import MANIFEST_NAME, read_manifest
 from kubeplay.errors import AuthFailed, BadInput, BundleError, FetchError, Interrupted
 from kubeplay.fetch.clients import ClientPool, Session
 from kubeplay.fetch.mirrors import Credentials, Tls
@@ -37,6 +44,10 @@ TRANSIENT_STATUS = frozenset({502, 503, 504})
 _T = TypeVar("_T")
 
 CHUNK = 64 * 1024 * 1024
+
+
+class RefusedManifest(FetchError):
+    """The registry refused a manifest (HTTP 400), e.g. one listing something it does not hold."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,8 @@ class PushReport:
     bytes_uploaded: int = 0
     manifests_put: int = 0
     manifests_present: int = 0
+    # repository:tag that got the cut index because the registry refused upstream's with platforms absent
+    tagged_cut: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -93,6 +106,7 @@ class ImagePlan:
     repository: str
     manifests: list[tuple[str, str]]  # (digest, media type), children first, top-level last
     blobs: list[str]
+    upstream_index: str | None = None  # put under the tag first when set (the top-level one if refused)
 
 
 def _walk(storage: Path, img: TaggedImage, digest: str, manifests: list[tuple[str, str]], blobs: list[str]) -> None:
@@ -115,12 +129,27 @@ def _check_blob(storage: Path, img: TaggedImage, digest: str) -> None:
         )
 
 
-def plan_push(storage: Path, target: Target) -> list[ImagePlan]:
-    """Walk the bundle registry storage; raise BundleError if a referenced blob is missing."""
+def plan_push(
+    storage: Path, target: Target, cut_indexes: Mapping[tuple[str, str], str] | None = None
+) -> list[ImagePlan]:
+    """Walk the bundle registry storage; raise BundleError if a referenced blob is missing.
+
+    `cut_indexes`: (repository, upstream index digest) -> the index cut to the bundled platforms, whose
+    tree is pushed in place of the upstream index's (see the module docstring)."""
+    cuts = cut_indexes or {}
     plans: list[ImagePlan] = []
-    for img in [*tagged_images(storage), *untagged_images(storage)]:  # untagged: pinned by digest, pushed so
+    for img in tagged_images(storage):
+        cut = cuts.get((img.repository, img.digest))
         manifests: list[tuple[str, str]] = []
         blobs: list[str] = []
+        _check_blob(storage, img, img.digest)
+        _walk(storage, img, cut or img.digest, manifests, blobs)
+        plans.append(ImagePlan(img, target.repository(img.repository), manifests, blobs, img.digest if cut else None))
+    pushed_with_tag = {(p.image.repository, p.manifests[-1][0]) for p in plans}
+    for img in untagged_images(storage):  # pinned by digest only, pushed so
+        if (img.repository, img.digest) in pushed_with_tag:
+            continue
+        manifests, blobs = [], []
         _check_blob(storage, img, img.digest)
         _walk(storage, img, img.digest, manifests, blobs)
         plans.append(ImagePlan(img, target.repository(img.repository), manifests, blobs))
@@ -237,6 +266,8 @@ class Pusher:
         r = self._req(
             "PUT", url, content=body, headers={"Content-Type": media or "application/vnd.oci.image.manifest.v1+json"}
         )
+        if r.status_code == 400:  # MANIFEST_BLOB_UNKNOWN from distribution and Harbor; others word it otherwise
+            raise RefusedManifest(str(self._fail(f"put manifest {repo}:{reference}", r)))
         if r.status_code not in (201, 204):
             raise self._fail(f"put manifest {repo}:{reference}", r)
         return True
@@ -289,10 +320,19 @@ class Pusher:
 
     def _manifests(self, plans: list[ImagePlan]) -> None:
         for p in plans:
-            for digest, media in p.manifests[:-1]:
+            last = len(p.manifests) - (0 if p.upstream_index else 1)  # a cut index goes by digest too
+            for digest, media in p.manifests[:last]:
                 put = self._retrying(lambda: self.put_manifest(p.repository, digest, media, digest))  # noqa: B023
                 self.report.add(**{"manifests_put" if put else "manifests_present": 1})
             top, media = p.manifests[-1]
+            if p.upstream_index:
+                try:
+                    upstream = p.upstream_index
+                    put = self._retrying(lambda: self.put_manifest(p.repository, upstream, media, p.image.tag))  # noqa: B023
+                    self.report.add(**{"manifests_put" if put else "manifests_present": 1}, images=1)
+                    continue
+                except RefusedManifest:
+                    self.report.tagged_cut.append(f"{p.repository}:{p.image.tag}")
             put = self._retrying(lambda: self.put_manifest(p.repository, top, media, p.image.tag))  # noqa: B023
             self.report.add(**{"manifests_put" if put else "manifests_present": 1}, images=1)
 
@@ -330,7 +370,9 @@ def push_bundle(
         raise BundleError(
             f"{bundle_dir}: no registry storage (registry/docker/registry/v2)", hint="pass an unpacked bundle directory"
         )
-    plans = plan_push(storage, target)
+    records = read_manifest(bundle_dir).images if (bundle_dir / MANIFEST_NAME).is_file() else []
+    cuts = {(r.repository, r.digest): r.cut_index for r in records if r.cut_index}
+    plans = plan_push(storage, target, cuts)
     with ClientPool(connections=jobs, timeout=300) as pool:
         session = pool.session(Tls(ca=ca), credentials, label=target.host)
         return Pusher(storage, target, session, jobs, stop=pool.stop).run(plans)

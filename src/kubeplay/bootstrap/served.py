@@ -14,13 +14,15 @@ A bundle's identity is the sha256 of its kubeplay.json. Installing adds; only `k
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubeplay.bootstrap.bundleinfo import BundleFacts, RepoTarget
 from kubeplay.bootstrap.paths import HostPaths
-from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME
+from kubeplay.bundle.inventory import Entry, Inventory, make_inventory
+from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.errors import BadInput, BundleError
 
 VERSIONS_DIR = "versions"
@@ -120,3 +122,47 @@ def find_version(paths: HostPaths, version: str) -> ServedVersion:
         f"Kubernetes {version} is not served by this deploy node; it serves {served}",
         hint="install the bundle (or delta) of that version first: ./install.sh in its directory",
     )
+
+
+def served_facts(paths: HostPaths, identity: str | None = None) -> BundleFacts:
+    """The served version with `identity` (default: the newest) as BundleFacts; BadInput when none."""
+    versions = served_versions(paths)
+    chosen = [v for v in versions if identity is None or v.identity == identity]
+    if not chosen:
+        raise BadInput(
+            f"{paths.served}: this deploy node serves no bundle" + (f" {identity[:12]}" if identity else ""),
+            hint="run ./install.sh (or `kubeplay install`) in the bundle directory",
+        )
+    return chosen[-1].facts()
+
+
+def _stored_at(v: ServedVersion, rel: str) -> Path:
+    """Where a version's file is kept: its own (top level, kubespray tree, its repo indexes) in its version
+    directory, everything else in the union."""
+    parts = rel.split("/")
+    if "/" not in rel or parts[0] == "kubespray":
+        return v.dir / rel
+    if parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
+        return v.dir / "repo-indexes" / rel
+    return v.served_root / rel
+
+
+def served_inventory(paths: HostPaths) -> Inventory:
+    """What this deploy node serves, as digests (`kubeplay status --inventory`): every file of every
+    served version, keyed by where the served set keeps it."""
+    versions = served_versions(paths)
+    if not versions:
+        raise BadInput(
+            f"{paths.served}: this deploy node serves no bundle yet, so there is no inventory to write",
+            hint="install a full bundle first (./install.sh); a delta is built against what is installed",
+        )
+    # Keyed by where each file is stored in the served set, so two versions' kubeplay.json, kubespray
+    # trees and repo indexes are all listed (a bundle's inventory is keyed by bundle path instead).
+    entries: dict[str, Entry] = {}
+    for v in versions:
+        for rel, digest in read_sha256sums(v.sums_path).items():
+            where = _stored_at(v, rel)
+            size = where.stat().st_size if where.is_file() else 0
+            entries[where.relative_to(paths.served).as_posix()] = Entry(sha256=digest, size=size)
+    manifests = [(v.manifest_path.read_bytes(), v.installed_at) for v in versions]
+    return make_inventory(f"deploy node {socket.gethostname()} ({paths.served})", manifests, entries)

@@ -14,6 +14,7 @@ from kubeplay.bootstrap.bundleinfo import read_bundle
 from kubeplay.bootstrap.health import check_once
 from kubeplay.bootstrap.hostinfo import systemd_running
 from kubeplay.bootstrap.paths import UNIT_NGINX, UNIT_REGISTRY, HostPaths
+from kubeplay.bootstrap.served import served_versions
 from kubeplay.bootstrap.services import is_active
 from kubeplay.bootstrap.steps import STEP_NAMES, health_target
 from kubeplay.config.install import EffectiveConfig
@@ -37,6 +38,16 @@ def collect_status(paths: HostPaths, bundle_dir: Path | None, probe: bool) -> di
             for e in [ledger.steps.get(n)]
         }
     }
+    report["versions"] = [
+        {
+            "kube_version": v.kube_version,
+            "kubespray_version": v.kubespray_version,
+            "identity": v.identity,
+            "installed_at": v.installed_at,
+            "delta_of": list(v.delta_of),
+        }
+        for v in served_versions(paths)
+    ]
     if systemd_running():
         report["units"] = {u: ("active" if is_active(u) else "inactive") for u in (UNIT_REGISTRY, UNIT_NGINX)}
     if paths.server_cert.exists():
@@ -48,7 +59,11 @@ def collect_status(paths: HostPaths, bundle_dir: Path | None, probe: bool) -> di
     report["files"] = cfg.offline_resources_url
     if probe:
         try:
-            bundle = read_bundle((bundle_dir or _bundle_of(paths, cfg)).resolve())
+            served = served_versions(paths)
+            if bundle_dir is None and served:
+                bundle = served[-1].facts()
+            else:
+                bundle = read_bundle((bundle_dir or _bundle_of(paths, cfg)).resolve())
             report["health"] = check_once(health_target(cfg, paths, bundle))
             report["healthy"] = True
         except (KubeplayError, httpx.HTTPError, RuntimeError, OSError) as exc:

@@ -17,6 +17,7 @@ from kubeplay.bootstrap.chrony import find_layout, render_chrony_conf, render_ch
 from kubeplay.bootstrap.context import InstallContext, run_command
 from kubeplay.bootstrap.health import HealthTarget, wait_healthy
 from kubeplay.bootstrap.hosts import apply_block, hosts_lines, other_entries_for
+from kubeplay.bootstrap.merge import REPO_KEY_HOME, add_bundle
 from kubeplay.bootstrap.nginx import (
     choose_worker_user,
     ipv6_available,
@@ -29,6 +30,7 @@ from kubeplay.bootstrap.paths import UNIT_NGINX, UNIT_REGISTRY, HostPaths
 from kubeplay.bootstrap.preflight import check_host
 from kubeplay.bootstrap.record import ensure_dir, write_owned
 from kubeplay.bootstrap.registry import registry_binary, render_registry_config, render_registry_unit, tagged_images
+from kubeplay.bootstrap.served import served_facts, served_versions
 from kubeplay.bootstrap.services import ChildService, ForegroundServices, install_unit, start_units
 from kubeplay.config.install import EffectiveConfig
 from kubeplay.errors import BadInput, StepFailed
@@ -111,11 +113,33 @@ def run_hosts(ctx: InstallContext) -> str:
     return f"{ctx.cfg.registry_domain} -> {ctx.cfg.registry_ip}" + ("" if changed else " (unchanged)")
 
 
+# ---- the served set
+
+
+def serve_inputs(ctx: InstallContext) -> str:
+    return input_hash({"bundle": ctx.identity, "served": ctx.paths.served})
+
+
+def run_serve(ctx: InstallContext) -> str:
+    ensure_dir(ctx.record, ctx.paths.served)
+    ctx.record.add("dir", ctx.paths.etc / REPO_KEY_HOME)
+    with ctx.out.byte_progress("adding the bundle to what this node serves") as progress:
+        done = add_bundle(ctx.bundle.root, ctx.paths, progress)
+    (ctx.paths.served / "registry").mkdir(parents=True, exist_ok=True)
+    versions = ", ".join(v.kube_version for v in served_versions(ctx.paths))
+    if done.already:
+        return f"Kubernetes {done.kube_version} already served (serving {versions})"
+    how = f"{done.linked} linked, {done.copied} copied" + (
+        f", {done.rebuilt} rebuilt from patches" if done.rebuilt else ""
+    )
+    return f"Kubernetes {done.kube_version} added: {done.added} new file(s) ({how}); serving {versions}"
+
+
 # ---- registry and nginx
 
 
 def _registry_files(ctx: InstallContext) -> tuple[str, str]:
-    conf = render_registry_config(ctx.bundle.registry_dir.resolve(), ctx.cfg.registry_push_port)
+    conf = render_registry_config((ctx.paths.served / "registry").resolve(), ctx.cfg.registry_push_port)
     return conf, render_registry_unit(packages.registry_source(ctx)[0], ctx.paths.registry_conf)
 
 
@@ -138,14 +162,14 @@ def run_registry(ctx: InstallContext) -> str:
     if not ctx.no_systemd:
         install_unit(ctx.record, ctx.paths.units, UNIT_REGISTRY, unit)
     origin = f" ({binary} from {archive.name})" if archive is not None else ""
-    return f"{ctx.paths.registry_conf}; serving {ctx.bundle.registry_dir} on 127.0.0.1:{ctx.cfg.registry_push_port}{origin}"
+    return f"{ctx.paths.registry_conf}; serving {ctx.paths.served / 'registry'} on 127.0.0.1:{ctx.cfg.registry_push_port}{origin}"
 
 
 def _nginx_files(ctx: InstallContext) -> tuple[str, str]:
-    served = [ctx.bundle.root / "files", ctx.bundle.root / "repos"]
+    served = [ctx.paths.served / "files", ctx.paths.served / "repos"]
     s = settings_for(
         ctx.paths,
-        bundle_dir=ctx.bundle.root.resolve(),
+        bundle_dir=ctx.paths.served.resolve(),
         http_port=ctx.cfg.nginx_http_port,
         https_port=ctx.cfg.registry_https_port,
         push_port=ctx.cfg.registry_push_port,
@@ -288,13 +312,15 @@ def health_target(cfg: EffectiveConfig, paths: HostPaths, bundle: BundleFacts) -
 
 def run_health(ctx: InstallContext) -> str:
     alive = _FOREGROUND.check_alive if ctx.no_systemd else None
-    passed = wait_healthy(health_target(ctx.cfg, ctx.paths, ctx.bundle), deadline_s=90, alive=alive)
+    facts = served_facts(ctx.paths, ctx.identity)
+    passed = wait_healthy(health_target(ctx.cfg, ctx.paths, facts), deadline_s=90, alive=alive)
     return "; ".join(passed)
 
 
 STEPS: tuple[Step[InstallContext], ...] = (
     Step("preflight", "OS, arch, ports, disk, Python", check_host, check=True),
     Step("os-packages", "bundle OS repo and packages", run_os_packages, os_packages_inputs),
+    Step("serve", "add the bundle to what this node serves", run_serve, serve_inputs),
     Step("tools", "kubectl and helm", run_tools, packages.tools_inputs),
     Step("certs", "CA and registry certificate", run_certs, certs_inputs),
     Step("trust", "CA trusted system-wide", run_trust, trust_inputs),

@@ -68,6 +68,35 @@ def full_sums_sha256(content: dict[str, Entry]) -> str:
     return hashlib.sha256(full_sums_text(content)).hexdigest()
 
 
+def apply_patch(base: Path, patch: Path, dest: Path, sha256: str, size: int) -> None:
+    """Rebuild a file from the base's copy and a zstd patch (`zstd --patch-from` equivalent), streaming
+    the output and checking its digest; raise BundleError naming the file on any mismatch.
+
+    The base is the decompressor's raw-content dictionary, so it is held in memory once (the size of one
+    binary); the output is written in chunks."""
+    import zstandard  # noqa: PLC0415
+
+    dictionary = zstandard.ZstdCompressionDict(base.read_bytes(), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    dctx = zstandard.ZstdDecompressor(dict_data=dictionary, max_window_size=1 << 31)
+    h = hashlib.sha256()
+    written = 0
+    try:
+        with patch.open("rb") as fi, dctx.stream_reader(fi) as reader, dest.open("wb") as fo:
+            while chunk := reader.read(1 << 20):
+                h.update(chunk)
+                fo.write(chunk)
+                written += len(chunk)
+    except zstandard.ZstdError as exc:
+        dest.unlink(missing_ok=True)
+        raise BundleError(f"{patch}: not a patch of {base.name}: {exc}", hint="copy the delta again") from None
+    if written != size or h.hexdigest() != sha256:
+        dest.unlink(missing_ok=True)
+        raise BundleError(
+            f"{patch}: rebuilt {dest.name} does not match its listed sha256 {sha256[:12]} ({written} bytes)",
+            hint="the patch or the base file differs from what the delta was built against; install the full bundle",
+        )
+
+
 def read_delta(bundle_dir: Path) -> DeltaRecord | None:
     """The bundle's delta.json, or None for a full bundle; raise BundleError when it is unreadable."""
     path = bundle_dir / DELTA_NAME

@@ -39,8 +39,27 @@ command_name=${KUBEPLAY_COMMAND:-install}
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages, certificates and services)" "sudo $0 $*"
 [ -f "$bundle/SHA256SUMS" ] || die "$bundle/SHA256SUMS is missing: this is not a complete kubeplay bundle" \
     "copy the whole bundle directory again" 2
-[ -d "$bundle/wheels" ] || die "$bundle/wheels is missing: this is not a complete kubeplay bundle" \
-    "copy the whole bundle directory again" 2
+# A delta bundle (delta.json) carries only the wheels this deploy node does not already serve: the rest
+# are in the served set that earlier installs filled. Every wheel is pinned by sha256 either way.
+wheel_dirs=$bundle/wheels
+if [ -f "$bundle/delta.json" ]; then
+    wheel_dirs="$bundle/wheels $state/served/wheels"
+    [ -d "$state/served/wheels" ] || [ -d "$bundle/wheels" ] ||
+        die "$bundle is a delta bundle, and this node serves no earlier bundle ($state/served/wheels is missing)" \
+            "install the full bundle of the version this delta was built against first, or the full new bundle" 2
+else
+    [ -d "$bundle/wheels" ] || die "$bundle/wheels is missing: this is not a complete kubeplay bundle" \
+        "copy the whole bundle directory again" 2
+fi
+# The first of wheel_dirs holding file $1, or nothing.
+find_wheel_file() {
+    for dir in $wheel_dirs; do
+        for found in "$dir"/$1; do
+            [ -f "$found" ] && { printf '%s\n' "$found"; return 0; }
+        done
+    done
+    return 1
+}
 
 # compose.allowed_signers of the config.yaml the arguments name (-c/--config, as kubeplay install reads them).
 config_file=${KUBEPLAY_CONFIG:-config.yaml}
@@ -126,9 +145,9 @@ pick_python() {
     for candidate in ${KUBEPLAY_PYTHON:-python3 python3.13 python3.12 python3.11}; do
         command -v "$candidate" >/dev/null 2>&1 || continue
         tag=$("$candidate" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null) || continue
-        if [ -f "$bundle/wheels/requirements-$tag-$machine.txt" ]; then
+        if found=$(find_wheel_file "requirements-$tag-$machine.txt"); then
             python=$candidate
-            requirements=$bundle/wheels/requirements-$tag-$machine.txt
+            requirements=$found
             return 0
         fi
     done
@@ -261,7 +280,8 @@ bootstrap_python() {
 }
 
 if ! pick_python; then
-    have=$(cd "$bundle/wheels" && ls requirements-*.txt 2>/dev/null | sed 's/^requirements-//; s/\.txt$//' | tr '\n' ' ')
+    have=$(for dir in $wheel_dirs; do (cd "$dir" 2>/dev/null && ls requirements-*.txt 2>/dev/null); done |
+        sed 's/^requirements-//; s/\.txt$//' | sort -u | tr '\n' ' ')
     # A bundle without os: targets has no OS repo to bring Python from.
     [ -f "$bundle/deploy-node.txt" ] ||
         die "no Python here matches the bundle's wheels for $machine (the bundle has: ${have:-none})" \
@@ -282,11 +302,15 @@ if [ ! -x "$venv/bin/kubeplay" ] || [ "$(cat "$venv/.kubeplay-wheels" 2>/dev/nul
     # --without-pip: distros that split ensurepip out (Debian, Ubuntu) still get a venv; pip comes from wheels/.
     "$python" -m venv --clear --without-pip "$venv" || die "cannot create a venv at $venv with $python" \
         "the interpreter needs its venv module (python3-venv or python3.x-libs)"
-    pip_wheel=$(ls "$bundle"/wheels/pip-*-py3-none-any.whl 2>/dev/null | head -n 1)
-    [ -n "$pip_wheel" ] || die "wheels/ has no pip wheel" "rebuild the bundle" 2
-    "$venv/bin/python" "$pip_wheel/pip" install --quiet --no-index --find-links "$bundle/wheels" \
+    pip_wheel=$(find_wheel_file 'pip-*-py3-none-any.whl') || die "wheels/ has no pip wheel" "rebuild the bundle" 2
+    links=
+    for dir in $wheel_dirs; do
+        [ -d "$dir" ] && links="$links --find-links $dir"
+    done
+    # shellcheck disable=SC2086  # $links is a list of options
+    "$venv/bin/python" "$pip_wheel/pip" install --quiet --no-index $links \
         --require-hashes --only-binary=:all: -r "$requirements" ||
-        die "installing kubeplay from $bundle/wheels failed (see above)" "rebuild the bundle for this node's Python"
+        die "installing kubeplay from $wheel_dirs failed (see above)" "rebuild the bundle for this node's Python"
     printf '%s\n' "$stamp" >"$venv/.kubeplay-wheels"
 fi
 

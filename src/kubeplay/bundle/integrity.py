@@ -132,7 +132,7 @@ def _manifest_findings(manifest: BundleManifest, sums: Mapping[str, str], presen
             found.append(f"{record.path}: listed in {MANIFEST_NAME}, missing from the bundle and {SUMS_NAME}")
     blobs = {m[2] for p in present if (m := _BLOB_RE.match(p))}
     for image in manifest.images:
-        digests = [image.digest] + [p.digest for p in image.platforms]
+        digests = [image.digest, *([image.cut_index] if image.cut_index else []), *(p.digest for p in image.platforms)]
         for digest in digests:
             hexdigest = digest.removeprefix("sha256:")
             if hexdigest not in blobs:

@@ -81,8 +81,16 @@ class ImageRecord(Record):
     upstream_digest: str = Field(description="digest of the manifest or index upstream served for the reference")
     repository: str = Field(description="repository in the bundle registry")
     tag: str | None = None
-    digest: str = Field(description="digest of what the bundle serves; differs from upstream when the index was cut")
+    digest: str = Field(
+        description="digest the reference resolves to in the bundle registry: upstream's (an index cut to the "
+        "bundled platforms is served as upstream's bytes, so upstream's signatures of it match)"
+    )
     media_type: str
+    cut_index: str | None = Field(
+        default=None,
+        description="when upstream's index lists platforms the bundle lacks: the index listing only the bundled "
+        "ones, stored by digest (what `kubeplay push` puts under the tag where a registry refuses upstream's)",
+    )
     platforms: list[PlatformRecord] = Field(default_factory=list)
     missing_arches: list[str] = Field(default_factory=list, description="requested arches upstream lacks (warn)")
     signatures: list[str] = Field(

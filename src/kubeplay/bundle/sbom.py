@@ -176,6 +176,10 @@ def _image(image: ImageRecord, parts: _Parts) -> None:
         for platform in image.platforms
         if platform.digest != image.digest
     ]
+    if image.cut_index:  # upstream's index is served; this one lists only the bundled platforms
+        parts.children[str(top.bom_ref)].append(
+            manifest(image.cut_index, image.media_type, **{"kubeplay:index": "bundled platforms only"})
+        )
 
 
 def _chart(chart: ChartRecord, parts: _Parts) -> None:

@@ -33,6 +33,14 @@ def register(app: typer.Typer) -> None:
         plan_only: Annotated[
             bool, typer.Option("--plan-only", help="Only plan a two-arch bundle and print it (no root needed).")
         ] = False,
+        upgrade: Annotated[
+            bool,
+            typer.Option(
+                "--upgrade",
+                help="Rehearse an upgrade instead: the older kubespray release, deploy, then a delta bundle of the "
+                "newer one built against the deploy node's inventory, installed beside it, and `kubeplay upgrade`.",
+            ),
+        ] = False,
     ) -> None:
         """Rehearse the air gap here: simulated upstream, build, pack, lab nodes, install, kubespray deploy, checks."""
         out = command_output(ctx)
@@ -41,13 +49,17 @@ def register(app: typer.Typer) -> None:
             return
         # imported here: the rehearsal pulls in the simulator, the build pipeline and the lab
         from kubeplay.lab.demo import run_demo
+        from kubeplay.lab.demo.upgrade import run_upgrade_demo
 
-        report = run_demo(workdir, nodes=nodes, keep=keep, out=out)
+        if upgrade:
+            report = run_upgrade_demo(workdir, nodes=nodes, keep=keep, out=out)
+        else:
+            report = run_demo(workdir, nodes=nodes, keep=keep, out=out)
         if not report.ok:
             failed = len(report.failed_checks())
             raise StepFailed(
                 f"demo: {failed} check(s) failed" + (f"; {report.error}" if report.error else ""),
-                hint=f"report: {workdir}/report.json, logs: {workdir}/logs",
+                hint=f"report: {workdir}/report{'-upgrade' if upgrade else ''}.json, logs: {workdir}/logs",
             )
 
 

@@ -20,6 +20,7 @@ from kubeplay.errors import BadInput
 STEP_NAMES = (
     "preflight",
     "os-packages",
+    "serve",
     "tools",
     "certs",
     "trust",
@@ -126,14 +127,41 @@ def status(
     bundle: Annotated[Path | None, typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle.")] = None,
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Probe the services once, as a node would.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    inventory: Annotated[
+        bool,
+        typer.Option(
+            "--inventory", help="Write what this node serves, as digests, for `kubeplay build --base` (see -o)."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="With --inventory: the file to write (default: stdout).")
+    ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
 ) -> None:
-    """Which install steps are done, whether the services run, and whether they answer."""
+    """Which install steps are done, which versions are served, whether the services run and answer."""
     from kubeplay.bootstrap.paths import HostPaths
     from kubeplay.bootstrap.status import collect_status
-    from kubeplay.console import Cell, Table
+    from kubeplay.console import Cell, Table, human_bytes
 
     out = command_output(ctx)
+    if inventory:
+        from kubeplay.bootstrap.served import served_inventory
+        from kubeplay.bundle.inventory import write_inventory
+
+        inv = served_inventory(HostPaths(state_override=state_dir))
+        if output is None:
+            typer.echo(inv.model_dump_json(indent=1))
+        else:
+            write_inventory(inv, output)
+        size = sum(e.size for e in inv.paths.values())
+        out.summary(
+            f"inventory of {inv.describe()}: {len(inv.paths)} paths ({human_bytes(size)} served), "
+            f"{len(inv.images)} images, {len(inv.packages)} OS packages"
+            + (f" -> {output} ({human_bytes(output.stat().st_size)})" if output is not None else "")
+        )
+        return
+    elif output is not None:
+        raise BadInput("--output/-o goes with --inventory", hint="kubeplay status --inventory -o inventory.json")
     report = collect_status(HostPaths(state_override=state_dir), bundle, probe)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
@@ -142,6 +170,12 @@ def status(
         for name, when in report["steps"].items():
             table.add(name, when or Cell("pending", "warn"))
         out.table(table)
+        if report.get("versions"):
+            served = Table(columns=("served Kubernetes", "kubespray", "bundle", "installed", "as"), boxed=False)
+            for v in report["versions"]:
+                came = f"delta of {', '.join(b[:12] for b in v['delta_of'])}" if v["delta_of"] else "full bundle"
+                served.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came)
+            out.table(served)
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
                 out.line(f"{key}: {report[key]}")
@@ -152,7 +186,35 @@ def status(
         raise typer.Exit(1)
 
 
+def prune(
+    ctx: typer.Context,
+    keep: Annotated[
+        list[str],
+        typer.Option("--keep", help="A served Kubernetes version (or bundle identity) to keep; repeat, or a,b."),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; change nothing.")] = False,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
+) -> None:
+    """Stop serving every version not kept, and delete what only those versions used."""
+    from kubeplay.bootstrap.paths import HostPaths
+    from kubeplay.bootstrap.prune import prune as run_prune
+    from kubeplay.console import human_bytes
+
+    out = command_output(ctx)
+    names = [k.strip() for item in keep for k in item.split(",") if k.strip()]
+    result = run_prune(HostPaths(state_override=state_dir), names, dry_run=dry_run)
+    if not result.removed:
+        out.summary(f"nothing to prune: this node serves only {', '.join(result.kept)}")
+        return
+    verb = "would remove" if dry_run else "removed"
+    out.summary(
+        f"{verb} Kubernetes {', '.join(result.removed)}: {result.files} file(s), {human_bytes(result.bytes)}; "
+        f"serving {', '.join(result.kept)}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("install")(install)
     app.command("uninstall")(uninstall)
     app.command("status")(status)
+    app.command("prune")(prune)

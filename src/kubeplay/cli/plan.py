@@ -20,34 +20,54 @@ if TYPE_CHECKING:
     from kubeplay.assemble.charts import ChartSet
     from kubeplay.catalog.model import Plan
     from kubeplay.config.bundle import BundleSpec
+    from kubeplay.fetch.signatures import PlanSignatures
     from kubeplay.fetch.sizes import PlanSizes
 
 COLUMNS = ("kind", "name", "version", "arch", "upstream")
 
 
-def plan_table(plan: Plan, sizes: PlanSizes | None = None) -> Table:
+def plan_table(plan: Plan, sizes: PlanSizes | None = None, signatures: PlanSignatures | None = None) -> Table:
+    extra = _extra_columns(sizes, signatures)
     return Table(
-        (*COLUMNS[:4], "size", COLUMNS[4]) if sizes else COLUMNS,
-        rows=[(*r[:4], *r[5:], r[4]) if sizes else r for r in plan_rows(plan, sizes)],
+        (*COLUMNS[:4], *extra, COLUMNS[4]),
+        rows=[(*r[:4], *r[5:], r[4]) for r in plan_rows(plan, sizes, signatures)],
         title=f"kubespray {plan.kubespray_version} · Kubernetes {plan.kube_version}",
         fold=frozenset({"name", "upstream"}),
         right=frozenset({"size"}),
     )
 
 
-def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...]]:
-    """One row per artifact (kind, name, version, arch, upstream[, size]); the user's own (bundle.yaml
+def _extra_columns(sizes: PlanSizes | None, signatures: PlanSignatures | None) -> tuple[str, ...]:
+    return (*(("size",) if sizes else ()), *(("signed",) if signatures else ()))
+
+
+def plan_rows(
+    plan: Plan, sizes: PlanSizes | None = None, signatures: PlanSignatures | None = None
+) -> list[tuple[str, ...]]:
+    """One row per artifact (kind, name, version, arch, upstream[, size][, signed]); the user's own (bundle.yaml
     images:/files:) are kind `user file`/`user image`, images of its charts `chart image` named by where they
-    were found; size is `?` where upstream could not say."""
+    were found; size is `?` where upstream could not say; signed lists the signature artifacts upstream
+    publishes for an image (`sig att sbom referrers`, `no`, `?` where it could not be asked)."""
     from kubeplay.catalog.user import USER_LABEL
 
     def size(n: int | None) -> tuple[str, ...]:
         return () if sizes is None else (human_bytes(n) if n is not None else "?",)
 
+    def signed(upstream: str | None) -> tuple[str, ...]:
+        if signatures is None:
+            return ()
+        if upstream is None:
+            return ("",)
+        found = signatures.images.get(upstream)
+        return ("?",) if found is None else (" ".join(found.kinds) or "no",)
+
     rows: list[tuple[str, ...]] = [
-        (kind(f.origin, "file"), f.name, f.version or "", f.arch, f.url, *size(sizes.of_file(f) if sizes else None))
+        (
+            kind(f.origin, "file"), f.name, f.version or "", f.arch, f.url,
+            *size(sizes.of_file(f) if sizes else None), *signed(None),
+        )
         for f in plan.files
-    ]
+    ]  # fmt: skip
     rows += [
         (
             kind(i.origin, "image"),
@@ -56,6 +76,7 @@ def plan_rows(plan: Plan, sizes: PlanSizes | None = None) -> list[tuple[str, ...
             ",".join(i.arches),
             i.upstream,
             *size(sizes.of_image(i) if sizes else None),
+            *signed(i.upstream),
         )
         for i in plan.images
     ]
@@ -66,10 +87,11 @@ def kind(origin: str, what: str) -> str:
     return f"{origin} {what}" if origin in ("user", "chart") else what
 
 
-def plan_lines(plan: Plan, sizes: PlanSizes | None = None) -> list[str]:
-    """The table as aligned plain text, header first (with sizes: a SIZE column before UPSTREAM)."""
-    header = ("KIND", "NAME", "VERSION", "ARCH", "UPSTREAM", *(("SIZE",) if sizes else ()))
-    rows = [(*r[:4], *r[5:], r[4]) for r in [header, *plan_rows(plan, sizes)]]
+def plan_lines(plan: Plan, sizes: PlanSizes | None = None, signatures: PlanSignatures | None = None) -> list[str]:
+    """The table as aligned plain text, header first (extra columns, SIZE and SIGNED, before UPSTREAM)."""
+    extra = tuple(c.upper() for c in _extra_columns(sizes, signatures))
+    header = ("KIND", "NAME", "VERSION", "ARCH", "UPSTREAM", *extra)
+    rows = [(*r[:4], *r[5:], r[4]) for r in [header, *plan_rows(plan, sizes, signatures)]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
 
@@ -100,13 +122,25 @@ def size_totals(plan: Plan, sizes: PlanSizes) -> str:
     return text + (f"; {len(sizes.problems)} not sized" if sizes.problems else "")
 
 
-def print_plan(plan: Plan, output: Output, sizes: PlanSizes | None = None) -> None:
-    """The plan table, its totals (and sizes), any render problems and the offline variables, on the console."""
+def signature_totals(signatures: PlanSignatures) -> str:
+    """How many images upstream signed, and how (cosign tags, OCI 1.1 referrers)."""
+    tags = sum(1 for s in signatures.images.values() if {"sig", "att", "sbom"} & set(s.kinds))
+    text = (
+        f"{signatures.signed} of {len(signatures.images) + len(signatures.problems)} images come with upstream "
+        f"signature artifacts (cosign .sig/.att/.sbom tags: {tags}, OCI referrers: {signatures.count('referrers')})"
+    )
+    return text + (f"; {len(signatures.problems)} not checked" if signatures.problems else "")
+
+
+def print_plan(
+    plan: Plan, output: Output, sizes: PlanSizes | None = None, signatures: PlanSignatures | None = None
+) -> None:
+    """The plan table, its totals (sizes, signatures), any render problems and the offline variables."""
     if output.is_terminal:
-        output.table(plan_table(plan, sizes))
+        output.table(plan_table(plan, sizes, signatures))
     else:
         # Piped: one artifact per line (a table would fold the URLs into 80 columns).
-        for line in plan_lines(plan, sizes):
+        for line in plan_lines(plan, sizes, signatures):
             output.line(line)
     output.line(f"total: {totals(plan)}")
     if sizes is not None:
@@ -117,6 +151,13 @@ def print_plan(plan: Plan, output: Output, sizes: PlanSizes | None = None) -> No
             if missing:
                 output.warn(f"{image.upstream} ({image.variable}): upstream has no {', '.join(missing)} image")
         output.line(f"size: {size_totals(plan, sizes)}")
+    if signatures is not None:
+        for what, label, reason in signatures.problems:
+            output.warn(f"{what} ({label}): signatures not checked: {reason}")
+        for upstream, found in sorted(signatures.images.items()):
+            if found.subjects:
+                output.line(f"signed: {upstream}: {found.describe()}")
+        output.line(f"signatures: {signature_totals(signatures)}")
     for problem in plan.problems:
         output.warn(f"{problem.entry}: {problem.variable}: {problem.message}")
     print_offline_vars(plan, output)
@@ -142,6 +183,14 @@ def register(app: typer.Typer) -> None:
                 "will weigh; nothing is downloaded.",
             ),
         ] = False,
+        signatures: Annotated[
+            bool,
+            typer.Option(
+                "--signatures",
+                help="Ask upstream (through mirrors:) which images come with signature artifacts (cosign "
+                ".sig/.att/.sbom tags, OCI 1.1 referrers), as the build will keep them; nothing is downloaded.",
+            ),
+        ] = False,
     ) -> None:
         """List every file and image kubespray would download for BUNDLE, with checksums and bundle paths."""
         from kubeplay.assemble.charts import CHARTS_DIR
@@ -163,10 +212,13 @@ def register(app: typer.Typer) -> None:
             for chart in charts.charts:  # fetched already to read them: their size is known
                 measured.files[f"{CHARTS_DIR}/{chart.filename}"] = len(chart.download.data)
                 measured.file_arches[f"{CHARTS_DIR}/{chart.filename}"] = "noarch"
+        signed = look_up_signatures(spec, plan, output) if signatures else None
         if as_json:
             body = plan.model_dump(mode="json")
             if measured is not None:
                 body["sizes"] = sizes_json(plan, measured)
+            if signed is not None:
+                body["signatures"] = signatures_json(signed)
             if spec.charts:
                 body["charts"] = [
                     {"name": c.package.name, "version": c.package.version, "source": c.download.source,
@@ -178,7 +230,7 @@ def register(app: typer.Typer) -> None:
                 ]
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
         else:
-            print_plan(plan, output, measured)
+            print_plan(plan, output, measured, signed)
             print_charts(charts, output)
         for warning in deploy.warnings():
             output.warn(warning)
@@ -193,6 +245,7 @@ def register(app: typer.Typer) -> None:
                 hint="the warnings name the entry and variable; set the variable in kubespray_vars or fix kube_version",
             )
         weight = f"; {human_bytes(measured.total)}" if measured is not None else ""
+        weight += f"; {signed.signed} signed upstream" if signed is not None else ""
         output.summary(f"planned {totals(plan)}{weight} from {tree.label}")
 
 
@@ -257,4 +310,33 @@ def sizes_json(plan: Plan, sizes: PlanSizes) -> dict[str, object]:
         "by_path": dict(sorted(sizes.files.items())),
         "by_image": {i.upstream: sizes.of_image(i) for i in plan.images},
         "unknown": [{"what": p.what, "label": p.label, "reason": p.reason} for p in sizes.problems],
+    }
+
+
+def look_up_signatures(spec: BundleSpec, plan: Plan, output: Output) -> PlanSignatures:
+    """Which images upstream signed, through the spec's mirrors and credentials."""
+    from kubeplay.fetch.clients import ClientPool
+    from kubeplay.fetch.mirrors import load_mirrors
+    from kubeplay.fetch.signatures import look_up_plan
+
+    with ClientPool(load_mirrors(spec, out=output), connections=16, timeout=30.0) as clients:
+        try:
+            with output.status(f"asking upstream for the signatures of {len(plan.images)} images"):
+                return look_up_plan(clients, plan, jobs=16)
+        except KeyboardInterrupt:
+            clients.stop.set()
+            raise Interrupted("looking up signatures was interrupted; nothing was written", hint=None) from None
+
+
+def signatures_json(signatures: PlanSignatures) -> dict[str, object]:
+    return {
+        "signed": signatures.signed,
+        "by_image": {
+            upstream: [
+                {"what": s.what, "digest": s.digest, "kinds": list(s.kinds), "tags": list(s.tags)}
+                for s in found.subjects
+            ]
+            for upstream, found in sorted(signatures.images.items())
+        },
+        "unknown": [{"what": w, "label": label, "reason": r} for w, label, r in signatures.problems],
     }

@@ -47,6 +47,13 @@ def push(
     creds = load_credentials(dict(os.environ), credentials_file)
     report = push_bundle(bundle, target, ca, creds, jobs)
     out.event("push", **{k: v for k, v in vars(report).items() if not k.startswith("_")})
+    if report.tagged_cut:
+        out.warn(
+            f"{target.host} refused upstream's index for {len(report.tagged_cut)} image(s) (it lists platforms the "
+            f"bundle does not carry): their tags name the index cut to the bundled platforms, so `cosign verify` "
+            f"by tag does not find upstream's signature there; verify by a platform digest "
+            f"(kubeplay.json platforms): {', '.join(report.tagged_cut)}"
+        )
     out.summary(
         f"pushed {report.images} image(s) to {target.host}{'/' + target.prefix if target.prefix else ''}: "
         f"{report.blobs_uploaded} blob(s) uploaded ({human_bytes(report.bytes_uploaded)}), "

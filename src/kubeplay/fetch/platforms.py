@@ -1,7 +1,8 @@
 """Manifest kinds, and cutting a multi-arch index down to the platforms a bundle asks for.
 
-Each kept platform manifest stays byte-exact (its digest is upstream's); only the index is rewritten,
+Each kept platform manifest stays byte-exact (its digest is upstream's); the cut index is a new document
 listing just the kept descriptors in upstream order. Attestation entries (`unknown/unknown`) are dropped.
+(The bundle serves upstream's index under the tag and keeps the cut one by digest: assemble/images.py.)
 """
 
 from __future__ import annotations

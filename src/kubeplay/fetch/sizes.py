@@ -152,6 +152,8 @@ class PlanSizer:
         manifests = len(top.data)
         if top.media_type in INDEX_TYPES:
             selection = select_platforms(top.data, arches)
+            if selection.index != top.data:  # the build keeps the index cut to these platforms beside upstream's
+                manifests += len(selection.index)
             for arch, desc in selection.chosen.items():
                 child = self.registry.manifest(endpoint, repository, str(desc["digest"]))
                 if child.media_type not in MANIFEST_TYPES:

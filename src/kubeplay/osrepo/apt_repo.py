@@ -47,8 +47,12 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def write_apt_repo(root: Path, content: AptRepoContent, signer: BundleSigner) -> Path:
-    """Write dists/ under root (pool/ must already hold the files); sign Release. Returns the Release path."""
+def write_apt_repo(root: Path, content: AptRepoContent, signer: BundleSigner, by_hash: bool = False) -> Path:
+    """Write dists/ under root (pool/ must already hold the files); sign Release. Returns the Release path.
+
+    `by_hash`: also write each index under by-hash/SHA256/<digest> and say `Acquire-By-Hash: yes`, so a
+    client that read the old InRelease still finds the indexes it names while a new set is written
+    (the deploy node re-indexes repos that nodes are using)."""
     dist = root / "dists" / content.codename
     index_files: dict[str, bytes] = {}
     for arch, paras in sorted(content.paragraphs.items()):
@@ -57,6 +61,11 @@ def write_apt_repo(root: Path, content: AptRepoContent, signer: BundleSigner) ->
         index_files[base] = plain
         index_files[base + ".gz"] = gzip.compress(plain, compresslevel=9, mtime=0)
         index_files[base + ".xz"] = lzma.compress(plain)
+    if by_hash:
+        for name, data in index_files.items():
+            by = dist / name.rsplit("/", 1)[0] / "by-hash" / "SHA256" / hashlib.sha256(data).hexdigest()
+            if not by.exists():
+                _write(by, data)
     for name, data in index_files.items():
         _write(dist / name, data)
     release = Release()
@@ -69,6 +78,8 @@ def write_apt_repo(root: Path, content: AptRepoContent, signer: BundleSigner) ->
     release["Architectures"] = " ".join(sorted(content.paragraphs))
     release["Components"] = COMPONENT
     release["Description"] = f"offline {content.distro} {content.release} packages bundled by kubeplay"
+    if by_hash:
+        release["Acquire-By-Hash"] = "yes"
     for algo, field, key in (
         ("md5", "MD5Sum", "md5sum"),
         ("sha256", "SHA256", "sha256"),

@@ -99,9 +99,13 @@ KUBEPLAY_RPM = (
 )  # fmt: skip
 # The deploy node serves files and repos with nginx and images with the distribution registry (docker-registry;
 # EL has no such package in its base repos: rpm deploy nodes need it from elsewhere), keeps time with chrony,
-# runs kubeplay in a venv and reaches password-SSH nodes through sshpass. containerd is for the nodes.
-DEPLOY_APT = ("nginx", "chrony", "python3-venv", "containerd", "docker-registry", "sshpass", "curl", "ca-certificates")
-DEPLOY_RPM = ("nginx", "chrony", "python3", "sshpass", "curl", "ca-certificates")
+# runs kubeplay in a venv and reaches password-SSH nodes through sshpass. containerd is for the nodes. gpg
+# signs the served OS repos' indexes (the deploy node's own key: bootstrap/reindex.py).
+DEPLOY_APT = (
+    "nginx", "chrony", "python3-venv", "containerd", "docker-registry", "sshpass", "curl", "ca-certificates",
+    "gpg", "gpg-agent",
+)  # fmt: skip
+DEPLOY_RPM = ("nginx", "chrony", "python3", "sshpass", "curl", "ca-certificates", "gnupg2")
 
 
 def supported_list() -> str:

@@ -53,8 +53,8 @@ class DeployOutcome:
         return self.stopped_at is None
 
 
-def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
-    """DeployOutcome from the merged stdout/stderr of `kubeplay --json-events deploy`."""
+def parse_deploy_output(text: str, exit_code: int, command: str = "deploy") -> DeployOutcome:
+    """DeployOutcome from the merged stdout/stderr of `kubeplay --json-events deploy` (or `upgrade`)."""
     outcome = DeployOutcome()
     failed: str | None = None
     errors: list[str] = []
@@ -66,7 +66,7 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
                 event = json.loads(stripped)
             except ValueError:
                 continue
-            if event.get("event") == "step" and event.get("command") == "deploy":  # README: Events
+            if event.get("event") == "step" and event.get("command") == command:  # README: Events
                 name = str(event.get("step"))
                 if event.get("status") == "started":
                     outcome.started.append(name)
@@ -88,7 +88,7 @@ def parse_deploy_output(text: str, exit_code: int) -> DeployOutcome:
             errors.append(" ".join(b for b in block if b))
     if exit_code != 0:
         # The error line as printed (its last line is the stop summary), else the failed step's event.
-        outcome.message = errors[-1] if errors else outcome.message or f"kubeplay deploy exited with {exit_code}"
+        outcome.message = errors[-1] if errors else outcome.message or f"kubeplay {command} exited with {exit_code}"
         pending = [s for s in outcome.started if s not in outcome.done]
         head = outcome.message.split(":", 1)[0].strip()
         outcome.stopped_at = failed or (pending[-1] if pending else (head if head and " " not in head else "preflight"))
