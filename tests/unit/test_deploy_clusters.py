@@ -17,9 +17,10 @@ from tests.upgrade_fixture import add_version, config_file, trace_tree, write_re
 from kubeplay.console import Output
 from kubeplay.deploy.context import DeployContext, build_context
 from kubeplay.deploy.day2 import reset_cluster
+from kubeplay.deploy.record import read_record
 from kubeplay.deploy.steps import NODE_PREP, deploy
 from kubeplay.deploy.upgrade import prepare_upgrade, upgrade
-from kubeplay.deploy.versions import ServedPaths, choose_bundle, read_record
+from kubeplay.deploy.versions import ServedPaths, choose_bundle
 from kubeplay.state import Ledger, input_hash
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,9 @@ from tests.upgrade_fixture import add_version, config_file, real_release, trace_
 
 from kubeplay.console import Output
 from kubeplay.deploy.phases import read_cluster_plays, upgrade_phases, write_phase_playbook
+from kubeplay.deploy.record import read_record
 from kubeplay.deploy.upgrade import prepare_upgrade, upgrade_runner, upgrade_vars
-from kubeplay.deploy.versions import ServedPaths, choose_bundle, read_record
+from kubeplay.deploy.versions import ServedPaths, choose_bundle
 from kubeplay.errors import BadInput
 
 SPRAY_30, SPRAY_31 = "v2.30.0", "v2.31.0"

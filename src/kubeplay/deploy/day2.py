@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeplay.deploy.context import DeployContext
+from kubeplay.deploy.record import record_path
 from kubeplay.deploy.runner import Playbook, write_inventory
 from kubeplay.deploy.steps import NODE_PREP, kubeplay_playbook, node_prep_playbook, play, preflight_step, stop_fields
-from kubeplay.deploy.versions import record_path
 from kubeplay.errors import BadInput
 from kubeplay.state import Ledger
 from kubeplay.steps import Step, StepRunner

@@ -17,8 +17,8 @@ from kubeplay.deploy.inventory import ClusterInventory
 from kubeplay.deploy.limits import containers_from_facts, raise_for_step, save_node_facts
 from kubeplay.deploy.phases import Phase, kubespray_phases, write_phase_playbook
 from kubeplay.deploy.progress import Failure
+from kubeplay.deploy.record import read_record, record_finished, record_started
 from kubeplay.deploy.runner import Playbook, RunResult, Workspace, raise_for_result, run_playbook, write_inventory
-from kubeplay.deploy.versions import read_record, record_finished, record_started
 from kubeplay.errors import DeployStopped, KubeplayError, StepFailed
 from kubeplay.state import Ledger, input_hash
 from kubeplay.steps import Selection, Step, StepResult, StepRunner

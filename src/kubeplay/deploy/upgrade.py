@@ -22,6 +22,7 @@ from kubeplay.bootstrap.served import ServedVersion, served_versions
 from kubeplay.console import Output
 from kubeplay.deploy.context import NODE_GROUPS, DeployContext, build_context
 from kubeplay.deploy.phases import Phase, upgrade_phases, write_phase_playbook
+from kubeplay.deploy.record import read_record, record_upgrade
 from kubeplay.deploy.runner import Playbook, run_playbook, write_inventory
 from kubeplay.deploy.steps import (
     NODE_PREP,
@@ -39,8 +40,6 @@ from kubeplay.deploy.versions import (
     check_upgrade_path,
     current_from_record,
     find_target,
-    read_record,
-    record_upgrade,
     repos_signature,
 )
 from kubeplay.errors import KubeplayError

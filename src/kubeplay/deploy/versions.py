@@ -1,8 +1,8 @@
 """Which bundle a cluster command works with, what a cluster runs, and which upgrades kubespray allows.
 
-A cluster is a config.yaml and its state directory. What a deploy or an upgrade put on the nodes is recorded
-there (`cluster.json`: Kubernetes and kubespray versions, the bundle's identity, when), so every later
-command picks the same served version, and `kubeplay upgrade` knows where the cluster stands. The rules of
+A cluster is a config.yaml and its state directory, whose record (deploy/record.py) says what the nodes
+were given, so every later command picks the same served version and `kubeplay upgrade` knows where the
+cluster stands. The rules of
 the upgrade path are kubespray's and kubeadm's: one Kubernetes minor at a time, and one kubespray minor at a
 time (kubespray upgrades only from its previous release); never back.
 
@@ -11,14 +11,12 @@ This module reads the served set through kubeplay.bootstrap.served (the install 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import re
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,9 @@ from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.served import ServedVersion, find_version, served_versions
 from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.bundle.wheels import ansible_core_range
+from kubeplay.deploy.record import CLUSTER_RECORD, ClusterRecord, kubespray_version, read_record, record_path
 from kubeplay.errors import BadInput, BundleError
-from kubeplay.state import atomic_write
 
-CLUSTER_RECORD = "cluster.json"
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -56,11 +53,15 @@ class Version:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-def _parse(text: str, what: str) -> Version:
+def parse_version(text: str, what: str) -> Version:
     v = Version.parse(text)
     if v is None:
         raise BundleError(f"{what}: {text!r} is not a version", hint="run `kubeplay verify` on the bundle")
     return v
+
+
+def record_version(record: ClusterRecord) -> Version:
+    return parse_version(record.kube_version, CLUSTER_RECORD)
 
 
 @dataclass(frozen=True)
@@ -72,121 +73,6 @@ class ServedPaths(HostPaths):
     @property
     def served(self) -> Path:
         return self.served_dir
-
-
-# --- what a cluster runs --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClusterRecord:
-    """What the last deploy or upgrade from a state directory put on the nodes."""
-
-    kube_version: str
-    kubespray_version: str
-    bundle: str  # identity: sha256 of the bundle's kubeplay.json
-    at: str  # when (UTC, ISO 8601)
-    by: str  # "deploy" or "upgrade"
-    complete: bool = False  # every step of that command finished
-    upgrading_to: str | None = None  # an upgrade that started and has not finished
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def version(self) -> Version:
-        return _parse(self.kube_version, CLUSTER_RECORD)
-
-
-def record_path(state_dir: Path) -> Path:
-    return state_dir / CLUSTER_RECORD
-
-
-def read_record(state_dir: Path) -> ClusterRecord | None:
-    """The cluster record in `state_dir`, None when no deploy was recorded; BadInput when unreadable."""
-    path = record_path(state_dir)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return ClusterRecord(**data)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as exc:
-        raise BadInput(
-            f"{path}: unreadable cluster record: {exc}",
-            hint="restore it, or delete it and name the version with --version (deploy) or --bundle",
-        ) from None
-
-
-def write_record(state_dir: Path, record: ClusterRecord) -> None:
-    atomic_write(record_path(state_dir), json.dumps(asdict(record), indent=2).encode(), mode=0o600)
-
-
-def bundle_identity(bundle: BundleFacts) -> str:
-    """sha256 of the bundle's kubeplay.json (a served version keeps it in its version directory)."""
-    path = (bundle.kubespray_root or bundle.root) / MANIFEST_NAME
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
-def kubespray_version(bundle: BundleFacts) -> str:
-    spray = bundle.manifest.get("kubespray") or {}
-    return str(spray.get("version", "")) if isinstance(spray, dict) else ""
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def record_started(state_dir: Path, bundle: BundleFacts, by: str) -> ClusterRecord:
-    """Record that `by` (deploy) started putting `bundle` on the nodes; return the record written."""
-    old = read_record(state_dir)
-    record = ClusterRecord(
-        kube_version=bundle.kube_version,
-        kubespray_version=kubespray_version(bundle),
-        bundle=bundle_identity(bundle),
-        at=now(),
-        by=by,
-        complete=False,
-        history=_history(old, bundle.kube_version),
-    )
-    write_record(state_dir, record)
-    return record
-
-
-def record_finished(state_dir: Path) -> None:
-    old = read_record(state_dir)
-    if old is not None:
-        write_record(state_dir, ClusterRecord(**{**asdict(old), "complete": True, "at": now()}))
-
-
-def record_upgrade(state_dir: Path, target: BundleFacts, *, finished: bool) -> None:
-    """Mark an upgrade to `target` started (the record keeps the old version) or finished (it says the new one)."""
-    old = read_record(state_dir)
-    if old is None:
-        return
-    if not finished:
-        write_record(state_dir, ClusterRecord(**{**asdict(old), "upgrading_to": target.kube_version}))
-        return
-    write_record(
-        state_dir,
-        ClusterRecord(
-            kube_version=target.kube_version,
-            kubespray_version=kubespray_version(target),
-            bundle=bundle_identity(target),
-            at=now(),
-            by="upgrade",
-            complete=True,
-            history=_history(old),
-        ),
-    )
-
-
-def _history(old: ClusterRecord | None, new_version: str | None = None) -> list[dict[str, Any]]:
-    if old is None:
-        return []
-    if new_version is not None and old.kube_version == new_version:
-        return old.history
-    entry = {k: v for k, v in asdict(old).items() if k not in ("history", "upgrading_to")}
-    return [*old.history, entry][-20:]
 
 
 # --- which bundle a cluster command uses ----------------------------------------------------------------
@@ -205,7 +91,7 @@ def _bundle_dir_default(config: Path) -> Path:
 
 def _served_by_identity(versions: Sequence[ServedVersion], record: ClusterRecord) -> ServedVersion | None:
     exact = [v for v in versions if v.identity == record.bundle]
-    same = [v for v in versions if Version.parse(v.kube_version) == record.version]
+    same = [v for v in versions if Version.parse(v.kube_version) == record_version(record)]
     found = exact or same
     return found[-1] if found else None
 
@@ -250,7 +136,7 @@ def choose_bundle(
                 hint=f"install the bundle of Kubernetes {record.kube_version} again, or "
                 f"`kubeplay upgrade -c {config} --state-dir {state_dir} --to VERSION` to a served version",
             )
-        if version is not None and Version.parse(version) != record.version:
+        if version is not None and Version.parse(version) != record_version(record):
             raise BadInput(
                 f"--version {version}: the cluster of {state_dir} runs Kubernetes {record.kube_version}",
                 hint=f"to move it to {version}: kubeplay upgrade -c {config} --state-dir {state_dir} --to {version}",
@@ -305,7 +191,7 @@ def _targets_text(current: ClusterVersion, versions: Sequence[ServedVersion]) ->
 
 def check_step(current: ClusterVersion, target: ServedVersion) -> None:
     """Raise BadInput when kubespray/kubeadm cannot go from `current` to `target` in one upgrade."""
-    kube = _parse(target.kube_version, f"served version {target.identity[:12]}")
+    kube = parse_version(target.kube_version, f"served version {target.identity[:12]}")
     have = current.kube
     if kube == have:
         raise BadInput(f"the cluster already runs Kubernetes {have} ({current.source}): nothing to do")
@@ -373,7 +259,9 @@ def current_from_record(state_dir: Path, config: Path) -> ClusterVersion:
             f"records gets one from `kubeplay deploy -c {config} --state-dir DIR --bundle ITS_BUNDLE` "
             "(with every step done, it only records the version)",
         )
-    return ClusterVersion(record.version, Version.parse(record.kubespray_version), f"the deploy record in {state_dir}")
+    return ClusterVersion(
+        record_version(record), Version.parse(record.kubespray_version), f"the deploy record in {state_dir}"
+    )
 
 
 INDEX_PARTS = ("/dists/", "/repodata/")
