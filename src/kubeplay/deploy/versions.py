@@ -23,6 +23,7 @@ from typing import Any
 from kubeplay.bootstrap.bundleinfo import BundleFacts, read_bundle
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.served import ServedVersion, find_version, served_versions
+from kubeplay.bundle.inventory import identity_of
 from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.bundle.wheels import ansible_core_range
 from kubeplay.deploy.record import CLUSTER_RECORD, ClusterRecord, kubespray_version, read_record, record_path
@@ -111,11 +112,22 @@ def choose_bundle(
     else `--version`, else the only one served. Without a served set: the bundle beside config.yaml or in `.`.
     """
     record = read_record(state_dir)
+    versions = served_versions(served)
     if bundle_dir is not None:
         bundle = read_bundle(bundle_dir.resolve())
         _check_asked(bundle.kube_version, version, f"the bundle in {bundle_dir}")
-        return bundle
-    versions = served_versions(served)
+        if not versions:
+            return bundle
+        # Nodes fetch from what the deploy node serves (repos signed by its own key), not from the directory.
+        identity = identity_of((bundle.root / MANIFEST_NAME).read_bytes())
+        same = [v for v in versions if v.identity == identity]
+        if not same:
+            raise BadInput(
+                f"--bundle {bundle_dir}: Kubernetes {bundle.kube_version} ({identity[:12]}) is not served by this "
+                f"deploy node, which serves {describe_served(versions)}",
+                hint=f"install it first (./install.sh in {bundle_dir}), or leave out --bundle",
+            )
+        return same[-1].facts()
     if not versions:
         bundle = read_bundle(_bundle_dir_default(config))
         _check_asked(bundle.kube_version, version, f"the bundle in {bundle.root}")
