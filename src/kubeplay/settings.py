@@ -24,6 +24,8 @@ FALSE = frozenset({"0", "false", "no", "off"})
 DEFAULT_LAB_DIR = Path("/var/lib/kubeplay/lab")
 DEFAULT_LAB_SUBNET = "10.213.0.0/24"
 ROOT_CACHE = Path("/var/cache/kubeplay")
+DEFAULT_INSTALL_STATE = Path("/var/lib/kubeplay")
+DEFAULT_SERVED = DEFAULT_INSTALL_STATE / "served"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,13 @@ NO_SYSTEMD = _define(
 DEPLOY_STATE = _define(
     "KUBEPLAY_DEPLOY_STATE", "path", "/var/lib/kubeplay/deploy", "deploy's inventory, ledger and logs", "--state-dir"
 )
+SERVED = _define(
+    "KUBEPLAY_SERVED",
+    "path",
+    "$KUBEPLAY_STATE_DIR/served, else /var/lib/kubeplay/served",
+    "the versions this deploy node serves; deploy, upgrade and day-2 commands take their bundle from it",
+    "--served",
+)
 CA = _define("KUBEPLAY_CA", "path", "the CA kubeplay install made", "registry CA deploy puts on the nodes", "--ca")
 # kubeplay lab / demo
 LAB_DIR = _define("KUBEPLAY_LAB_DIR", "path", str(DEFAULT_LAB_DIR), "where labs live", "--state-dir")
@@ -220,6 +229,7 @@ class Settings:
     lab_dir: Path
     lab_subnet: str
     allowed_signers: Path | None = None  # None: config.yaml's, else /etc/kubeplay/allowed_signers when present
+    served: Path = DEFAULT_SERVED
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, euid: int) -> Settings:
@@ -249,6 +259,7 @@ class Settings:
             lab_dir=path(LAB_DIR) or DEFAULT_LAB_DIR,
             lab_subnet=environ.get(LAB_SUBNET) or DEFAULT_LAB_SUBNET,
             allowed_signers=path(ALLOWED_SIGNERS),
+            served=path(SERVED) or ((path(STATE_DIR) or DEFAULT_INSTALL_STATE) / "served"),
         )
 
 

@@ -57,6 +57,7 @@ class Selection:
     from_step: str | None = None
     only: str | None = None
     to_step: str | None = None
+    to_option: str = "--to"  # what the command calls its to_step option (upgrade: --until; --to is the version)
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,14 @@ class StepResult:
 def check_selection(command: str, names: Sequence[str], selection: Selection) -> None:
     """Raise BadInput for a step name `command` does not have, or a selection that selects nothing."""
     hint = f"{command} steps: {', '.join(names)}"
-    for option, value in (("--from", selection.from_step), ("--only", selection.only), ("--to", selection.to_step)):
+    to = selection.to_option
+    for option, value in (("--from", selection.from_step), ("--only", selection.only), (to, selection.to_step)):
         if value is not None and value not in names:
             raise BadInput(f"{option} {value}: no such {command} step", hint=hint)
     if selection.only is not None and (selection.from_step or selection.to_step):
-        raise BadInput("--only runs one step: it does not go with --from or --to", hint=hint)
+        raise BadInput(f"--only runs one step: it does not go with --from or {to}", hint=hint)
     if selection.from_step and selection.to_step and names.index(selection.to_step) < names.index(selection.from_step):
-        raise BadInput(f"--to {selection.to_step} comes before --from {selection.from_step}", hint=hint)
+        raise BadInput(f"{to} {selection.to_step} comes before --from {selection.from_step}", hint=hint)
 
 
 def selected(names: Sequence[str], selection: Selection) -> list[str]:

@@ -14,6 +14,7 @@ from kubeplay.cli.output import command_output
 from kubeplay.console import Output
 
 if TYPE_CHECKING:
+    from kubeplay.bootstrap.paths import HostPaths
     from kubeplay.deploy.context import DeployContext
 
 # The --state-dir default, needed when typer builds the commands at start-up. A copy of
@@ -24,7 +25,26 @@ DEFAULT_STATE = Path("/var/lib/kubeplay/deploy")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar=settings.CONFIG, help="config.yaml")]
 BundleOpt = Annotated[
     Path | None,
-    typer.Option("--bundle", envvar=settings.BUNDLE, help="Unpacked bundle (default: beside config.yaml, or .)."),
+    typer.Option(
+        "--bundle",
+        envvar=settings.BUNDLE,
+        help="Unpacked bundle (default: a version the deploy node serves, see --version; without a served set: "
+        "beside config.yaml, or .).",
+    ),
+]
+VersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--version",
+        help="Served Kubernetes version to use when the state dir records none (default: the cluster's own, "
+        "else the only one served).",
+    ),
+]
+ServedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--served", envvar=settings.SERVED, help="What this deploy node serves (default: /var/lib/kubeplay/served)."
+    ),
 ]
 StateOpt = Annotated[
     Path, typer.Option("--state-dir", envvar=settings.DEPLOY_STATE, help="Inventory, ledger and logs of deploy.")
@@ -36,19 +56,29 @@ CaOpt = Annotated[
 NoPreflight = Annotated[bool, typer.Option("--skip-preflight", help="Do not check SSH access first.")]
 
 
-def _bundle(config: Path, bundle: Path | None) -> Path:
-    if bundle is not None:
-        return bundle.resolve()
-    for candidate in (config.resolve().parent, Path.cwd()):
-        if (candidate / "kubeplay.json").exists():
-            return candidate
-    return Path.cwd()
+def served_paths(served: Path | None) -> HostPaths:
+    """The served set of --served, else KUBEPLAY_SERVED, else $KUBEPLAY_STATE_DIR/served, else the default."""
+    from kubeplay.deploy.versions import ServedPaths
+
+    return ServedPaths(served_dir=served if served is not None else settings.from_environ().served)
 
 
-def _context(config: Path, bundle: Path | None, state_dir: Path, ca: Path | None, out: Output) -> DeployContext:
+def _context(
+    config: Path,
+    bundle: Path | None,
+    state_dir: Path,
+    ca: Path | None,
+    out: Output,
+    *,
+    version: str | None = None,
+    served: Path | None = None,
+    command: str = "deploy",
+) -> DeployContext:
     from kubeplay.deploy.context import build_context
+    from kubeplay.deploy.versions import choose_bundle
 
-    return build_context(config, _bundle(config, bundle), state_dir=state_dir, ca_path=ca, out=out)
+    facts = choose_bundle(config, state_dir, served_paths(served), bundle_dir=bundle, version=version, command=command)
+    return build_context(config, facts, state_dir=state_dir, ca_path=ca, out=out)
 
 
 def deploy_command(
@@ -65,18 +95,20 @@ def deploy_command(
     skip_preflight: NoPreflight = False,
     state_dir: StateOpt = DEFAULT_STATE,
     ca: CaOpt = None,
+    version: VersionOpt = None,
+    served: ServedOpt = None,
 ) -> None:
     """Deploy the cluster: preflight, node prep, then kubespray's cluster.yml phase by phase (resumable)."""
-    from kubeplay.deploy.steps import deploy_runner
+    from kubeplay.deploy.steps import deploy_runner, run_deploy
     from kubeplay.steps import Selection
 
     out = command_output(ctx)
-    cluster = _context(config, bundle, state_dir, ca, out)
+    cluster = _context(config, bundle, state_dir, ca, out, version=version, served=served)
     runner = deploy_runner(cluster, preflight=not skip_preflight)
     if list_steps:
         out.table(runner.listing(cluster))
         return
-    results = runner.run(cluster, Selection(from_step, only, to_step))
+    results = run_deploy(cluster, runner, Selection(from_step, only, to_step))
     ran = [r for r in results if r.ran]
     times = ", ".join(f"{r.name} {r.seconds:.0f}s" for r in ran)
     out.summary(
@@ -94,12 +126,15 @@ def add_node_command(
     skip_preflight: NoPreflight = False,
     state_dir: StateOpt = DEFAULT_STATE,
     ca: CaOpt = None,
+    version: VersionOpt = None,
+    served: ServedOpt = None,
 ) -> None:
     """Add worker nodes: inventory rebuilt from config.yaml, node prep, kubespray's scale.yml --limit."""
     from kubeplay.deploy.day2 import add_nodes
 
     out = command_output(ctx)
-    done = add_nodes(_context(config, bundle, state_dir, ca, out), names, preflight=not skip_preflight)
+    cluster = _context(config, bundle, state_dir, ca, out, version=version, served=served, command="add-node")
+    done = add_nodes(cluster, names, preflight=not skip_preflight)
     out.summary(f"added {', '.join(done.hosts)} to the cluster")
 
 
@@ -114,12 +149,15 @@ def remove_node_command(
     bundle: BundleOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     ca: CaOpt = None,
+    version: VersionOpt = None,
+    served: ServedOpt = None,
 ) -> None:
     """Remove nodes with kubespray's remove-node.yml (unattended), then undo node prep on them."""
     from kubeplay.deploy.day2 import remove_nodes
 
     out = command_output(ctx)
-    done = remove_nodes(_context(config, bundle, state_dir, ca, out), names, unreachable=unreachable)
+    cluster = _context(config, bundle, state_dir, ca, out, version=version, served=served, command="remove-node")
+    done = remove_nodes(cluster, names, unreachable=unreachable)
     out.summary(f"removed {', '.join(done.hosts)}; now delete them from config.yaml's inventory")
 
 
@@ -139,12 +177,14 @@ def reset_command(
     bundle: BundleOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     ca: CaOpt = None,
+    version: VersionOpt = None,
+    served: ServedOpt = None,
 ) -> None:
     """Tear the cluster down with kubespray's reset.yml (unattended) and undo node prep on every node."""
     from kubeplay.deploy.day2 import reset_cluster
 
     out = command_output(ctx)
-    cluster = _context(config, bundle, state_dir, ca, out)
+    cluster = _context(config, bundle, state_dir, ca, out, version=version, served=served, command="reset")
     done = reset_cluster(cluster, keep_node_prep=keep_node_prep, node_prep_only=node_prep_only)
     what = "node prep undone" if node_prep_only else f"node prep {'kept' if keep_node_prep else 'undone'}"
     out.summary(f"reset {len(done.hosts)} node(s); {what}")

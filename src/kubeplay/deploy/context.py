@@ -20,6 +20,7 @@ from kubeplay.console import Output
 from kubeplay.deploy.inventory import SECRET_VARS, ClusterInventory, cluster_inventory
 from kubeplay.deploy.offline_vars import CA_ON_NODE, DeployEndpoint, offline_vars
 from kubeplay.deploy.runner import Workspace
+from kubeplay.deploy.versions import check_ansible, installed_ansible_core
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import input_hash
 
@@ -112,20 +113,23 @@ def nodeprep_vars(ctx_cfg: EffectiveConfig, bundle: BundleFacts, endpoint: Deplo
 
 def build_context(
     config_path: Path,
-    bundle_dir: Path,
+    bundle_source: BundleFacts | Path,
     *,
     state_dir: Path | None = None,
     out: Output,
     ca_path: Path | None = None,
     exec_prefix: tuple[str, ...] = (),
 ) -> DeployContext:
-    """Load and check everything; raise ConfigError/BadInput/BundleError before any host is touched."""
+    """Load and check everything; raise ConfigError/BadInput/BundleError before any host is touched.
+
+    `bundle_source` is an unpacked bundle directory or a bundle already read (a served version's facts)."""
     cfg, inventory = load_config(config_path)
     eff = effective_config(cfg, config_path)
-    bundle = read_bundle(bundle_dir)
-    kubespray_dir = bundle_dir / str(bundle.manifest.get("kubespray", {}).get("path", "kubespray"))
+    bundle = bundle_source if isinstance(bundle_source, BundleFacts) else read_bundle(bundle_source)
+    kubespray_dir = bundle.kubespray_dir
     if not (kubespray_dir / "playbooks" / "cluster.yml").is_file():
         raise BundleError(f"{kubespray_dir}: kubespray tree missing from the bundle", hint="run `kubeplay verify`")
+    check_ansible(bundle, installed_ansible_core())
     ca = ca_path or HostPaths().ca_cert
     if not ca.is_file():
         raise BadInput(f"{ca}: the registry CA is missing", hint="run `kubeplay install` on this deploy node first")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeplay.deploy.context import DeployContext
+from kubeplay.deploy.record import record_path
 from kubeplay.deploy.runner import Playbook, write_inventory
 from kubeplay.deploy.steps import NODE_PREP, kubeplay_playbook, node_prep_playbook, play, preflight_step, stop_fields
 from kubeplay.errors import BadInput
@@ -148,7 +149,8 @@ def remove_nodes(ctx: DeployContext, names: list[str], unreachable: bool = False
 
 
 def reset_cluster(ctx: DeployContext, keep_node_prep: bool = False, node_prep_only: bool = False) -> Day2Outcome:
-    """kubespray's reset.yml on every node, unattended, then node prep undone; the deploy ledger is cleared.
+    """kubespray's reset.yml on every node, unattended, then node prep undone; the deploy and upgrade ledgers
+    and the cluster record of this state directory are cleared.
 
     `node_prep_only` skips reset.yml: for nodes kubespray never reached, or already reset some other way.
     """
@@ -164,5 +166,9 @@ def reset_cluster(ctx: DeployContext, keep_node_prep: bool = False, node_prep_on
     if not keep_node_prep:
         steps.append(_undo_node_prep())
     outcome = _run(ctx, "reset", steps, list(ctx.inventory.hosts))
+    # The cluster is gone: its ledgers and its record (what it ran) go with it; other state dirs are untouched.
     ctx.ws.ledger.unlink(missing_ok=True)
+    for ledger in ctx.ws.root.glob("ledger-upgrade-*.json"):
+        ledger.unlink(missing_ok=True)
+    record_path(ctx.ws.root).unlink(missing_ok=True)
     return outcome

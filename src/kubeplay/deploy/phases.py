@@ -62,6 +62,35 @@ class Phase:
     description: str
     plays: list[dict[str, Any]] = field(default_factory=list)
     after_preinstall: bool = False
+    source: str = "cluster.yml"  # the kubespray playbook the plays come from
+
+
+# kubespray's playbooks/upgrade_cluster.yml (v2.30-2.31): play name -> phase. The first two plays run
+# kubernetes/preinstall and download of the new version on every node; later phases re-derive its facts.
+UPGRADE_SOURCE = "upgrade_cluster.yml"
+UPGRADE_PREINSTALL = "prepare"
+UPGRADE_PLAY_PHASES = {
+    "Download images to ansible host cache via first kube_control_plane node": UPGRADE_PREINSTALL,
+    "Prepare nodes for upgrade": UPGRADE_PREINSTALL,
+    "Upgrade container engine on non-cluster nodes": "container-engine",
+    "Install etcd": "etcd",
+    "Handle upgrades to control plane components first to maintain backwards compat.": "control-plane",
+    "Upgrade calico and external cloud provider on all control plane nodes, calico-rrs, and nodes": "network",
+    "Finally handle worker upgrades, based on given batch size": "workers",
+    "Patch Kubernetes for Windows": "apps",
+    "Install Calico Route Reflector": "apps",
+    "Install Kubernetes apps": "apps",
+    "Apply resolv.conf changes now that cluster DNS is up": "apps",
+}
+UPGRADE_DESCRIPTIONS = {
+    UPGRADE_PREINSTALL: "kubespray preinstall, and download of the new version onto every node",
+    "container-engine": "kubespray container engine on etcd/calico_rr nodes outside the cluster",
+    "etcd": "kubespray etcd",
+    "control-plane": "kubespray control plane, one node at a time: drain, kubeadm upgrade, kubelet, uncordon",
+    "network": "kubespray CNI and cloud controller, `serial` nodes at a time",
+    "workers": "kubespray worker nodes, `serial` at a time: drain, containerd, kubelet, uncordon",
+    "apps": "kubespray Calico route reflectors, Kubernetes apps (CoreDNS, ...), resolv.conf",
+}
 
 
 def _slug(text: str) -> str:
@@ -86,16 +115,19 @@ def _imported(play: dict[str, Any]) -> str | None:
     return None if value is None else Path(str(value)).name
 
 
-def read_cluster_plays(kubespray_dir: Path) -> list[dict[str, Any]]:
-    """The entries of playbooks/cluster.yml (or cluster.yml for old trees); raise BundleError if absent."""
-    for candidate in (kubespray_dir / "playbooks" / "cluster.yml", kubespray_dir / "cluster.yml"):
+def read_cluster_plays(kubespray_dir: Path, source: str = "cluster.yml") -> list[dict[str, Any]]:
+    """The entries of playbooks/<source> (or <source> at the top, for old trees); BundleError if absent.
+
+    A top-level file that only imports the playbooks/ one (v2.2x+: cluster.yml, upgrade-cluster.yml) is skipped.
+    """
+    names = {source, source.replace("_", "-")}
+    candidates = [kubespray_dir / "playbooks" / source, *(kubespray_dir / n for n in sorted(names))]
+    for candidate in candidates:
         if candidate.is_file():
             data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            if isinstance(data, list) and not (len(data) == 1 and _imported(data[0]) == "cluster.yml"):
+            if isinstance(data, list) and not (len(data) == 1 and _imported(data[0]) in names):
                 return [d for d in data if isinstance(d, dict)]
-    raise BundleError(
-        f"{kubespray_dir}: no playbooks/cluster.yml", hint="the bundle's kubespray/ directory is incomplete"
-    )
+    raise BundleError(f"{kubespray_dir}: no playbooks/{source}", hint="the bundle's kubespray/ directory is incomplete")
 
 
 def kubespray_phases(kubespray_dir: Path) -> list[Phase]:
@@ -129,6 +161,30 @@ def kubespray_phases(kubespray_dir: Path) -> list[Phase]:
                     add(split[_role_name(role)], part)
             continue
         add(PLAY_PHASES.get(title, _slug(title)), play)
+    return phases
+
+
+def upgrade_phases(kubespray_dir: Path) -> list[Phase]:
+    """The phases of kubespray's upgrade_cluster.yml in order (its prefix imports run in every phase).
+
+    Plays this kubeplay does not know get a phase of their own; the union of all phases is exactly the
+    playbook, in its order."""
+    playbooks_dir = kubespray_dir / "playbooks"
+    phases: list[Phase] = []
+    seen_preinstall = False
+    for play in read_cluster_plays(kubespray_dir, UPGRADE_SOURCE):
+        if _imported(play) in PREFIX_PLAYBOOKS:
+            continue
+        title = str(play.get("name", ""))
+        name = UPGRADE_PLAY_PHASES.get(title, _slug(title))
+        if not phases or phases[-1].name != name:
+            if any(p.name == name for p in phases):
+                name = f"{name}-{sum(1 for p in phases if p.name.startswith(name)) + 1}"
+            description = UPGRADE_DESCRIPTIONS.get(name, f"kubespray play: {title or name}")
+            phases.append(Phase(name, description, after_preinstall=seen_preinstall, source=UPGRADE_SOURCE))
+        phases[-1].plays.append(_absolute_import(play, playbooks_dir))
+        if name == UPGRADE_PREINSTALL:
+            seen_preinstall = True
     return phases
 
 
@@ -168,7 +224,8 @@ def phase_playbook(kubespray_dir: Path, phase: Phase) -> list[dict[str, Any]]:
 
 def write_phase_playbook(kubespray_dir: Path, phase: Phase, dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
-    path = dest_dir / f"kubespray-{phase.name}.yml"
-    header = f"# Generated by kubeplay from {kubespray_dir}/playbooks/cluster.yml: phase {phase.name}.\n"
+    stem = "kubespray" if phase.source == "cluster.yml" else f"kubespray-{Path(phase.source).stem.replace('_', '-')}"
+    path = dest_dir / f"{stem}-{phase.name}.yml"
+    header = f"# Generated by kubeplay from {kubespray_dir}/playbooks/{phase.source}: phase {phase.name}.\n"
     path.write_text(header + yaml.safe_dump(phase_playbook(kubespray_dir, phase), sort_keys=False), encoding="utf-8")
     return path

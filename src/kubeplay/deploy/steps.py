@@ -17,6 +17,7 @@ from kubeplay.deploy.inventory import ClusterInventory
 from kubeplay.deploy.limits import containers_from_facts, raise_for_step, save_node_facts
 from kubeplay.deploy.phases import Phase, kubespray_phases, write_phase_playbook
 from kubeplay.deploy.progress import Failure
+from kubeplay.deploy.record import read_record, record_finished, record_started
 from kubeplay.deploy.runner import Playbook, RunResult, Workspace, raise_for_result, run_playbook, write_inventory
 from kubeplay.errors import DeployStopped, KubeplayError, StepFailed
 from kubeplay.state import Ledger, input_hash
@@ -159,16 +160,40 @@ def stop_fields(exc: KubeplayError) -> dict[str, Any]:
     return {"host": r.host, "task": r.task, "container": r.container, "limit": r.limit, "log": str(exc.log)}
 
 
+def _start_deploy(ctx: DeployContext) -> None:
+    write_inventory(ctx.ws, ctx.inventory, ctx.group_vars)
+    record_started(ctx.ws.root, ctx.bundle, "deploy")
+
+
 def deploy_runner(ctx: DeployContext, preflight: bool = True) -> StepRunner[DeployContext]:
-    """The runner of `kubeplay deploy`: its steps, its ledger, the inventory written before the first step."""
+    """The runner of `kubeplay deploy`: its steps, its ledger; before the first step the inventory is written
+    and the cluster record (<state-dir>/cluster.json) says which bundle the nodes get."""
     return StepRunner(
         "deploy",
         deploy_steps(ctx.kubespray_dir, preflight),
         ctx.out,
         Ledger(ctx.ws.ledger),
-        on_start=lambda: write_inventory(ctx.ws, ctx.inventory, ctx.group_vars),
+        on_start=partial(_start_deploy, ctx),
         details=stop_fields,
     )
+
+
+def all_done(runner: StepRunner[Any]) -> bool:
+    """Whether the ledger holds every step of `runner` (checks aside)."""
+    ledger = Ledger(runner.ledger.path) if runner.ledger is not None else None
+    return ledger is not None and all(s.name in ledger.steps for s in runner.steps if not s.check)
+
+
+def run_deploy(
+    ctx: DeployContext, runner: StepRunner[DeployContext], selection: Selection | None = None
+) -> list[StepResult]:
+    """Run `runner` (deploy_runner); once every step is done, the cluster record says the deploy is complete."""
+    results = runner.run(ctx, selection)
+    if all_done(runner):
+        if read_record(ctx.ws.root) is None:  # deployed before records were kept: record it now
+            record_started(ctx.ws.root, ctx.bundle, "deploy")
+        record_finished(ctx.ws.root)
+    return results
 
 
 def deploy(ctx: DeployContext, selection: Selection | None = None, preflight: bool = True) -> list[StepResult]:
@@ -176,4 +201,4 @@ def deploy(ctx: DeployContext, selection: Selection | None = None, preflight: bo
 
     Raises BadInput for an unknown step name, StepFailed (DeployStopped: on a host) at the first failing step.
     """
-    return deploy_runner(ctx, preflight).run(ctx, selection)
+    return run_deploy(ctx, deploy_runner(ctx, preflight), selection)
