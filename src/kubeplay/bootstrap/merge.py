@@ -463,6 +463,10 @@ def add_bundle(bundle_dir: Path, paths: HostPaths, progress: Callable[[int, int]
     with served_lock(paths.served):
         plan = plan_merge(bundle_dir, paths)
         if (plan.version_dir / VERSION_RECORD).is_file():
+            # served already; a run killed after recording it may have left its staging behind
+            shutil.rmtree(plan.staging, ignore_errors=True)
+            with suppress(OSError):
+                plan.staging.parent.rmdir()
             return MergeResult(plan.identity, plan.kube_version, 0, 0, 0, 0, already=True)
         check_space(plan, paths.served)
         counts = stage(plan, bundle_dir, progress)
