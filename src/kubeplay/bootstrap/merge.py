@@ -37,7 +37,7 @@ from kubeplay.bootstrap.reindex import REPO_INDEXES, reindex
 from kubeplay.bootstrap.served import VERSION_RECORD, VERSIONS_DIR, ServedVersion, served_versions
 from kubeplay.bundle.delta import DeltaRecord, full_sums_text, read_delta
 from kubeplay.bundle.inventory import Entry, identity_of
-from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
+from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums, sha256_file
 from kubeplay.console import human_bytes
 from kubeplay.errors import BadInput, BundleError
 from kubeplay.state import atomic_write
@@ -296,14 +296,6 @@ def check_space(plan: MergePlan, root: Path) -> int:
     return need
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _copy_hashing(src: Path, dest: Path) -> str:
     h = hashlib.sha256()
     with src.open("rb") as fi, dest.open("wb") as fo:
@@ -325,7 +317,7 @@ def _stage_one(src: Source, dest: Path) -> str:
     how = "linked"
     try:
         os.link(src.path, dest)
-        digest = _hash_file(dest) if src.check else None
+        digest = sha256_file(dest) if src.check else None
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise

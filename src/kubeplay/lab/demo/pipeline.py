@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from kubeplay import settings
@@ -269,18 +269,22 @@ class Demo:
                     done.append("archive removed")
             note.detail = ", ".join([*done, "simulator stopped", f"build cache kept in {self.bundle}"])
 
+    def phases(self, rootfs_ready: Future[Path]) -> None:
+        """The rehearsal's phases in order (`rootfs_ready`: the lab rootfs, built beside the bundle)."""
+        self.build()
+        base = rootfs_ready.result()
+        lab = self.lab_up()
+        self.install(lab)
+        self.deploy(lab)
+        self.check(lab, base / "var/lib/dpkg/status")
+
     def run(self) -> DemoReport:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:
             # The lab rootfs (mmdebstrap, cached) builds while the bundle builds: both mostly wait on the mirror.
             rootfs_ready = pool.submit(self._rootfs)
             try:
-                self.build()
-                base = rootfs_ready.result()
-                lab = self.lab_up()
-                self.install(lab)
-                self.deploy(lab)
-                self.check(lab, base / "var/lib/dpkg/status")
+                self.phases(rootfs_ready)
             except Interrupted:
                 raise  # Ctrl-C ends the demo (exit 130) once `finally` has taken the lab down, not as a failed check
             except (KubeplayError, subprocess.SubprocessError, OSError) as exc:

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 from kubeplay.bundle.delta import read_delta
 from kubeplay.bundle.manifest import read_manifest
 from kubeplay.catalog.examples import RELEASE_NAME_RE, shared_dir
 from kubeplay.console import Output
-from kubeplay.errors import BadInput, Interrupted, KubeplayError
+from kubeplay.errors import BadInput
 from kubeplay.lab.demo import inputs, probes
 from kubeplay.lab.demo.commands import SUBPROCESS_TIMEOUT, events, kubeplay_argv, run_logged, stream_to_log
 from kubeplay.lab.demo.deploy_outcome import CONTAINER_STEPS, explain_stop, parse_deploy_output
-from kubeplay.lab.demo.pipeline import CONFIG_IN_NODE, Demo, _bytes, _describe
+from kubeplay.lab.demo.pipeline import CONFIG_IN_NODE, Demo, _bytes
 from kubeplay.lab.demo.report import CheckResult, DemoReport, PhaseResult, render_report
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.upstream import UpstreamSimulator
@@ -202,32 +200,17 @@ class UpgradeDemo(Demo):
             self.sim.stop()
         super().cleanup()
 
-    def run(self) -> DemoReport:
-        started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            rootfs_ready = pool.submit(self._rootfs)
-            try:
-                self.serve_upstream()
-                self.build_base()
-                base = rootfs_ready.result()
-                lab = self.lab_up()
-                self.install(lab)
-                self.deploy(lab)
-                self.build_delta(lab)
-                self.install(lab)
-                self.check_both(lab, base / "var/lib/dpkg/status")
-                self.upgrade(lab)
-            except Interrupted:
-                raise
-            except (KubeplayError, subprocess.SubprocessError, OSError) as exc:
-                self.report.error = _describe(exc)
-            finally:
-                try:
-                    self.cleanup()
-                except KubeplayError as exc:
-                    self.report.error = (self.report.error + "; " if self.report.error else "") + _describe(exc)
-        self.report.wall_seconds = time.monotonic() - started
-        return self.report
+    def phases(self, rootfs_ready: Future[Path]) -> None:
+        self.serve_upstream()
+        self.build_base()
+        base = rootfs_ready.result()
+        lab = self.lab_up()
+        self.install(lab)
+        self.deploy(lab)
+        self.build_delta(lab)
+        self.install(lab)
+        self.check_both(lab, base / "var/lib/dpkg/status")
+        self.upgrade(lab)
 
 
 def _delta_dir(build_output: str, target: Path) -> Path:
