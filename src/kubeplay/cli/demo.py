@@ -41,6 +41,14 @@ def register(app: typer.Typer) -> None:
                 "newer one built against the deploy node's inventory, installed beside it, and `kubeplay upgrade`.",
             ),
         ] = False,
+        upgrade_path: Annotated[
+            str,
+            typer.Option(
+                "--upgrade-path",
+                help="With --upgrade: minor (older release at its default Kubernetes -> the newer) or patch "
+                "(the newer release, the patch before its default -> the default).",
+            ),
+        ] = "minor",
     ) -> None:
         """Rehearse the air gap here: simulated upstream, build, pack, lab nodes, install, kubespray deploy, checks."""
         out = command_output(ctx)
@@ -52,14 +60,14 @@ def register(app: typer.Typer) -> None:
         from kubeplay.lab.demo.upgrade import run_upgrade_demo
 
         if upgrade:
-            report = run_upgrade_demo(workdir, nodes=nodes, keep=keep, out=out)
+            report = run_upgrade_demo(workdir, nodes=nodes, keep=keep, out=out, path=upgrade_path)
         else:
             report = run_demo(workdir, nodes=nodes, keep=keep, out=out)
         if not report.ok:
             failed = len(report.failed_checks())
             raise StepFailed(
                 f"demo: {failed} check(s) failed" + (f"; {report.error}" if report.error else ""),
-                hint=f"report: {workdir}/report{'-upgrade' if upgrade else ''}.json, logs: {workdir}/logs",
+                hint=f"report: {workdir}/report{f'-upgrade-{upgrade_path}' if upgrade else ''}.json, logs: {workdir}/logs",
             )
 
 

@@ -1,6 +1,10 @@
-"""`kubeplay demo --upgrade`: the minor upgrade rehearsed on lab nodes with a delta bundle.
+"""`kubeplay demo --upgrade`: an upgrade rehearsed on lab nodes with a delta bundle.
 
-simulated upstream serving two kubespray releases (the older and the newer in ../shared) -> build the
+Two paths: `minor` (the older kubespray release in ../shared at its default Kubernetes -> the newer at
+its default: v2.30.0 at 1.34.3 -> v2.31.0 at 1.35.4) and `patch` (the newer release at the patch before
+its default -> its default: 1.35.3 -> 1.35.4).
+
+simulated upstream serving both -> build the
 older -> pack -> lab nodes -> install.sh on node0 -> deploy (to the container limit) -> `kubeplay status
 --inventory` on node0, carried out -> build the newer against it (`build --base`: a delta) -> pack ->
 carried in -> install.sh of the delta -> checks on every node that every file and image of *both*
@@ -11,6 +15,7 @@ versions is fetchable as kubespray fetches it and that the OS repo still verifie
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from concurrent.futures import Future
 from pathlib import Path
@@ -27,7 +32,7 @@ from kubeplay.lab.demo.pipeline import CONFIG_IN_NODE, Demo, _bytes
 from kubeplay.lab.demo.report import CheckResult, DemoReport, PhaseResult, render_report
 from kubeplay.lab.nodes import Lab, unavailable_reason
 from kubeplay.lab.upstream import UpstreamSimulator
-from kubeplay.lab.upstream.release import ServedRelease, serve_release
+from kubeplay.lab.upstream.release import ServedRelease, serve_release, serve_release_versions
 
 INVENTORY_IN_NODE = "/root/inventory.json"
 
@@ -48,15 +53,35 @@ def release_pair(shared: Path | None = None) -> tuple[Path, Path]:
     return found[-2][1], found[-1][1]
 
 
+def previous_patch(source: Path) -> tuple[str, str]:
+    """(the Kubernetes patch before the release's default, the default) for the patch path; BadInput when
+    the release's checksums carry no earlier patch of that minor."""
+    from kubeplay.catalog.planner import make_plan  # noqa: PLC0415
+    from kubeplay.catalog.source import load_tree  # noqa: PLC0415
+    from kubeplay.config.bundle import BundleSpec  # noqa: PLC0415
+
+    tree = load_tree(source)
+    spec = BundleSpec.model_validate({"kubespray": {"version": tree.version or "v0.0.0", "source": str(source)}})
+    default = make_plan(spec, tree).kube_version.removeprefix("v")
+    major, minor, patch = (int(x) for x in default.split("."))
+    text = (tree.root / "roles/kubespray_defaults/vars/main/checksums.yml").read_text(encoding="utf-8")
+    for earlier in range(patch - 1, -1, -1):
+        if re.search(rf"^\s+{major}\.{minor}\.{earlier}:", text, re.M):
+            return f"{major}.{minor}.{earlier}", default
+    raise BadInput(f"{source.name}: its checksums carry no Kubernetes {major}.{minor}.x before {default}")
+
+
 class UpgradeDemo(Demo):
     """The upgrade rehearsal; phases reuse Demo's (lab up, install, deploy, checks) where they are the same."""
 
-    def __init__(self, workdir: Path, nodes: int, keep: bool, out: Output) -> None:
+    def __init__(self, workdir: Path, nodes: int, keep: bool, out: Output, path: str = "minor") -> None:
         super().__init__(workdir, nodes, keep, out)
-        self.bundle = workdir / "bundle-base"  # not the plain demo's build cache: another kubespray release
+        self.path = path
+        # not the plain demo's build cache: another release or Kubernetes version
+        self.bundle = workdir / f"bundle-{path}-base"
         self.sim: UpstreamSimulator | None = None
         self.releases: dict[str, ServedRelease] = {}
-        self.target = workdir / "bundle-target"
+        self.target = workdir / f"bundle-{path}-target"
         self.delta: Path | None = None
         self.target_version = ""
 
@@ -67,12 +92,17 @@ class UpgradeDemo(Demo):
         upstream_dir = self.workdir / "upstream"
         shutil.rmtree(upstream_dir, ignore_errors=True)
         self.sim = UpstreamSimulator(upstream_dir, registry_auth="token")
-        with self.clock.phase("simulated upstream (two releases)") as note:
+        with self.clock.phase(f"simulated upstream ({self.path} upgrade)") as note:
             self.sim.start()
-            for name, source in (("base", older), ("target", newer)):
-                self.releases[name] = serve_release(self.sim, source, arches=["amd64"], image_arches=["amd64"])
+            if self.path == "patch":
+                kubes = previous_patch(newer)
+                base, target = serve_release_versions(self.sim, newer, kubes, arches=["amd64"])
+                self.releases = {"base": base, "target": target}
+            else:
+                for name, source in (("base", older), ("target", newer)):
+                    self.releases[name] = serve_release(self.sim, source, arches=["amd64"], image_arches=["amd64"])
             note.detail = ", ".join(
-                f"kubespray {r.version}: {len(r.archive.files)} files, {len(r.images)} images"
+                f"kubespray {r.version} Kubernetes {r.plan.kube_version}: {len(r.plan.files)} files, {len(r.images)} images"
                 for r in self.releases.values()
             )
         return older, newer
@@ -81,7 +111,7 @@ class UpgradeDemo(Demo):
         assert self.sim is not None
         creds = self.sim.credentials_file(self.workdir / "credentials.yaml")
         data = inputs.bundle_spec(self.releases[name].bundle_spec(self.sim.mirrors(), creds))
-        path = self.workdir / f"bundle-{name}.yaml"
+        path = self.workdir / f"bundle-{self.path}-{name}.yaml"
         path.write_text(inputs.dump(data), encoding="utf-8")
         return path
 
@@ -224,8 +254,13 @@ def _delta_dir(build_output: str, target: Path) -> Path:
     return candidates[-1]
 
 
-def run_upgrade_demo(workdir: Path, *, out: Output, nodes: int = 3, keep: bool = False) -> DemoReport:
-    """Run the upgrade rehearsal in `workdir`; report saved as workdir/report-upgrade.json."""
+def run_upgrade_demo(
+    workdir: Path, *, out: Output, nodes: int = 3, keep: bool = False, path: str = "minor"
+) -> DemoReport:
+    """Run the upgrade rehearsal (`path`: minor or patch) in `workdir`; report saved as
+    workdir/report-upgrade-<path>.json."""
+    if path not in ("minor", "patch"):
+        raise BadInput(f"--upgrade-path {path}: not an upgrade path", hint="minor or patch")
     if nodes < 2:
         raise BadInput(f"the demo needs at least 2 nodes (a deploy node and a cluster node), not {nodes}")
     reason = unavailable_reason()
@@ -234,7 +269,7 @@ def run_upgrade_demo(workdir: Path, *, out: Output, nodes: int = 3, keep: bool =
     release_pair()  # two releases, or refuse before anything starts
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    report = UpgradeDemo(workdir, nodes, keep, out).run()
-    report.save(workdir / "report-upgrade.json")
+    report = UpgradeDemo(workdir, nodes, keep, out, path).run()
+    report.save(workdir / f"report-upgrade-{path}.json")
     render_report(report, out)
     return report
