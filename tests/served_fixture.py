@@ -121,8 +121,8 @@ def make_delta(full: Path, base_digests: set[str], base_identities: list[str], d
     record = DeltaRecord(
         target=DeltaTarget(
             identity=identity_of((full / "kubeplay.json").read_bytes()),
-            kube_version=manifest["kube_version"],
-            kubespray_version=manifest["kubespray"]["version"],
+            kube_version=manifest.get("kube_version", "0.0.0"),
+            kubespray_version=(manifest.get("kubespray") or {}).get("version", ""),
             sums_sha256=full_sums_sha256(content),
         ),
         base=DeltaBase(identities=base_identities, kube_versions=[], source="test"),

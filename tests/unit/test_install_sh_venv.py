@@ -99,3 +99,40 @@ def test_a_second_bundle_moves_the_venv_to_its_ansible(tmp_path: Path) -> None:
 
     same = run_install_sh(tmp_path / "v2.31", venv, **env)
     assert same.returncode == 0 and "creating" not in same.stderr and "ansible-core 2.18.0" in same.stdout
+
+
+def test_a_delta_takes_the_wheels_it_does_not_carry_from_the_served_versions(tmp_path: Path) -> None:
+    """The delta carries only its changed kubeplay wheel and requirements; pip and ansible-core come from the
+    served version that has them with the listed digest, although an older kubeplay wheel of the same file
+    name is served too."""
+    from tests.served_fixture import digests, make_delta
+
+    state = tmp_path / "state"
+    old = bundle(tmp_path / "old", "2.17.3")
+    served_wheels = state / "served/versions" / ("a" * 64) / "wheels"
+    shutil.copytree(old / "wheels", served_wheels)
+    new = bundle(tmp_path / "new", "2.17.3", extra="only-in-new")
+    assert (new / "wheels/kubeplay-0.0.1-py3-none-any.whl").read_bytes() == (
+        old / "wheels/kubeplay-0.0.1-py3-none-any.whl"
+    ).read_bytes()
+    # the same file name with other bytes in the served set must not be taken
+    (served_wheels / "only_in_new-1.0-py3-none-any.whl").write_bytes(b"an older build under this name")
+    delta = make_delta(new, set(digests(old).values()), ["a" * 64], tmp_path / "delta")
+    carried = set(digests(delta))
+    assert "wheels/only_in_new-1.0-py3-none-any.whl" in carried
+    assert not any(r.startswith("wheels/pip-") or "ansible_core" in r for r in carried)
+    env = {"KUBEPLAY_PYTHON": sys.executable, "KUBEPLAY_COMMAND": "status", "KUBEPLAY_STATE_DIR": str(state)}
+    result = run_install_sh(delta, tmp_path / "venv", **env)
+    assert result.returncode == 0, result.stderr
+    assert "ansible-core 2.17.3" in result.stdout and "only-in-new" in result.stdout
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("kubeplay-wheels.*"))
+
+
+def test_a_delta_on_a_node_that_serves_nothing_is_refused(tmp_path: Path) -> None:
+    from tests.served_fixture import make_delta
+
+    new = bundle(tmp_path / "new", "2.18.0")
+    delta = make_delta(new, set(), ["b" * 64], tmp_path / "delta")
+    env = {"KUBEPLAY_PYTHON": sys.executable, "KUBEPLAY_STATE_DIR": str(tmp_path / "state")}
+    result = run_install_sh(delta, tmp_path / "venv", **env)
+    assert result.returncode == 2 and "serves no earlier bundle" in result.stderr, result.stderr

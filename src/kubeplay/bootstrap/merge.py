@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.reindex import REPO_INDEXES, reindex
-from kubeplay.bootstrap.served import VERSION_RECORD, VERSIONS_DIR, ServedVersion, served_versions
+from kubeplay.bootstrap.served import VERSION_RECORD, VERSIONS_DIR, ServedVersion, is_version_own, served_versions
 from kubeplay.bundle.delta import DeltaRecord, full_sums_text, read_delta
 from kubeplay.bundle.inventory import Entry, identity_of
 from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums, sha256_file
@@ -49,9 +49,9 @@ REPO_KEY_HOME = "repo-gnupg"
 
 
 def served_location(root: Path, version_dir: Path, rel: str) -> Path:
-    """Where a bundle path lives in the served set: the version's own files (top level, kubespray tree)
-    in its version directory, everything else in the union."""
-    if "/" not in rel or rel.startswith("kubespray/"):
+    """Where a bundle path lives in the served set: the version's own files (top level, kubespray tree,
+    wheels) in its version directory, everything else in the union."""
+    if is_version_own(rel):
         return version_dir / rel
     return root / rel
 

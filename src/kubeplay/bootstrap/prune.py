@@ -21,6 +21,7 @@ from kubeplay.bootstrap.served import (
     VERSIONS_DIR,
     ServedVersion,
     find_version,
+    is_version_own,
     served_versions,
 )
 from kubeplay.bundle.manifest import SUMS_NAME, read_sha256sums
@@ -40,11 +41,7 @@ def _union_paths(vdir: Path) -> dict[str, str]:
     sums = vdir / SUMS_NAME
     if not sums.is_file():
         return {}
-    return {
-        rel: d
-        for rel, d in read_sha256sums(sums).items()
-        if "/" in rel and not rel.startswith("kubespray/") and not is_rebuilt_path(rel)
-    }
+    return {rel: d for rel, d in read_sha256sums(sums).items() if not is_version_own(rel) and not is_rebuilt_path(rel)}
 
 
 def _delete_rank(rel: str) -> int:

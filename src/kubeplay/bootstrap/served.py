@@ -3,10 +3,11 @@
 Layout (under `HostPaths.served`, /var/lib/kubeplay/served):
 
     files/ registry/ repos/      the union of the bundles' content, each path once (nginx and registry roots)
-    wheels/                      the union of the bundles' wheels (install.sh of a delta finds them here)
     versions/<identity>/         one per installed bundle: its kubeplay.json, the full SHA256SUMS,
-                                 version.json (when, what), kubespray/ (its tree), apt-dists/ (its own
-                                 apt indexes, kept so the union can be re-indexed after a prune)
+                                 version.json (when, what), kubespray/ (its tree), wheels/ (its venv's;
+                                 two bundles' kubeplay wheels share a name, not their bytes), and
+                                 repo-indexes/ (its own apt indexes, kept so the union can be re-indexed
+                                 after a prune)
 
 A bundle's identity is the sha256 of its kubeplay.json. Installing adds; only `kubeplay prune` removes.
 """
@@ -26,6 +27,15 @@ from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.errors import BadInput, BundleError
 
 VERSIONS_DIR = "versions"
+OWN_TREES = ("kubespray/", "wheels/")
+
+
+def is_version_own(rel: str) -> bool:
+    """Bundle paths each version keeps for itself (top-level files, its kubespray tree and wheels), not in
+    the union nginx serves."""
+    return "/" not in rel or rel.startswith(OWN_TREES)
+
+
 VERSION_RECORD = "version.json"
 
 
@@ -140,7 +150,7 @@ def _stored_at(v: ServedVersion, rel: str) -> Path:
     """Where a version's file is kept: its own (top level, kubespray tree, its repo indexes) in its version
     directory, everything else in the union."""
     parts = rel.split("/")
-    if "/" not in rel or parts[0] == "kubespray":
+    if is_version_own(rel):
         return v.dir / rel
     if parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
         return v.dir / "repo-indexes" / rel

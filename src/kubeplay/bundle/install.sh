@@ -39,14 +39,36 @@ command_name=${KUBEPLAY_COMMAND:-install}
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages, certificates and services)" "sudo $0 $*"
 [ -f "$bundle/SHA256SUMS" ] || die "$bundle/SHA256SUMS is missing: this is not a complete kubeplay bundle" \
     "copy the whole bundle directory again" 2
-# A delta bundle (delta.json) carries only the wheels this deploy node does not already serve: the rest
-# are in the served set that earlier installs filled. Every wheel is pinned by sha256 either way.
+# A delta bundle (delta.json) carries only the wheels this deploy node does not already have: the others
+# are in the served set, in the version directories of the bundles installed before (two bundles' wheels
+# may share a file name, not their bytes). delta.json lists every wheel of the full bundle with its
+# sha256; each one missing here is taken from a served version whose copy has exactly that digest.
 wheel_dirs=$bundle/wheels
 if [ -f "$bundle/delta.json" ]; then
-    wheel_dirs="$bundle/wheels $state/served/wheels"
-    [ -d "$state/served/wheels" ] || [ -d "$bundle/wheels" ] ||
-        die "$bundle is a delta bundle, and this node serves no earlier bundle ($state/served/wheels is missing)" \
+    ls "$state"/served/versions/*/wheels >/dev/null 2>&1 ||
+        die "$bundle is a delta bundle, and this node serves no earlier bundle ($state/served/versions/*/wheels is missing)" \
             "install the full bundle of the version this delta was built against first, or the full new bundle" 2
+    command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found" "install coreutils"
+    wheel_dirs=$(mktemp -d "${TMPDIR:-/tmp}/kubeplay-wheels.XXXXXX") || die "cannot make a temporary directory"
+    trap 'rm -rf "$wheel_dirs"' EXIT
+    # "wheels/<file>": {"sha256": "<hex>", ...} entries of delta.json's content list
+    tr -d '\n' <"$bundle/delta.json" | grep -o '"wheels/[^"]*": *{ *"sha256": *"[0-9a-f]*"' |
+        sed 's/^"wheels\/\([^"]*\)": *{ *"sha256": *"\([0-9a-f]*\)"$/\2 \1/' >"$wheel_dirs/.listed"
+    [ -s "$wheel_dirs/.listed" ] || die "$bundle/delta.json lists no wheels" "rebuild the delta" 2
+    while read -r digest name; do
+        found=
+        for candidate in "$bundle/wheels/$name" "$state"/served/versions/*/wheels/"$name"; do
+            [ -f "$candidate" ] || continue
+            if [ "$(sha256sum <"$candidate" | cut -d' ' -f1)" = "$digest" ]; then
+                found=$candidate
+                break
+            fi
+        done
+        [ -n "$found" ] || die "wheel $name ($digest) is neither in this delta nor served here" \
+            "install the full bundle instead" 2
+        ln "$found" "$wheel_dirs/$name" 2>/dev/null || cp "$found" "$wheel_dirs/$name"
+    done <"$wheel_dirs/.listed"
+    rm -f "$wheel_dirs/.listed"
 else
     [ -d "$bundle/wheels" ] || die "$bundle/wheels is missing: this is not a complete kubeplay bundle" \
         "copy the whole bundle directory again" 2
@@ -323,4 +345,5 @@ if [ -n "$link" ] && [ -d "$(dirname "$link")" ]; then
 fi
 
 export KUBEPLAY_BUNDLE="${KUBEPLAY_BUNDLE:-$bundle}"
+[ "$wheel_dirs" = "$bundle/wheels" ] || rm -rf "$wheel_dirs"
 exec "$venv/bin/kubeplay" "$command_name" "$@"
