@@ -126,7 +126,11 @@ class UpgradeDemo(Demo):
             note.detail = f"fetched {_bytes(next((e.get('fetched') for e in events(text, 'built')), 0))}"
         self._check_install_files()
         self._record_built()
+        base, target = self.releases["base"], self.releases["target"]
+        self.report.built.kubespray = f"{base.version} -> {target.version} ({self.path} upgrade)"
         self.archive = self._pack(self.bundle, "packed")
+        self.report.built.archive = self.archive.name
+        self.report.built.archive_bytes = self.archive.stat().st_size
 
     def _pack(self, bundle: Path, into: str) -> Path:
         with self.clock.phase(f"kubeplay pack {bundle.name}") as note:
