@@ -19,9 +19,12 @@ from kubeplay.lab.demo.upgrade import run_upgrade_demo
 pytestmark = INSTALL_MARKS
 
 
-def test_the_patch_upgrade_runs_on_lab_nodes_with_both_versions_served(tmp_path: Path) -> None:
+def test_the_patch_upgrade_runs_on_lab_nodes_with_both_versions_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     require_shared("upstream", "kubespray", "kubespray-v2.31.0.tar.gz")
     require_bookworm_mirror()
+    monkeypatch.setenv("KUBEPLAY_WHEELS", "1")  # the deploy node's venv comes from the bundle (tests default to 0)
     report = run_upgrade_demo(tmp_path / "demo", out=Output(quiet=True), nodes=2, path="patch")
     failed = [f"{c.node}: {c.check}: {c.detail}" for c in report.failed_checks()]
     assert report.error is None and not failed, (report.error, failed)
