@@ -190,7 +190,9 @@ def main() -> None:
                 else:
                     kubeplay("extract", str(delta_archive), "--dest", str(target))
                     (unpacked,) = [p for p in target.iterdir() if p.is_dir()]
-                    done = add_bundle(unpacked, node)
+                    # extract checked every file against SHA256SUMS as it wrote it, as install.sh does
+                    sums = hashlib.sha256((unpacked / "SHA256SUMS").read_bytes()).hexdigest()
+                    done = add_bundle(unpacked, node, verified_sums=sums)
                     assert not done.already and done.kube_version == "1.35.4"
                 fn.append(time.perf_counter() - started)
                 shutil.rmtree(target)

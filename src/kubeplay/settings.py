@@ -150,6 +150,12 @@ DEMO_DIR = _define("KUBEPLAY_DEMO_DIR", "path", "demo-out", "work directory of `
 _SH = "install.sh"
 _define("KUBEPLAY_VENV", "path", "/opt/kubeplay/venv", "where install.sh creates kubeplay's venv", reader=_SH)
 _define("KUBEPLAY_PYTHON", "command", "python3 python3.13 python3.12 python3.11", "interpreter(s) to try", reader=_SH)
+VERIFIED_SUMS = _define(
+    "KUBEPLAY_VERIFIED_SUMS",
+    "sha256",
+    "",
+    "set by install.sh: the SHA256SUMS it just checked every file against (install does not hash them again)",
+)
 _define("KUBEPLAY_SKIP_VERIFY", "bool", "false", "skip checking the bundle (a re-run on a verified copy)", reader=_SH)
 _define("KUBEPLAY_COMMAND", "str", "install", "the kubeplay command install.sh runs (e.g. deploy)", reader=_SH)
 _define("KUBEPLAY_LINK", "path", "/usr/local/bin/kubeplay", "symlink to the venv's kubeplay (empty: none)", reader=_SH)
@@ -230,6 +236,7 @@ class Settings:
     lab_subnet: str
     allowed_signers: Path | None = None  # None: config.yaml's, else /etc/kubeplay/allowed_signers when present
     served: Path = DEFAULT_SERVED
+    verified_sums: str | None = None  # install.sh's KUBEPLAY_VERIFIED_SUMS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, euid: int) -> Settings:
@@ -260,6 +267,7 @@ class Settings:
             lab_subnet=environ.get(LAB_SUBNET) or DEFAULT_LAB_SUBNET,
             allowed_signers=path(ALLOWED_SIGNERS),
             served=path(SERVED) or ((path(STATE_DIR) or DEFAULT_INSTALL_STATE) / "served"),
+            verified_sums=environ.get(VERIFIED_SUMS, "").strip().lower() or None,
         )
 
 

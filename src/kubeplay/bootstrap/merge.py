@@ -10,7 +10,8 @@ everything it served before; running the install again finishes the merge:
 2. space: what must be copied (not hard-linked) and rebuilt from patches, against the free space of the
    served file system, before anything is written.
 3. stage: every new file linked, copied or rebuilt into served/.staging/<identity>/, digest-checked
-   (a delta's carried files and everything taken from the served set are hashed; so is anything copied);
+   (a delta's carried files and its patched files are hashed, and so is anything copied; what is taken
+   from the served set was checked when it was added, and its size is compared);
    ENOSPC here leaves the served set as it was.
 4. commit: staged files renamed into place (blobs, then manifests, then tags: a tag never points at
    content that is not there yet), the version directory moved in, the OS repos re-indexed over the
@@ -181,8 +182,11 @@ def _check_base(delta: DeltaRecord, served: list[ServedVersion], bundle_dir: Pat
     )
 
 
-def plan_merge(bundle_dir: Path, paths: HostPaths) -> MergePlan:
-    """Everything the merge will do, checked; raise BadInput/BundleError with nothing written."""
+def plan_merge(bundle_dir: Path, paths: HostPaths, verified_sums: str | None = None) -> MergePlan:
+    """Everything the merge will do, checked; raise BadInput/BundleError with nothing written.
+
+    `verified_sums`: the sha256 of the SHA256SUMS every file was just checked against (install.sh); when it
+    is this bundle's, a delta's carried files are not hashed again, only their listed digests compared."""
     manifest_bytes = (bundle_dir / MANIFEST_NAME).read_bytes()
     identity = identity_of(manifest_bytes)
     manifest = json.loads(manifest_bytes)
@@ -201,6 +205,7 @@ def plan_merge(bundle_dir: Path, paths: HostPaths) -> MergePlan:
     version_dir = root / VERSIONS_DIR / identity
     patches = {p.path: p for p in delta.patches} if delta is not None else {}
     sums = read_sha256sums(bundle_dir / SUMS_NAME) if delta is not None else {}
+    checked = verified_sums is not None and verified_sums == sha256_file(bundle_dir / SUMS_NAME)
     sources: list[Source] = []
     replaced: list[str] = []
     conflicts: list[str] = []
@@ -225,7 +230,13 @@ def plan_merge(bundle_dir: Path, paths: HostPaths) -> MergePlan:
             continue  # rebuilt over the union; the version keeps its own apt indexes (below)
         carried = bundle_dir / rel
         if delta is None or (rel in sums and carried.is_file()):
-            sources.append(Source(rel, carried, entry.sha256, entry.size, check=delta is not None))
+            if delta is not None and sums.get(rel) != entry.sha256:
+                raise BundleError(
+                    f"{carried}: SHA256SUMS lists {sums.get(rel, '')[:12]}, delta.json {entry.sha256[:12]} for {rel}; "
+                    "nothing was added to what this node serves",
+                    hint="the delta was changed after it was built; copy it again from the build machine",
+                )
+            sources.append(Source(rel, carried, entry.sha256, entry.size, check=delta is not None and not checked))
         elif rel in patches:
             p = patches[rel]
             base = index.by_digest.get(p.base_sha256)
@@ -236,7 +247,8 @@ def plan_merge(bundle_dir: Path, paths: HostPaths) -> MergePlan:
                     Source(rel, bundle_dir / p.patch, entry.sha256, entry.size, True, (base, bundle_dir / p.patch))
                 )
         elif (have_file := index.by_digest.get(entry.sha256)) is not None:
-            sources.append(Source(rel, have_file, entry.sha256, entry.size, check=True))
+            # the served set was digest-checked when its bundle was added: its size is compared, not re-hashed
+            sources.append(Source(rel, have_file, entry.sha256, entry.size, check=False))
         else:
             missing.append(rel)
     repo_indexes: dict[str, Path] = {}
@@ -450,10 +462,16 @@ def reindex_served(paths: HostPaths, extra: MergePlan | None = None) -> str:
     return reindex(paths.served, dirs, manifests, paths.etc / REPO_KEY_HOME)
 
 
-def add_bundle(bundle_dir: Path, paths: HostPaths, progress: Callable[[int, int], None] | None = None) -> MergeResult:
-    """Add the bundle at `bundle_dir` (full or delta) to the served set; see the module docstring."""
+def add_bundle(
+    bundle_dir: Path,
+    paths: HostPaths,
+    progress: Callable[[int, int], None] | None = None,
+    verified_sums: str | None = None,
+) -> MergeResult:
+    """Add the bundle at `bundle_dir` (full or delta) to the served set; see the module docstring and
+    plan_merge for `verified_sums`."""
     with served_lock(paths.served):
-        plan = plan_merge(bundle_dir, paths)
+        plan = plan_merge(bundle_dir, paths, verified_sums)
         if (plan.version_dir / VERSION_RECORD).is_file():
             # served already; a run killed after recording it may have left its staging behind
             shutil.rmtree(plan.staging, ignore_errors=True)

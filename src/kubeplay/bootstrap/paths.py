@@ -15,6 +15,7 @@ class HostPaths:
 
     root: Path = Path("/")
     state_override: Path | None = None
+    served_override: Path | None = None  # --served / KUBEPLAY_SERVED
 
     def _p(self, rel: str) -> Path:
         return self.root / rel
@@ -32,7 +33,7 @@ class HostPaths:
     @property
     def served(self) -> Path:
         """/var/lib/kubeplay/served: what nginx and the registry serve, the union of every installed bundle."""
-        return self.state / "served"
+        return self.served_override or self.state / "served"
 
     @property
     def logs(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from kubeplay import settings
 from kubeplay.bootstrap import certs, packages
 from kubeplay.bootstrap.bundleinfo import BundleFacts, probe_file
 from kubeplay.bootstrap.chrony import find_layout, render_chrony_conf, render_chrony_dropin, upstream_servers
@@ -124,7 +125,7 @@ def run_serve(ctx: InstallContext) -> str:
     ensure_dir(ctx.record, ctx.paths.served)
     ctx.record.add("dir", ctx.paths.etc / REPO_KEY_HOME)
     with ctx.out.byte_progress("adding the bundle to what this node serves") as progress:
-        done = add_bundle(ctx.bundle.root, ctx.paths, progress)
+        done = add_bundle(ctx.bundle.root, ctx.paths, progress, settings.from_environ().verified_sums)
     (ctx.paths.served / "registry").mkdir(parents=True, exist_ok=True)
     versions = ", ".join(v.kube_version for v in served_versions(ctx.paths))
     if done.already:

@@ -69,7 +69,7 @@ def uninstall(
     done: list[str] = []
     if not record.items and boot is None:
         return done
-    owned_trees = {paths.etc, paths.state, paths.logs}
+    owned_trees = {paths.etc, paths.state, paths.logs, paths.served}
 
     # Services first, so nothing holds files that are about to go.
     for item in record.of_kind("unit"):

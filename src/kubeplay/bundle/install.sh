@@ -160,6 +160,10 @@ if [ "$skip_verify" != 1 ]; then
         die "the bundle does not match SHA256SUMS (the files named above are changed or missing)" \
             "copy the bundle again from the build machine; do not install it as it is"
     fi
+    # kubeplay install need not hash the same files again (it still compares the digests, and hashes
+    # whatever is not listed in exactly this SHA256SUMS)
+    KUBEPLAY_VERIFIED_SUMS=$(sha256sum <"$bundle/SHA256SUMS" | cut -d' ' -f1)
+    export KUBEPLAY_VERIFIED_SUMS
 fi
 
 machine=$(uname -m)

@@ -32,6 +32,14 @@ STEP_NAMES = (
     "health",
 )
 
+ServedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--served",
+        envvar=settings.SERVED,
+        help="Where this node keeps what it serves (default: served/ in the state directory).",
+    ),
+]
 STATE_HELP = "Where install keeps its ledger and record (default /var/lib/kubeplay)."
 STEPS_HELP = ", ".join(STEP_NAMES)
 
@@ -68,6 +76,7 @@ def install(
         ),
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
+    served: ServedOpt = None,
 ) -> None:
     """Serve the bundle from this deploy node: OS repo, certificates, registry, nginx, chrony, health check."""
     from kubeplay.bootstrap.context import prepare_context
@@ -77,7 +86,7 @@ def install(
 
     out = command_output(ctx)
     no_systemd = settings.from_environ().no_systemd if no_systemd is None else no_systemd
-    paths = HostPaths(state_override=state_dir)
+    paths = HostPaths(state_override=state_dir, served_override=served)
     host = prepare_context(config, (bundle or _default_bundle(config)).resolve(), paths, no_systemd, out)
     if host.cfg.internal_ip_detected:
         out.info(f"compose.internal_ip is empty: using {host.cfg.internal_ip} (the primary address)")
@@ -101,6 +110,7 @@ def uninstall(
         bool, typer.Option("--purge-packages", help="Also remove OS packages install added.")
     ] = False,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
+    served: ServedOpt = None,
 ) -> None:
     """Remove everything install added (units, configs, hosts lines, CA trust, repo entries) and nothing else."""
     from kubeplay.bootstrap.hostinfo import is_root, systemd_running
@@ -110,7 +120,7 @@ def uninstall(
     from kubeplay.bootstrap.uninstall import uninstall as run_uninstall
 
     out = command_output(ctx)
-    paths = HostPaths(state_override=state_dir)
+    paths = HostPaths(state_override=state_dir, served_override=served)
     if not is_root():
         raise BadInput("uninstall must run as root", hint="run it with sudo")
     if not InstallRecord.load(paths.record).items and read_bootstrap(paths.state) is None:
@@ -137,6 +147,7 @@ def status(
         Path | None, typer.Option("--output", "-o", help="With --inventory: the file to write (default: stdout).")
     ] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
+    served: ServedOpt = None,
 ) -> None:
     """Which install steps are done, which versions are served, whether the services run and answer."""
     from kubeplay.bootstrap.paths import HostPaths
@@ -148,7 +159,7 @@ def status(
         from kubeplay.bootstrap.served import served_inventory
         from kubeplay.bundle.inventory import write_inventory
 
-        inv = served_inventory(HostPaths(state_override=state_dir))
+        inv = served_inventory(HostPaths(state_override=state_dir, served_override=served))
         if output is None:
             typer.echo(inv.model_dump_json(indent=1))
         else:
@@ -162,7 +173,7 @@ def status(
         return
     elif output is not None:
         raise BadInput("--output/-o goes with --inventory", hint="kubeplay status --inventory -o inventory.json")
-    report = collect_status(HostPaths(state_override=state_dir), bundle, probe)
+    report = collect_status(HostPaths(state_override=state_dir, served_override=served), bundle, probe)
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -171,11 +182,11 @@ def status(
             table.add(name, when or Cell("pending", "warn"))
         out.table(table)
         if report.get("versions"):
-            served = Table(columns=("served Kubernetes", "kubespray", "bundle", "installed", "as"), boxed=False)
+            versions = Table(columns=("served Kubernetes", "kubespray", "bundle", "installed", "as"), boxed=False)
             for v in report["versions"]:
                 came = f"delta of {', '.join(b[:12] for b in v['delta_of'])}" if v["delta_of"] else "full bundle"
-                served.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came)
-            out.table(served)
+                versions.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came)
+            out.table(versions)
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
                 out.line(f"{key}: {report[key]}")
@@ -201,6 +212,7 @@ def prune(
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; change nothing.")] = False,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", envvar=settings.STATE_DIR, help=STATE_HELP)] = None,
+    served: ServedOpt = None,
 ) -> None:
     """Stop serving every version not kept, and delete what only those versions used."""
     from kubeplay.bootstrap.paths import HostPaths
@@ -209,7 +221,7 @@ def prune(
 
     out = command_output(ctx)
     names = [k.strip() for item in keep for k in item.split(",") if k.strip()]
-    result = run_prune(HostPaths(state_override=state_dir), names, dry_run=dry_run)
+    result = run_prune(HostPaths(state_override=state_dir, served_override=served), names, dry_run=dry_run)
     if not result.removed:
         out.summary(f"nothing to prune: this node serves only {', '.join(result.kept)}")
         return
