@@ -8,8 +8,11 @@ import hashlib
 import io
 import json
 import random
+import shutil
 import tarfile
 from pathlib import Path
+
+import pytest
 
 from kubeplay.bundle.manifest import (
     BundleManifest,
@@ -24,6 +27,11 @@ from kubeplay.bundle.manifest import (
 from kubeplay.console import Output
 
 V2 = Path("registry/docker/registry/v2")
+# Tests that start the deploy node's serving half (real distribution registry and nginx) carry this mark.
+NEEDS_REGISTRY_AND_NGINX = pytest.mark.skipif(
+    not (Path("/usr/bin/docker-registry").exists() and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())),
+    reason="needs docker-registry and nginx (Debian packages)",
+)
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import ssl
 import sys
 from pathlib import Path
@@ -18,14 +17,11 @@ from kubeplay.bootstrap.steps import STEPS, foreground, run_install
 from kubeplay.steps import StepResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bootstrap_fixture import free_ports, make_bundle, make_context
+from tests.bootstrap_fixture import NEEDS_REGISTRY_AND_NGINX, free_ports, make_bundle, make_context
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (Path("/usr/bin/docker-registry").exists() and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())),
-        reason="needs docker-registry and nginx (Debian packages)",
-    ),
+    NEEDS_REGISTRY_AND_NGINX,
 ]
 DOMAIN = "kube.registry.local"
 SERVING = tuple(s for s in STEPS if s.name in ("serve", "certs", "registry", "nginx", "services", "health"))

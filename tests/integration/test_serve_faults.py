@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bootstrap_fixture import NEEDS_REGISTRY_AND_NGINX
 from tests.conftest import run_kubeplay
 from tests.serve_load import PullReport, access_log_counts, run_client, served_node
 
@@ -28,10 +28,7 @@ from kubeplay.bootstrap.steps import foreground
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (Path("/usr/bin/docker-registry").exists() and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())),
-        reason="needs docker-registry and nginx (Debian packages)",
-    ),
+    NEEDS_REGISTRY_AND_NGINX,
 ]
 CLIENTS = 6
 MAX_ROUNDS = 40  # bounded: clients pull again until both faults are done, never more than this

@@ -26,16 +26,13 @@ from kubeplay.errors import BadInput, BundleError
 from kubeplay.osrepo.apt_check import AptLine, IsolatedAptRoot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bootstrap_fixture import free_ports, make_context
+from tests.bootstrap_fixture import NEEDS_REGISTRY_AND_NGINX, free_ports, make_context
 from tests.conftest import run_kubeplay
 from tests.served_fixture import digests, make_delta, make_version
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (Path("/usr/bin/docker-registry").exists() and (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())),
-        reason="needs docker-registry and nginx (Debian packages)",
-    ),
+    NEEDS_REGISTRY_AND_NGINX,
     pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg (signs the served repos)"),
 ]
 DOMAIN = "kube.registry.local"
