@@ -185,7 +185,9 @@ def status(
             versions = Table(columns=("served Kubernetes", "kubespray", "bundle", "installed", "as"), boxed=False)
             for v in report["versions"]:
                 came = f"delta of {', '.join(b[:12] for b in v['delta_of'])}" if v["delta_of"] else "full bundle"
-                versions.add(v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came)
+                versions.add(
+                    v["kube_version"], v["kubespray_version"], v["identity"][:12], v["installed_at"][:19], came
+                )
             out.table(versions)
         for key in ("units", "certificate_expires", "registry", "files", "health"):
             if key in report:
