@@ -218,13 +218,15 @@ add_bundle(Path(sys.argv[1]), HostPaths(root=Path(sys.argv[2])))
 """
 
 
-def test_kill_9_during_the_merge_then_again_completes_and_the_old_version_is_always_served(
+def test_kill_9_during_a_delta_merge_then_again_completes_and_the_old_version_is_always_served(
     tmp_path: Path,
 ) -> None:
     old = make_version(tmp_path, "1.35.3")
-    # Many files, so a merge takes long enough to be killed in the middle.
-    new = make_version(tmp_path, "1.35.4", files=3, extra_files=1500)
+    # Many files, so a merge takes long enough to be killed in the middle; installed as a delta.
+    full = make_version(tmp_path, "1.35.4", files=3, extra_files=1500)
     node = Node(tmp_path, old)
+    base = served_inventory(node.paths)
+    new = make_delta(full, set(base.digests()), base.identities, tmp_path / "delta")
     failures: list[str] = []
     stop = threading.Event()
     fetcher = threading.Thread(
@@ -246,7 +248,7 @@ def test_kill_9_during_the_merge_then_again_completes_and_the_old_version_is_alw
             [sys.executable, "-c", _MERGE, str(new), str(node.paths.root)], env=env, timeout=300, check=False
         )
         assert done.returncode == 0
-        assert node.check_version(new) == []
+        assert node.check_version(full) == []
     finally:
         stop.set()
         fetcher.join(timeout=60)
