@@ -50,6 +50,9 @@ INSTALL_MARKS = [
     pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="lab nodes run Debian 12's Python 3.11"),
 ]
 DOMAIN = "kube.registry.local"
+# What a deploy node installs from the bundle repo (kubeplay.bootstrap.osrepo.APT_PACKAGES, nginx-light
+# chosen): gpg and gpg-agent sign the served repos' indexes with the deploy node's own key.
+DEPLOY_PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl", "gpg", "gpg-agent"]
 BUNDLE_IN_NODE = "/opt/kubeplay-bundle"
 CONFIG = f"""\
 compose:

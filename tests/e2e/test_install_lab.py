@@ -32,6 +32,7 @@ from tests.bootstrap_fixture import make_bundle
 from tests.e2e.conftest import (
     BUNDLE_IN_NODE,
     CONFIG,
+    DEPLOY_PACKAGES,
     DOMAIN,
     INSTALL_MARKS,
     NSPAWN_ARGS,
@@ -44,7 +45,6 @@ pytestmark = INSTALL_MARKS
 
 LAB_NODES = 2
 CACHE = Path(os.environ.get("KUBEPLAY_TEST_CACHE", "/var/tmp/kubeplay-test-cache"))
-DEPLOY_PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl"]
 
 
 def build_bundle(root: Path, baseline: Path) -> Path:
@@ -138,7 +138,7 @@ def test_install_serves_and_reports(installed: tuple[LabNode, LabNode, str]) -> 
 def test_second_node_uses_the_deploy_node(installed: tuple[LabNode, LabNode, str], bundle: Path) -> None:
     node0, node1, _ = installed
     http = f"http://{node0.ip}:8080"
-    # The CA and the bundle key over plain HTTP (python3: the node has no curl yet).
+    # The CA and the repo key over plain HTTP (python3: the node has no curl yet).
     # (apt reads keys as its _apt user: the keyring goes to /etc/apt/keyrings, not /root.)
     fetch = "import sys,urllib.request as u; open(sys.argv[2],'wb').write(u.urlopen(sys.argv[1]).read())"
     ok(node1, "mkdir -p /etc/apt/keyrings")
@@ -147,9 +147,11 @@ def test_second_node_uses_the_deploy_node(installed: tuple[LabNode, LabNode, str
         node1,
         f"python3 -c {shlex.quote(fetch)} {http}/repos/kubeplay-archive-keyring.gpg /etc/apt/keyrings/kubeplay.gpg",
     )
-    assert ok(node1, "sha256sum < /etc/apt/keyrings/kubeplay.gpg").split()[0] == _sha256(
-        bundle / "repos/kubeplay-archive-keyring.gpg"
-    )
+    # The served repos are signed by the deploy node's own key (kept across bundles), not the bundle's
+    # throwaway build key: the key served is node0's.
+    served_key = ok(node0, "sha256sum < /var/lib/kubeplay/served/repos/kubeplay-archive-keyring.gpg").split()[0]
+    assert ok(node1, "sha256sum < /etc/apt/keyrings/kubeplay.gpg").split()[0] == served_key
+    assert served_key != _sha256(bundle / "repos/kubeplay-archive-keyring.gpg")
 
     # apt against the bundle repo over HTTP, signature checked (no trusted=yes), then packages from it.
     sources = (
@@ -298,7 +300,7 @@ def test_uninstall_then_kill_9_mid_install_then_rerun(installed: tuple[LabNode, 
     assert ok(node0, "test -e /usr/sbin/policy-rc.d && echo LEFT || echo gone").strip() == "gone"
 
 
-STEP_ORDER = ["preflight", "os-packages", "tools", "certs", "trust", "hosts", "registry", "nginx", "chrony"]
+STEP_ORDER = ["preflight", "os-packages", "serve", "tools", "certs", "trust", "hosts", "registry", "nginx", "chrony"]
 STEP_ORDER += ["services", "health"]
 
 

@@ -22,6 +22,7 @@ from kubeplay.lab.upstream import UpstreamSimulator
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.conftest import (
     BUNDLE_IN_NODE,
+    DEPLOY_PACKAGES,
     DOMAIN,
     INSTALL_MARKS,
     NSPAWN_ARGS,
@@ -33,7 +34,7 @@ from tests.e2e.conftest import (
 
 pytestmark = INSTALL_MARKS
 
-PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl"]
+PACKAGES = DEPLOY_PACKAGES
 APP = "registry.k8s.io/kp-trust/app:1.0"
 CONFIG = f"""\
 compose:

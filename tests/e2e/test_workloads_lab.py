@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.e2e.conftest import (
     BUNDLE_IN_NODE,
     CONFIG,
+    DEPLOY_PACKAGES,
     DOMAIN,
     INSTALL_MARKS,
     NSPAWN_ARGS,
@@ -34,7 +35,7 @@ from tests.e2e.conftest import (
 
 pytestmark = INSTALL_MARKS
 
-PACKAGES = ["nginx-light", "chrony", "docker-registry", "curl", "containerd"]
+PACKAGES = [*DEPLOY_PACKAGES, "containerd"]
 REPO = "https://charts.example.org/stable"
 OCI = "oci://ghcr.io/kp-lab/charts"
 APP = "ghcr.io/kp-lab/app:1.0"
