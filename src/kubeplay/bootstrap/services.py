@@ -234,6 +234,10 @@ class ForegroundServices:
                         svc.proc.wait(timeout=timeout)
                 svc.pid_file.unlink(missing_ok=True)
             self.services.clear()
+            # the next start (another install, in this process) records in its own state directory
+            self.state_dir = None
+            self.record = {}
+            self._deaths = {}
 
     def wait(self, on_restart: Callable[[str], object] | None = None) -> None:
         """Supervise the children until SIGTERM or SIGINT (a child that dies is started again)."""
