@@ -34,8 +34,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kubeplay.bootstrap.paths import HostPaths
-from kubeplay.bootstrap.reindex import REPO_INDEXES, reindex
-from kubeplay.bootstrap.served import VERSION_RECORD, VERSIONS_DIR, ServedVersion, is_version_own, served_versions
+from kubeplay.bootstrap.reindex import reindex
+from kubeplay.bootstrap.served import (
+    REPO_INDEXES,
+    VERSION_RECORD,
+    VERSIONS_DIR,
+    ServedVersion,
+    is_rebuilt_path,
+    served_location,
+    served_versions,
+)
 from kubeplay.bundle.delta import DeltaRecord, full_sums_text, read_delta
 from kubeplay.bundle.inventory import Entry, identity_of
 from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums, sha256_file
@@ -49,14 +57,6 @@ _CHUNK = 1 << 20
 REPO_KEY_HOME = "repo-gnupg"
 
 
-def served_location(root: Path, version_dir: Path, rel: str) -> Path:
-    """Where a bundle path lives in the served set: the version's own files (top level, kubespray tree,
-    wheels) in its version directory, everything else in the union."""
-    if is_version_own(rel):
-        return version_dir / rel
-    return root / rel
-
-
 def is_index_path(rel: str) -> bool:
     """Paths whose served content is the newest bundle's (a tag, a chart index) or is rebuilt (repo
     metadata and keys): never a conflict between two bundles."""
@@ -66,12 +66,6 @@ def is_index_path(rel: str) -> bool:
     if rel == "files/charts/index.yaml":
         return True
     return is_rebuilt_path(rel) or (parts[0] == "repos" and parts[-1].startswith("RPM-GPG-KEY"))
-
-
-def is_rebuilt_path(rel: str) -> bool:
-    """Repo metadata and the repo key: written by the deploy node over the union, never merged."""
-    parts = rel.split("/")
-    return parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2)
 
 
 def _commit_rank(rel: str) -> int:
@@ -98,13 +92,7 @@ class ServedIndex:
         idx = cls()
         for v in versions:
             for rel, digest in read_sha256sums(v.sums_path).items():
-                if is_rebuilt_path(rel):
-                    # the union's index is not this version's: its own copy is kept in its directory
-                    own = v.dir / REPO_INDEXES / rel
-                    if digest not in idx.by_digest and own.is_file():
-                        idx.by_digest[digest] = own
-                    continue
-                where = served_location(v.served_root, v.dir, rel)
+                where = v.stored_at(rel)
                 if not where.is_relative_to(v.dir):
                     idx.by_path[rel] = digest
                     idx.owner.setdefault(rel, v.kube_version)

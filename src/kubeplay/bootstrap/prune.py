@@ -14,13 +14,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeplay.bootstrap.merge import is_rebuilt_path, reindex_served, served_location, served_lock
+from kubeplay.bootstrap.merge import reindex_served, served_lock
 from kubeplay.bootstrap.paths import HostPaths
 from kubeplay.bootstrap.served import (
     VERSION_RECORD,
     VERSIONS_DIR,
     ServedVersion,
     find_version,
+    is_rebuilt_path,
     is_version_own,
     served_versions,
 )
@@ -92,7 +93,7 @@ def prune(paths: HostPaths, keep: list[str], dry_run: bool = False) -> PruneResu
         reindex_served(paths)
         _restore_tags(root, kept_versions)
         for rel in sorted(gone, key=lambda r: (_delete_rank(r), r)):
-            target = served_location(root, root / VERSIONS_DIR / "_", rel)
+            target = root / rel  # `gone` holds union paths only
             target.unlink(missing_ok=True)
             _remove_empty_parents(target.parent, root)
         for d in doomed:

@@ -22,10 +22,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kubeplay.bootstrap.served import REPO_INDEXES
+from kubeplay.bundle.manifest import SUMS_NAME, read_sha256sums
 from kubeplay.osrepo.apt_repo import AptRepoContent, write_apt_repo
 from kubeplay.osrepo.signing import KEYRING_NAME, BundleSigner
 
-REPO_INDEXES = "repo-indexes"
 SIGNER_UID = "kubeplay deploy node repository signing key <kubeplay@localhost>"
 
 
@@ -93,12 +94,10 @@ def _listed_rpms(version_dirs: list[Path]) -> set[str]:
     """The rpms the versions list (not whatever lies in the directory: a prune deletes after re-indexing)."""
     listed: set[str] = set()
     for vdir in version_dirs:
-        sums = vdir / "SHA256SUMS"
-        if sums.is_file():
-            for line in sums.read_text(encoding="utf-8").splitlines():
-                rel = line.partition("  ")[2]
-                if rel.startswith("repos/rpm/") and rel.endswith(".rpm"):
-                    listed.add(rel)
+        if (vdir / SUMS_NAME).is_file():
+            listed |= {
+                r for r in read_sha256sums(vdir / SUMS_NAME) if r.startswith("repos/rpm/") and r.endswith(".rpm")
+            }
     return listed
 
 

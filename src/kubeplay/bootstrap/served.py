@@ -27,6 +27,7 @@ from kubeplay.bundle.manifest import MANIFEST_NAME, SUMS_NAME, read_sha256sums
 from kubeplay.errors import BadInput, BundleError
 
 VERSIONS_DIR = "versions"
+REPO_INDEXES = "repo-indexes"
 OWN_TREES = ("kubespray/", "wheels/")
 
 
@@ -34,6 +35,20 @@ def is_version_own(rel: str) -> bool:
     """Bundle paths each version keeps for itself (top-level files, its kubespray tree and wheels), not in
     the union nginx serves."""
     return "/" not in rel or rel.startswith(OWN_TREES)
+
+
+def is_rebuilt_path(rel: str) -> bool:
+    """Repo metadata and the repo key: written by the deploy node over the union, never merged."""
+    parts = rel.split("/")
+    return parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2)
+
+
+def served_location(root: Path, version_dir: Path, rel: str) -> Path:
+    """Where a bundle path lives in the served set: the version's own files (top level, kubespray tree,
+    wheels) in its version directory, everything else in the union."""
+    if is_version_own(rel):
+        return version_dir / rel
+    return root / rel
 
 
 VERSION_RECORD = "version.json"
@@ -76,6 +91,13 @@ class ServedVersion:
             manifest=self.manifest,
             kubespray_root=self.dir,
         )
+
+    def stored_at(self, rel: str) -> Path:
+        """Where this version's copy of bundle path `rel` is kept: its own files and its own repo indexes
+        (the union's are rebuilt) in its directory, everything else in the union."""
+        if is_rebuilt_path(rel):
+            return self.dir / REPO_INDEXES / rel
+        return served_location(self.served_root, self.dir, rel)
 
     def describe(self) -> str:
         return f"Kubernetes {self.kube_version} (kubespray {self.kubespray_version}, {self.identity[:12]})"
@@ -146,17 +168,6 @@ def served_facts(paths: HostPaths, identity: str | None = None) -> BundleFacts:
     return chosen[-1].facts()
 
 
-def _stored_at(v: ServedVersion, rel: str) -> Path:
-    """Where a version's file is kept: its own (top level, kubespray tree, its repo indexes) in its version
-    directory, everything else in the union."""
-    parts = rel.split("/")
-    if is_version_own(rel):
-        return v.dir / rel
-    if parts[0] == "repos" and ("dists" in parts or "repodata" in parts or len(parts) == 2):
-        return v.dir / "repo-indexes" / rel
-    return v.served_root / rel
-
-
 def served_inventory(paths: HostPaths) -> Inventory:
     """What this deploy node serves, as digests (`kubeplay status --inventory`): every file of every
     served version, keyed by where the served set keeps it."""
@@ -171,7 +182,7 @@ def served_inventory(paths: HostPaths) -> Inventory:
     entries: dict[str, Entry] = {}
     for v in versions:
         for rel, digest in read_sha256sums(v.sums_path).items():
-            where = _stored_at(v, rel)
+            where = v.stored_at(rel)
             size = where.stat().st_size if where.is_file() else 0
             entries[where.relative_to(paths.served).as_posix()] = Entry(sha256=digest, size=size)
     manifests = [(v.manifest_path.read_bytes(), v.installed_at) for v in versions]
