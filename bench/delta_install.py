@@ -88,18 +88,23 @@ def _write(path: Path, size: int, binary: bool = False) -> str:
     return h.hexdigest()
 
 
+def _put(bundle: Path, rel: str, size: int, shared: dict[str, Path], key: str, binary: bool = False) -> None:
+    """bundle/rel: a hard link to the file `shared[key]` when an earlier bundle wrote it, else new bytes."""
+    dest = bundle / rel
+    if key in shared:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(shared[key], dest)
+    else:
+        _write(dest, size, binary=binary)
+        shared[key] = dest
+
+
 def make_bundle(root: Path, version: str, scale: float, shared: dict[str, Path]) -> Path:
     """A bundle directory of `version`; unchanged content is hard-linked from `shared` (same bytes)."""
     bundle = root / f"kubeplay-{version}"
     for pattern, mb, changes in FILES:
         rel = pattern.format(v=version)
-        key = rel if changes else pattern
-        if not changes and key in shared:
-            (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(shared[key], bundle / rel)
-        else:
-            _write(bundle / rel, int(mb * MB * scale), binary=rel.endswith(UNCOMPRESSED))
-            shared.setdefault(key, bundle / rel)
+        _put(bundle, rel, int(mb * MB * scale), shared, rel if changes else pattern, rel.endswith(UNCOMPRESSED))
     for name, mb, changes in LAYERS:
         key = f"layer/{name}" + (f"/{version}" if changes else "")
         if key in shared:
@@ -117,20 +122,10 @@ def make_bundle(root: Path, version: str, scale: float, shared: dict[str, Path])
     pool = "repos/apt/debian/bookworm/pool/main/p/pkg{i}/pkg{i}_1.0_amd64.deb"
     for i in range(30):
         rel = pool.format(i=i)
-        if rel in shared:
-            (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(shared[rel], bundle / rel)
-        else:
-            _write(bundle / rel, int(OS_PACKAGES_MB / 30 * MB * scale))
-            shared[rel] = bundle / rel
+        _put(bundle, rel, int(OS_PACKAGES_MB / 30 * MB * scale), shared, rel)
     for i, mb in enumerate((57.6, 28.6)):
         rel = f"wheels/dep{i}-1.0-py3-none-any.whl"
-        if rel in shared:
-            (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(shared[rel], bundle / rel)
-        else:
-            _write(bundle / rel, int(mb * MB * scale))
-            shared[rel] = bundle / rel
+        _put(bundle, rel, int(mb * MB * scale), shared, rel)
     (bundle / "install.sh").write_text("#!/bin/sh\n")
     write_manifest(
         bundle,

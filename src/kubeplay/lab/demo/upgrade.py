@@ -177,16 +177,15 @@ class UpgradeDemo(Demo):
         with self.clock.phase("checks on every node (both versions)") as note:
             results: list[CheckResult] = []
             for label, bundle in (("base", self.bundle), ("target", self.target)):
+                manifest = read_manifest(bundle)
                 site = probes.Site(
                     deploy=lab.nodes[0], nodes=lab.nodes[1:], subnet=lab.record.subnet, bundle=bundle,
-                    manifest=read_manifest(bundle), base_dpkg_status=base_status, domain=inputs.DOMAIN,
+                    manifest=manifest, base_dpkg_status=base_status, domain=inputs.DOMAIN,
                     http_port=inputs.HTTP_PORT,
                 )  # fmt: skip
                 with self.out.status(f"fetching every file and image of the {label} version on every node"):
                     for c in probes.run_checks(site, self.prepared):
-                        results.append(
-                            CheckResult(f"{c.check} [{read_manifest(bundle).kube_version}]", c.node, c.passed, c.detail)
-                        )
+                        results.append(CheckResult(f"{c.check} [{manifest.kube_version}]", c.node, c.passed, c.detail))
             results.extend(self._repo_verifies(lab))
             self.report.checks = results
             failed = [c for c in results if not c.passed]
